@@ -1,0 +1,40 @@
+# Two entry points matter: `make serve` (the main job) and `make test` (the suite).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODELS := models
+REST_PORT ?= 8501
+GRPC_PORT ?= 8500
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv models serve test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+models: $(MODELS)/.built
+
+$(MODELS)/.built: $(VENV)/.installed $(wildcard serving/examples/*.py)
+	$(PY) -m serving.examples.build --out $(MODELS)
+	touch $@
+
+serve: models
+	$(PY) -m serving --port=$(GRPC_PORT) --rest_api_port=$(REST_PORT) \
+	  --model_config_file=$(MODELS)/models.config \
+	  --enable_batching --batching_parameters_file=serving/examples/batching.config
+
+test: models
+	$(PY) -m pytest -q
+
+bench: models
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(PY) -m loadtests.bench
+
+clean:
+	rm -rf $(MODELS) $(VENV)

@@ -1,0 +1,1 @@
+"""A batching gateway for TensorFlow SavedModels that speaks TensorFlow Serving's APIs."""

@@ -1,0 +1,115 @@
+"""Protocol-free description of a serving signature, and input validation against it.
+
+No TensorFlow import here: the REST codec, the batcher and the pipelines use these types
+without paying for TensorFlow. ``serving.runtime.savedmodel`` builds them from a loaded
+SavedModel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.errors import InvalidArgument
+
+STRING = np.dtype(object)
+"""DT_STRING tensors are numpy object arrays of ``bytes``."""
+
+PREDICT = "tensorflow/serving/predict"
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output of a signature."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...] | None
+    """Dimensions (``None``: any size); ``None`` as a whole: unknown rank."""
+    dtype_name: str = ""
+    """TF's name for the dtype (``DT_FLOAT``), for messages and metadata."""
+
+    @property
+    def is_string(self) -> bool:
+        return self.dtype == STRING
+
+    @property
+    def batched(self) -> bool:
+        """Whether dimension 0 is a batch dimension that requests can be merged along."""
+        return self.shape is None or (len(self.shape) > 0 and self.shape[0] is None)
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    """A signature's method and its named inputs and outputs."""
+
+    name: str
+    method_name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    input_order: tuple[str, ...] = field(default=())
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests for this signature can be merged along dimension 0."""
+        return all(spec.batched for spec in self.inputs.values())
+
+    def validate(self, tensors: dict[str, np.ndarray]) -> int | None:
+        """Check names, dtypes and shapes; return the shared batch size, or None.
+
+        None means the inputs do not share a dimension 0 (columnar requests may do so), so
+        the request cannot be merged with others and runs alone.
+        """
+        missing = [name for name in self.inputs if name not in tensors]
+        if missing:
+            raise InvalidArgument(
+                f"Missing input(s) {sorted(missing)} for signature '{self.name}'; "
+                f"expected {sorted(self.inputs)}"
+            )
+        extra = [name for name in tensors if name not in self.inputs]
+        if extra:
+            raise InvalidArgument(
+                f"Unknown input(s) {sorted(extra)} for signature '{self.name}'; "
+                f"expected {sorted(self.inputs)}"
+            )
+        rows: set[int] = set()
+        for name, value in tensors.items():
+            spec = self.inputs[name]
+            _check_dtype(spec, value)
+            _check_shape(spec, value.shape)
+            rows.add(value.shape[0] if value.ndim else -1)
+        if len(rows) == 1 and -1 not in rows and self.batchable:
+            return rows.pop()
+        return None
+
+
+def _check_dtype(spec: TensorSpec, value: np.ndarray) -> None:
+    if spec.is_string != (value.dtype == STRING) or (
+        not spec.is_string and value.dtype != spec.dtype
+    ):
+        raise InvalidArgument(
+            f"Input '{spec.name}' expects {spec.dtype_name or spec.dtype}, got {value.dtype}"
+        )
+
+
+def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
+    """Accept shapes the model accepts.
+
+    Besides exact compatibility, TF1 graphs (TF Serving's own test models among them) take
+    inputs that omit trailing dimensions of size 1, e.g. ``[3]`` for ``[-1, 1]``; TF Serving
+    passes those through, so do we.
+    """
+    if spec.shape is None:
+        return
+    expected = spec.shape
+    trimmed = expected
+    while len(trimmed) > len(shape) and trimmed[-1] == 1:
+        trimmed = trimmed[:-1]
+    if len(trimmed) == len(shape) and all(e is None or e == s for e, s in zip(trimmed, shape)):
+        return
+    want = [-1 if d is None else d for d in expected]
+    raise InvalidArgument(
+        f"Input '{spec.name}' expects shape {want}, got {list(shape)}"
+    )
