@@ -1,0 +1,277 @@
+"""Command line: TF Serving's own flags and config files → one ``Settings``.
+
+Users switching from TF Serving start the gateway with the command line they have
+(``--port=8500 --rest_api_port=8501 --model_name=x --model_base_path=/models/x``, or
+``--model_config_file=...``, ``--enable_batching --batching_parameters_file=...``).
+TF Serving flags that have no meaning here are accepted and ignored with one warning each,
+so existing command lines keep working; the few whose silent loss would change security or
+what is served (TLS, UNIX sockets, other platforms) are refused. Unknown flags are errors.
+
+Precedence: explicit flags, then ``TFGW_*`` environment variables, then defaults. This
+module imports neither TensorFlow nor anything that does, so ``--help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+
+from serving.settings import ModelConfig, Settings
+from serving.tfs_config import (
+    ConfigError,
+    describe_validation_error,
+    read_batching_parameters_file,
+    read_model_config_file,
+    read_monitoring_config_file,
+    resolve_base_path,
+)
+
+log = logging.getLogger(__name__)
+
+#: Real TF Serving flags (tensorflow_serving/model_servers/main.cc) that tune its C++
+#: runtime, loader or TPU/TFLite paths: accepted, warned about, ignored.
+IGNORED_TFS_FLAGS = (
+    "allow_version_labels_for_unavailable_models", "enable_grpc_healthcheck_service",
+    "enable_model_warmup", "enable_per_model_batching_parameters", "enable_profiler",
+    "enable_serialization_as_tensor_content", "enable_signature_method_name_check",
+    "file_system_poll_wait_seconds", "flush_filesystem_caches", "grpc_channel_arguments",
+    "grpc_max_threads", "load_retry_interval_micros", "max_num_load_retries",
+    "mixed_precision", "num_load_threads", "num_request_iterations_for_warmup",
+    "num_tflite_interpreters_per_pool", "num_tflite_pools", "num_unload_threads",
+    "per_process_gpu_memory_fraction", "prefer_tflite_model",
+    "remove_unused_fields_from_bundle_metagraph", "rest_api_enable_cors_support",
+    "rest_api_num_threads", "skip_initialize_tpu", "tensorflow_inter_op_parallelism",
+    "tensorflow_intra_op_parallelism", "tensorflow_session_config_file",
+    "tensorflow_session_parallelism", "thread_pool_factory_config_file",
+    "xla_cpu_compilation_enabled", "xla_gpu_compilation_enabled",
+)
+
+#: TF Serving flags whose silent loss would be unsafe: refused unless empty/false
+#: (``saved_model_tags`` unless it is the default ``serve``).
+REFUSED_TFS_FLAGS: Mapping[str, str] = {
+    "ssl_config_file": "TLS is not served here; terminate it in front of the gateway",
+    "use_alts_credentials": "ALTS is not supported",
+    "grpc_socket_path": "gRPC on a UNIX socket is not supported; use --port",
+    "platform_config_file": "only the TensorFlow SavedModel platform is served",
+    "saved_model_tags": "only the 'serve' tag set is loaded",
+}
+
+#: Flags that map one-to-one onto a ``Settings`` field of the same name.
+_SETTINGS_FLAGS = (
+    "port", "rest_api_port", "host", "enable_batching", "rest_api_timeout_in_ms",
+    "model_config_file_poll_wait_seconds", "max_request_bytes", "max_rows_per_request",
+    "drain_timeout_seconds",
+)
+_COMPAT_PREFIX = "compat__"
+_FALSE_WORDS = ("", "false", "0", "no")
+
+
+class UsageError(ConfigError):
+    """The command line itself is malformed (argparse's errors); exits with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises instead of exiting, so ``build_settings`` is testable and ``main`` decides."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _bool(text: str) -> bool:
+    """TF Serving's boolean syntax: ``--flag``, ``--flag=true``, ``--flag=false`` (and 1/0)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m serving" if name in ("", "__main__.py", "-c") else name
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tf-gateway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+#: (group, flag, type, metavar, help); help of a ``Settings`` field gets its default and env name.
+_FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
+    ("tfs", "port", int, "N", "gRPC port; 0: no gRPC"),
+    ("tfs", "rest_api_port", int, "N", "HTTP/REST port; 0: no REST"),
+    ("tfs", "model_name", str, "NAME", "name of the one model (default: default)"),
+    ("tfs", "model_base_path", str, "DIR", "folder of the one model's numeric version folders"),
+    ("tfs", "model_config_file", str, "FILE", "text ModelServerConfig: a model_config_list"),
+    ("tfs", "model_config_file_poll_wait_seconds", int, "S",
+     "re-read --model_config_file every S seconds; 0: once"),
+    ("tfs", "enable_batching", _bool, "BOOL", "batch requests together"),
+    ("tfs", "batching_parameters_file", str, "FILE", "text BatchingParameters"),
+    ("tfs", "monitoring_config_file", str, "FILE", "text MonitoringConfig (Prometheus path)"),
+    ("tfs", "rest_api_timeout_in_ms", int, "MS", "default request deadline"),
+    ("own", "host", str, "ADDR", "address both servers bind"),
+    ("own", "max_request_bytes", int, "N", "larger bodies get 413"),
+    ("own", "max_rows_per_request", int, "N", "more rows get 413"),
+    ("own", "drain_timeout_seconds", float, "S", "on SIGTERM, time to finish in-flight work"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: TF Serving's names and syntax; every default is left to ``Settings``."""
+    parser = _Parser(
+        prog=_prog(),
+        description="A batching gateway that speaks TensorFlow Serving's APIs and flags.",
+        epilog="Also accepted and ignored with a warning, for TF Serving compatibility: "
+        + " ".join(f"--{name}" for name in IGNORED_TFS_FLAGS),
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,  # absent flags stay absent: env vars can fill them
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    groups = {
+        "tfs": parser.add_argument_group("TF Serving flags"),
+        "own": parser.add_argument_group("gateway flags"),
+    }
+    for group, name, kind, metavar, text in _FLAGS:
+        if name in _SETTINGS_FLAGS:
+            default = Settings.model_fields[name].default
+            text += f" (default: {default}; env TFGW_{name.upper()})"
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is _bool else {}
+        groups[group].add_argument(f"--{name}", type=kind, metavar=metavar, help=text, **extra)
+    for name in (*IGNORED_TFS_FLAGS, *REFUSED_TFS_FLAGS):
+        parser.add_argument(f"--{name}", dest=_COMPAT_PREFIX + name, nargs="?", const="true",
+                            help=argparse.SUPPRESS)
+    return parser
+
+
+def build_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse ``argv`` (without the program name) and read the files it names.
+
+    ``environ`` replaces ``os.environ`` as the source of ``TFGW_*`` variables (for tests
+    and embedding); ``None`` means the process environment. Raises ``ConfigError``.
+    """
+    args = vars(build_parser().parse_args(list(argv)))
+    _check_compat_flags(args)
+    values: dict[str, Any] = {name: args[name] for name in _SETTINGS_FLAGS if name in args}
+    model_config_file = args.get("model_config_file") or None  # "" is unset, as in TF Serving
+    values["models"] = _models(args, model_config_file)
+    values["model_config_file"] = model_config_file and os.path.abspath(model_config_file)
+    batching_file = args.get("batching_parameters_file") or None
+    if batching_file:
+        values["batching"] = read_batching_parameters_file(batching_file)
+    monitoring_file = args.get("monitoring_config_file") or None
+    if monitoring_file:
+        values["metrics_path"] = read_monitoring_config_file(monitoring_file)
+    settings = _make_settings(values, environ)
+    if batching_file and not settings.enable_batching:
+        raise ConfigError("--batching_parameters_file is set but batching is not enabled: "
+                          "add --enable_batching (TF Serving refuses this too)")
+    if settings.port and settings.port == settings.rest_api_port:
+        raise ConfigError(f"--rest_api_port must differ from --port (both {settings.port})")
+    return settings
+
+
+def _check_compat_flags(args: Mapping[str, Any]) -> None:
+    """Warn once per ignored TF Serving flag; refuse the unsafe ones when they are set."""
+    for key, value in args.items():
+        if not key.startswith(_COMPAT_PREFIX):
+            continue
+        name = key[len(_COMPAT_PREFIX):]
+        if name in REFUSED_TFS_FLAGS:
+            harmless = ("serve",) if name == "saved_model_tags" else _FALSE_WORDS
+            if value.strip().lower() not in harmless:
+                raise ConfigError(f"--{name}={value} is not supported: {REFUSED_TFS_FLAGS[name]}")
+        log.warning("ignoring TF Serving flag --%s=%s: no effect in this gateway", name, value)
+
+
+def _models(args: Mapping[str, Any], model_config_file: str | None) -> tuple[ModelConfig, ...]:
+    """The models to serve: ``--model_config_file`` wins over ``--model_base_path``.
+
+    As in TF Serving, whose Docker entrypoint always passes --model_name/--model_base_path,
+    so users add --model_config_file on top of them.
+    """
+    base_path = args.get("model_base_path") or None
+    if model_config_file:
+        if base_path or "model_name" in args:
+            log.warning("--model_name/--model_base_path are ignored with --model_config_file "
+                        "(as in TF Serving)")
+        return read_model_config_file(model_config_file)
+    if not base_path:
+        raise ConfigError("no model to serve: give --model_base_path=DIR (one model, named "
+                          "by --model_name) or --model_config_file=FILE (a model_config_list)")
+    name = args.get("model_name", "default")
+    try:
+        return (ModelConfig(name=name, base_path=resolve_base_path(base_path)),)
+    except ValidationError as err:
+        problem = describe_validation_error(err)
+        raise ConfigError(f"--model_name/--model_base_path: {problem}") from None
+
+
+def _make_settings(values: dict[str, Any], environ: Mapping[str, str] | None) -> Settings:
+    """``Settings(**values)``: pydantic-settings fills what the flags left out from ``TFGW_*``."""
+    try:
+        if environ is None:
+            return Settings(**values)
+        # Resolve against ``environ`` in a subclass, then pass every field explicitly so
+        # the process environment can no longer contribute anything.
+        scoped = _settings_reading(environ)(**values)
+        return Settings(**scoped.model_dump())
+    except ValidationError as err:
+        problem = describe_validation_error(err)
+        raise ConfigError(f"invalid settings (flags or TFGW_* variables): {problem}") from None
+    except ValueError as err:  # pydantic-settings' SettingsError: an env value is not JSON
+        raise ConfigError(f"invalid TFGW_* environment variable: {err}") from None
+
+
+def _settings_reading(environ: Mapping[str, str]) -> type[Settings]:
+    """A ``Settings`` whose environment source is ``environ`` instead of ``os.environ``."""
+
+    class _MappingEnvSource(EnvSettingsSource):
+        # pydantic-settings' own DotEnvSettingsSource overrides this same hook.
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            if self.case_sensitive:
+                return dict(environ)
+            return {key.lower(): value for key, value in environ.items()}
+
+    class _ScopedSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, _MappingEnvSource(settings_cls)
+
+    return _ScopedSettings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: exit 1 with ``error: ...`` on a bad configuration (2 on bad usage)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = build_settings(sys.argv[1:] if argv is None else argv)
+    except UsageError as err:
+        build_parser().print_usage(sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    from serving.server import run  # imports TensorFlow: only once the config is known good
+
+    run(settings)
