@@ -1,0 +1,191 @@
+"""The set of loaded model versions, and how requests select one.
+
+Versions are discovered under each model's base path (numeric directories, TF Serving's
+layout), filtered by the version policy, loaded and warmed up off the event loop, then
+marked AVAILABLE. Requests select only among loaded versions by name, number or label:
+nothing a client sends ever becomes part of a filesystem path or causes a load.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from serving.batching.batcher import Batcher
+from serving.errors import NotFound
+from serving.runtime import savedmodel, warmup
+from serving.runtime.savedmodel import LoadedModel
+from serving.settings import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    """TF Serving's ModelVersionStatus.State names."""
+
+    START = "START"
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+BatcherFactory = Callable[["Servable", str], Batcher]
+
+
+@dataclass
+class Servable:
+    """One version of one model, from discovery to unload."""
+
+    name: str
+    version: int
+    path: str
+    state: State = State.START
+    error: str = ""
+    model: LoadedModel | None = None
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+
+
+class ModelRegistry:
+    """Loads the configured models and resolves requests to loaded versions."""
+
+    def __init__(self, configs: Iterable[ModelConfig], batcher_factory: BatcherFactory,
+                 warmup_batch_sizes: tuple[int, ...]) -> None:
+        self.configs = {config.name: config for config in configs}
+        self._batcher_factory = batcher_factory
+        self._warmup_sizes = warmup_batch_sizes
+        self._versions: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
+        self._errors: dict[str, str] = {}
+
+    # -- loading -------------------------------------------------------------------------
+
+    async def load_all(self) -> None:
+        await asyncio.gather(*(self._load_model(config) for config in self.configs.values()))
+
+    async def _load_model(self, config: ModelConfig) -> None:
+        try:
+            versions = await asyncio.to_thread(discover_versions, config)
+        except OSError as error:
+            self._errors[config.name] = f"Could not find base path {config.base_path}: {error}"
+            log.error("model %s: %s", config.name, self._errors[config.name])
+            return
+        if not versions:
+            self._errors[config.name] = f"No versions of model {config.name} found under {config.base_path}"
+            log.error("model %s: %s", config.name, self._errors[config.name])
+            return
+        for version, directory in versions.items():
+            servable = Servable(config.name, version, os.path.join(config.base_path, directory))
+            self._versions[config.name][version] = servable
+        for servable in list(self._versions[config.name].values()):
+            await self._load_version(servable)
+        for label, version in config.version_labels.items():
+            if self._available(config.name, version) is None:
+                log.error("model %s: label '%s' points at version %d, which is not loaded",
+                          config.name, label, version)
+
+    async def _load_version(self, servable: Servable) -> None:
+        servable.state = State.LOADING
+        log.info("loading %s version %d from %s", servable.name, servable.version, servable.path)
+        try:
+            servable.model = await asyncio.to_thread(savedmodel.load, servable.path)
+            count = await asyncio.to_thread(warmup.run, servable.model, self._warmup_sizes)
+        except Exception as error:  # noqa: BLE001 - a bad version must not take the server down
+            servable.state = State.END
+            servable.error = f"Failed to load {servable.path}: {error}"
+            servable.model = None
+            log.error("%s", servable.error)
+            return
+        servable.state = State.AVAILABLE
+        log.info("%s version %d AVAILABLE (%d warm-up requests)", servable.name, servable.version, count)
+
+    async def unload_all(self) -> None:
+        for versions in self._versions.values():
+            for servable in versions.values():
+                servable.state = State.UNLOADING
+                await asyncio.gather(*(b.stop() for b in servable.batchers.values()))
+                servable.batchers.clear()
+                servable.model = None
+                servable.state = State.END
+
+    # -- selection -----------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Every configured model has at least one AVAILABLE (hence warmed-up) version."""
+        return bool(self.configs) and all(
+            any(s.state is State.AVAILABLE for s in versions.values())
+            for versions in self._versions.values()
+        )
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The AVAILABLE servable a request asks for, or NotFound (TF Serving's wording)."""
+        config = self.configs.get(name)
+        if config is None:
+            raise NotFound(f"Servable not found for request: {_describe(name, version, label)}")
+        if label is not None:
+            if label not in config.version_labels:
+                raise NotFound(f"Unrecognized servable version label: {label}")
+            version = config.version_labels[label]
+        if version is None:
+            available = [v for v, s in self._versions[name].items() if s.state is State.AVAILABLE]
+            if not available:
+                raise NotFound(f"Servable not found for request: {_describe(name, None, None)}")
+            version = max(available)
+        servable = self._available(name, version)
+        if servable is None:
+            raise NotFound(f"Servable not found for request: {_describe(name, version, label)}")
+        return servable
+
+    def statuses(self, name: str, version: int | None = None) -> list[Servable]:
+        """Every known version of a model (or the one asked for), for GetModelStatus."""
+        if name not in self.configs:
+            raise NotFound(f"Could not find any versions of model {name}")
+        versions = self._versions[name]
+        if version is not None:
+            if version not in versions:
+                raise NotFound(f"Could not find version {version} of model {name}")
+            return [versions[version]]
+        if not versions:
+            raise NotFound(self._errors.get(name, f"Could not find any versions of model {name}"))
+        return [versions[v] for v in sorted(versions)]
+
+    def batcher(self, servable: Servable, signature_name: str) -> Batcher:
+        batcher = servable.batchers.get(signature_name)
+        if batcher is None:
+            batcher = self._batcher_factory(servable, signature_name)
+            batcher.start()
+            servable.batchers[signature_name] = batcher
+        return batcher
+
+    def _available(self, name: str, version: int) -> Servable | None:
+        servable = self._versions.get(name, {}).get(version)
+        return servable if servable is not None and servable.state is State.AVAILABLE else None
+
+
+def discover_versions(config: ModelConfig) -> dict[int, str]:
+    """Version number -> directory name (``00000123`` is version 123), as the policy selects."""
+    found = {
+        int(entry): entry for entry in os.listdir(config.base_path)
+        if entry.isdigit() and os.path.isdir(os.path.join(config.base_path, entry))
+    }
+    numbers = sorted(found)
+    policy = config.version_policy
+    if policy.kind == "specific":
+        missing = set(policy.versions) - set(numbers)
+        if missing:
+            log.error("model %s: specific versions %s not found under %s",
+                      config.name, sorted(missing), config.base_path)
+        numbers = [v for v in numbers if v in policy.versions]
+    elif policy.kind == "latest":
+        numbers = numbers[-policy.num_versions:]
+    return {v: found[v] for v in numbers}
+
+
+def _describe(name: str, version: int | None, label: str | None) -> str:
+    if label is not None:
+        return f"Labeled({name}, {label})"
+    if version is not None:
+        return f"Specific({name}, {version})"
+    return f"Latest({name})"

@@ -1,0 +1,138 @@
+"""Build the example models and the TF Serving model config that lists them.
+
+    python -m serving.examples.build --out models [--only natality ...]
+
+Each model goes to ``<out>/<name>/1/`` with TF Serving's warm-up file
+``assets.extra/tf_serving_warmup_requests`` (PredictionLogs of 1 and 8 sample rows, run at
+load time so the first real request does not pay for tracing). A version is built in a
+hidden sibling folder and moved into place only once it has been verified, so a failed
+build leaves the previous version intact and a server watching ``<out>`` never sees half a
+SavedModel (TF Serving ignores folders whose names are not numbers). ``<out>/models.config``
+lists every example model present under ``<out>``, so rebuilding one with ``--only`` keeps
+the others listed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.examples import image, natality
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+CONFIG_FILE = "models.config"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+WARMUP_BATCH_SIZES = (1, 8, 1, 8)
+
+
+@dataclass(frozen=True)
+class ExampleModel:
+    """How to build one example model and make sample inputs for its ``serving_default``."""
+
+    build: Callable[[Path], object]
+    """Builds and verifies one version in the (new) folder it is given."""
+    sample_inputs: Callable[[int, int], dict[str, np.ndarray]]
+    """(rows, seed) -> inputs by name; strings as object arrays."""
+
+
+MODELS: dict[str, ExampleModel] = {
+    natality.MODEL_NAME: ExampleModel(natality.build, natality.sample_rows),
+    image.MODEL_NAME: ExampleModel(image.build, image.sample_inputs),
+}
+
+
+def write_warmup(version_dir: Path, name: str) -> Path:
+    """Write TF Serving's warm-up file: PredictRequests of WARMUP_BATCH_SIZES sample rows."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = version_dir / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for seed, size in enumerate(WARMUP_BATCH_SIZES):
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+                name=name, signature_name="serving_default"))
+            for key, values in MODELS[name].sample_inputs(size, seed).items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(values))
+            record = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(record.SerializeToString(deterministic=True))  # same bytes each build
+    return path
+
+
+def build_model(out: Path, name: str) -> Path:
+    """Build ``name`` into ``<out>/<name>/<VERSION>``, replacing any previous build."""
+    final = out / name / str(VERSION)
+    staging = out / name / f".{VERSION}.building"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        MODELS[name].build(staging)
+        write_warmup(staging, name)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def write_model_config(out: Path) -> Path:
+    """Write TF Serving's ``model_config_list`` text proto for the models built under ``out``."""
+    entries = [
+        "  config {\n"
+        f"    name: \"{name}\"\n"
+        f"    base_path: \"{(out / name).resolve()}\"\n"
+        "    model_platform: \"tensorflow\"\n"
+        "  }\n"
+        for name in MODELS
+        if (out / name / str(VERSION) / "saved_model.pb").is_file()
+    ]
+    path = out / CONFIG_FILE
+    path.write_text("model_config_list {\n" + "".join(entries) + "}\n")
+    return path
+
+
+def build(out: Path, only: Sequence[str] | None = None) -> Path:
+    """Build the named models (all by default) and rewrite the config; return its path."""
+    names = list(only) if only else list(MODELS)
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        started = time.perf_counter()
+        log.info("building %s into %s", name, out / name / str(VERSION))
+        build_model(out, name)
+        log.info("built %s in %.1f s", name, time.perf_counter() - started)
+    config = write_model_config(out)
+    log.info("wrote %s", config)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("models"), help="output folder")
+    parser.add_argument("--only", nargs="+", choices=sorted(MODELS), metavar="NAME",
+                        help=f"build only these models ({', '.join(MODELS)})")
+    args = parser.parse_args(argv)
+    # Before TensorFlow is first imported (in the builders), or it logs at INFO level.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..."
+    started = time.perf_counter()
+    build(args.out, args.only)
+    log.info("done in %.1f s", time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Shared fixtures: paths to real models, a real gateway on a loopback port."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TFSERVING = SHARED / "testdata" / "tfserving"
+MODELS = REPO / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def poll(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
+    """Wait for a condition with a deadline (tests never sleep a fixed time)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def tfserving_dir() -> Path:
+    assert TFSERVING.is_dir(), f"TF Serving test models missing: {TFSERVING}"
+    return TFSERVING
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    for name in ("natality", "image_classifier"):
+        assert (MODELS / name / "1" / "saved_model.pb").is_file(), (
+            f"example model {name} missing under {MODELS}: run `make models` (make test does)"
+        )
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory) -> Path:
+    """A real SavedModel whose cost the caller chooses: y = x + 1 after max(spin) loop steps.
+
+    Lets tests hold the model busy for as long as they need, with no fake in the server.
+    """
+    import tensorflow as tf
+
+    class Slow(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
+                                      tf.TensorSpec([None], tf.int64, name="spin")])
+        def serve(self, x, spin):
+            steps = tf.reduce_max(tf.concat([spin, tf.zeros([1], tf.int64)], 0))
+            _, acc = tf.while_loop(lambda i, a: i < steps, lambda i, a: (i + 1, a * 0.5 + 1.0),
+                                   (tf.constant(0, tf.int64), tf.constant(0.0)))
+            return {"y": x + 1.0 + 0.0 * acc}
+
+    base = tmp_path_factory.mktemp("slow")
+    module = Slow()
+    tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
+    return base
+
+
+class Gateway:
+    """A real gateway (uvicorn + the core) serving on a loopback port in a thread."""
+
+    def __init__(self, settings) -> None:
+        from serving.core.service import InferenceService
+        from serving.metrics import Metrics
+        from serving.rest.app import create_app
+        from serving.server import DrainingServer
+        import uvicorn
+
+        self.settings = settings
+        self.service = InferenceService(settings, Metrics())
+        config = uvicorn.Config(create_app(settings, self.service), host="127.0.0.1",
+                                port=settings.rest_api_port, loop="asyncio", http="httptools",
+                                lifespan="on", access_log=False, log_level="warning")
+        self.server = DrainingServer(config, self.service, settings.drain_timeout_seconds)
+        self.url = f"http://127.0.0.1:{settings.rest_api_port}"
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "Gateway":
+        self._thread.start()
+        poll(lambda: self._ready(), timeout=120, what="gateway readiness")
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=60)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from the server's own registry (0 if absent)."""
+        value = self.service.metrics.registry.get_sample_value(name, labels or None)
+        return value or 0.0
+
+
+@pytest.fixture
+def gateway_factory() -> Iterator[Callable[..., Gateway]]:
+    """Start gateways with the given settings; all stop at the end of the test."""
+    from serving.settings import Settings
+
+    started: list[Gateway] = []
+
+    def start(**overrides) -> Gateway:
+        overrides.setdefault("rest_api_port", free_port())
+        overrides.setdefault("port", 0)
+        gateway = Gateway(Settings(**overrides)).__enter__()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.__exit__(None, None, None)
+
+
+def run(coro):
+    return asyncio.run(coro)
