@@ -1,0 +1,376 @@
+"""The adaptive minibatcher: one queue per (model version, signature).
+
+Contract (each point has a test in tests/batching/test_batcher.py):
+
+- ``submit(tensors, rows, deadline)`` resolves to exactly the output rows of its own
+  ``tensors``, in order, or raises a ``ServingError``. Results are never shared.
+- Requests whose names, dtypes and row shapes agree are merged, in arrival order, into one
+  call of at most ``max_batch_size`` rows; a larger request is split into chunks that run
+  in consecutive batches and are joined back. A request with ``rows=None`` (its inputs do
+  not share dimension 0) runs alone and whole.
+- A batch is released when it is full, when its oldest request has waited
+  ``batch_timeout_s``, or sooner when waiting is not worth it: the batcher learns the
+  call cost ``per_row · n + fixed`` online (``CostModel``) and waits for another request
+  only while one is expected sooner than ``fixed`` (the cost of a separate call). At low
+  load a request therefore runs at once, as if unbatched; at high load batches fill.
+- At most ``max_queued_rows`` rows wait; past that ``submit`` raises ``ResourceExhausted``
+  at once, with a retry-after estimated from the queue and the cost model.
+- A request whose deadline passes before it has started is removed and raises
+  ``DeadlineExceeded``; its rows are never run. A cancelled ``submit`` (client gone) is
+  removed the same way.
+- If a merged call fails, every request of that batch is retried alone, so a bad request
+  fails only itself and never hands its neighbours wrong rows.
+- At most one batch per free slot of the shared ``slots`` semaphore runs, each in an
+  ``executor`` thread: the event loop never runs the model.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from concurrent.futures import Executor
+from typing import Callable, Hashable, Protocol
+
+from serving.batching.cost import CostModel
+from serving.batching.rows import (
+    BatchShapeError,
+    Tensors,
+    allowed_size,
+    concat,
+    first_rows,
+    merge_key,
+    pad_rows,
+    slice_rows,
+    split_rows,
+)
+from serving.errors import DeadlineExceeded, ResourceExhausted, ServingError, Unavailable
+
+RunFn = Callable[[Tensors], Tensors]
+
+
+class BatchMetrics(Protocol):
+    """What the batcher reports; ``serving.metrics`` implements it per model."""
+
+    def queued(self, rows: int) -> None: ...
+    def queue_wait(self, seconds: float) -> None: ...
+    def batch(self, rows: int, seconds: float) -> None: ...
+
+
+class _NoMetrics:
+    def queued(self, rows: int) -> None:
+        pass
+
+    def queue_wait(self, seconds: float) -> None:
+        pass
+
+    def batch(self, rows: int, seconds: float) -> None:
+        pass
+
+
+class _Pending:
+    """One submitted request while it waits and runs."""
+
+    __slots__ = ("tensors", "rows", "key", "deadline", "enqueued", "future", "taken", "returned",
+                 "parts", "done")
+
+    def __init__(self, tensors: Tensors, rows: int | None, key: Hashable, deadline: float,
+                 enqueued: float, future: asyncio.Future) -> None:
+        self.tensors = tensors
+        self.rows = rows
+        self.key = key
+        self.deadline = deadline
+        self.enqueued = enqueued
+        self.future = future
+        self.taken = 0  # rows handed to batches so far
+        self.returned = 0  # rows whose outputs are back
+        self.parts: dict[int, Tensors] = {}  # chunk start -> outputs
+        self.done = False
+
+    @property
+    def weight(self) -> int:
+        return self.rows if self.rows is not None else 1
+
+
+Chunk = tuple[_Pending, int, int]  # request, first row, end row
+
+
+class Batcher:
+    """Merges concurrent requests for one model signature into few model calls."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        slots: asyncio.Semaphore,
+        executor: Executor,
+        max_batch_size: int,
+        batch_timeout_s: float,
+        max_queued_rows: int,
+        allowed_batch_sizes: tuple[int, ...] = (),
+        merge: bool = True,
+        metrics: BatchMetrics | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if batch_timeout_s < 0:
+            raise ValueError("batch_timeout_s must be >= 0")
+        if max_queued_rows < max_batch_size:
+            raise ValueError("max_queued_rows must be >= max_batch_size")
+        if allowed_batch_sizes and allowed_batch_sizes[-1] != max_batch_size:
+            raise ValueError("the last allowed batch size must equal max_batch_size")
+        self._run = run
+        self._slots = slots
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self._timeout = batch_timeout_s
+        self._max_queued_rows = max_queued_rows
+        self._allowed = allowed_batch_sizes
+        self._merge = merge
+        self._metrics: BatchMetrics = metrics or _NoMetrics()
+        self.cost = CostModel()
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._arrived = asyncio.Event()
+        self._gap: float | None = None  # smoothed seconds between arrivals
+        self._last_arrival: float | None = None
+        self._dispatcher: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+        self._closed = False
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def start(self) -> None:
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_loop())
+
+    async def stop(self) -> None:
+        """Refuse new work, fail what is still queued, let running batches finish."""
+        self._closed = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        while self._queue:
+            self._fail(self._queue.popleft(), Unavailable("The model is being unloaded"))
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def submit(self, tensors: Tensors, rows: int | None, deadline: float) -> Tensors:
+        """Queue a request and wait for its own outputs. ``deadline`` is time.monotonic()."""
+        if self._closed:
+            raise Unavailable("The model is being unloaded")
+        now = time.monotonic()
+        if deadline <= now:
+            raise DeadlineExceeded("Deadline exceeded before the request was queued")
+        mergeable_rows = rows if self._merge else None
+        weight = mergeable_rows if mergeable_rows is not None else 1
+        if self._queued_rows and self._queued_rows + weight > self._max_queued_rows:
+            raise ResourceExhausted(
+                f"The batch queue is full ({self._queued_rows} rows waiting)",
+                retry_after_s=self._retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        item = _Pending(tensors, mergeable_rows, merge_key(tensors), deadline, now, loop.create_future())
+        self._note_arrival(now)
+        self._queue.append(item)
+        self._add_queued(item.weight)
+        self._arrived.set()
+        timer = loop.call_later(deadline - now, self._expire, item)
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            self._abandon(item)
+            raise
+        finally:
+            timer.cancel()
+
+    # -- queue bookkeeping ---------------------------------------------------------------
+
+    def _add_queued(self, rows: int) -> None:
+        self._queued_rows += rows
+        self._metrics.queued(rows)
+
+    def _note_arrival(self, now: float) -> None:
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            self._gap = gap if self._gap is None else 0.8 * self._gap + 0.2 * gap
+        self._last_arrival = now
+
+    def _untaken(self, item: _Pending) -> int:
+        return item.weight - item.taken
+
+    def _abandon(self, item: _Pending) -> None:
+        """The caller is gone: drop its remaining rows; running chunks are discarded."""
+        if not item.done:
+            item.done = True
+            self._add_queued(-self._untaken(item))
+
+    def _expire(self, item: _Pending) -> None:
+        if item.done:
+            return
+        started = item.taken > 0
+        self._fail(item, DeadlineExceeded(
+            "Deadline exceeded while the request was running" if started
+            else "Deadline exceeded while the request waited in the batch queue"
+        ))
+
+    def _fail(self, item: _Pending, error: BaseException) -> None:
+        if item.done:
+            return
+        self._abandon(item)
+        if not item.future.done():
+            item.future.set_exception(_as_serving_error(error))
+
+    def _retry_after(self) -> int:
+        batches = math.ceil(self._queued_rows / self.max_batch_size)
+        return max(1, math.ceil(batches * self.cost.estimate(self.max_batch_size)))
+
+    # -- dispatching ---------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            while not self._live_head():
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._slots.acquire()
+            try:
+                await self._gather_more()
+                chunks = self._take_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not chunks:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(chunks))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _live_head(self) -> _Pending | None:
+        while self._queue and self._queue[0].done:
+            self._queue.popleft()
+        return self._queue[0] if self._queue else None
+
+    async def _gather_more(self) -> None:
+        """Wait while more rows are expected soon enough to be worth it (see module doc)."""
+        while True:
+            head = self._live_head()
+            if head is None:
+                return
+            delay = self._worth_waiting(head, time.monotonic())
+            if delay <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), delay)
+            except TimeoutError:
+                return
+
+    def _worth_waiting(self, head: _Pending, now: float) -> float:
+        if head.rows is None or self._queued_rows >= self.max_batch_size:
+            return 0.0
+        left = head.enqueued + self._timeout - now
+        if left <= 0 or not self.cost.known or self._gap is None:
+            return 0.0
+        _, fixed = self.cost.coefficients()
+        if self._gap >= fixed:
+            return 0.0
+        slack = head.deadline - now - self.cost.estimate(self._queued_rows + 1)
+        return min(left, 2 * self._gap, slack)
+
+    def _take_batch(self) -> list[Chunk]:
+        """Pop up to max_batch_size compatible rows in arrival order."""
+        chunks: list[Chunk] = []
+        skipped: list[_Pending] = []
+        capacity = self.max_batch_size
+        key: Hashable = None
+        while self._queue and capacity > 0:
+            item = self._queue.popleft()
+            if item.done:
+                continue
+            if chunks and (item.rows is None or item.key != key):
+                skipped.append(item)
+                continue
+            if item.rows is None:
+                chunks.append((item, 0, 1))
+                item.taken = 1
+                break
+            key = item.key
+            take = min(item.rows - item.taken, capacity)
+            chunks.append((item, item.taken, item.taken + take))
+            item.taken += take
+            capacity -= take
+            if item.taken < item.rows:
+                self._queue.appendleft(item)
+        self._queue.extendleft(reversed(skipped))
+        taken = sum(stop - start for _, start, stop in chunks)
+        self._add_queued(-taken)
+        now = time.monotonic()
+        for item, start, _ in chunks:
+            if start == 0:
+                self._metrics.queue_wait(now - item.enqueued)
+        return chunks
+
+    async def _execute(self, chunks: list[Chunk]) -> None:
+        try:
+            await self._run_chunks(chunks)
+        finally:
+            self._slots.release()
+
+    async def _run_chunks(self, chunks: list[Chunk]) -> None:
+        chunks = [c for c in chunks if not c[0].done]
+        if not chunks:
+            return
+        alone = chunks[0][0].rows is None  # runs whole, outputs taken as they come
+        if alone:
+            inputs, rows = chunks[0][0].tensors, None
+        else:
+            inputs = concat([slice_rows(item.tensors, start, stop) for item, start, stop in chunks])
+            rows = sum(stop - start for _, start, stop in chunks)
+        target = allowed_size(rows, self._allowed) if rows is not None else None
+        if target is not None and target != rows:
+            inputs = pad_rows(inputs, rows, target)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            elapsed = time.monotonic() - started
+            if target is not None:
+                self.cost.observe(target, elapsed)
+            self._metrics.batch(rows or 1, elapsed)
+            if target != rows:
+                outputs = first_rows(outputs, rows)
+            parts = [outputs] if alone else split_rows(outputs, [b - a for _, a, b in chunks])
+        except Exception as error:  # noqa: BLE001 - every failure is routed to its requests
+            if len(chunks) > 1:
+                for chunk in chunks:  # isolate the failing request(s)
+                    await self._run_chunks([chunk])
+            else:
+                self._fail(chunks[0][0], error)
+            return
+        for (item, start, stop), part in zip(chunks, parts):
+            self._deliver(item, start, stop, part)
+
+    def _deliver(self, item: _Pending, start: int, stop: int, part: Tensors) -> None:
+        """Keep a chunk's outputs; once all of a request's rows are back, answer it."""
+        if item.done:
+            return
+        item.parts[start] = part
+        item.returned += stop - start
+        if item.returned < item.weight:
+            return
+        item.done = True
+        result = part if len(item.parts) == 1 else concat([item.parts[s] for s in sorted(item.parts)])
+        item.future.set_result(result)
+
+
+def _as_serving_error(error: BaseException) -> ServingError:
+    if isinstance(error, ServingError):
+        return error
+    if isinstance(error, BatchShapeError):
+        return ServingError(f"The model broke the batching contract: {error}")
+    return ServingError(f"Model execution failed: {error}")

@@ -1,0 +1,1 @@
+"""The protocol-free core: model registry and inference service."""

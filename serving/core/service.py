@@ -1,0 +1,245 @@
+"""The protocol-free core: what REST and gRPC adapters delegate to.
+
+It owns the model registry, the batchers' shared execution slots and threads, request
+accounting (in-flight, outcomes, rejections) and the drain on shutdown. Inputs and
+outputs are numpy tensors and TF Serving protos; no HTTP or gRPC types appear here.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import numpy as np
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from serving.batching.batcher import Batcher
+from serving.batching.rows import Tensors
+from serving.core.registry import ModelRegistry, Servable
+from serving.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    ResourceExhausted,
+    ServingError,
+    Unavailable,
+)
+from serving.metrics import Metrics
+from serving.runtime.signature import CLASSIFY, REGRESS, SignatureSpec
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_REJECTION_REASONS = {
+    ResourceExhausted: "queue_full",
+    DeadlineExceeded: "deadline",
+    Cancelled: "cancelled",
+    PayloadTooLarge: "too_large",
+    InvalidArgument: "invalid_argument",
+    NotFound: "not_found",
+    Unavailable: "unavailable",
+}
+
+
+class InferenceService:
+    """Model lookup, validated and batched inference, status and metadata."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        batching = settings.batching
+        self._executor = ThreadPoolExecutor(batching.num_batch_threads, thread_name_prefix="model")
+        self._slots = asyncio.Semaphore(batching.num_batch_threads)
+        if settings.enable_batching:
+            sizes = batching.allowed_batch_sizes or (1, batching.max_batch_size)
+        else:
+            sizes = (1,)
+        self.registry = ModelRegistry(settings.models, self._make_batcher, tuple(sizes))
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._loading: asyncio.Task | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin loading models in the background; /readyz turns true when they are warm."""
+        self._loading = asyncio.create_task(self.registry.load_all())
+
+    async def loaded(self) -> None:
+        if self._loading is not None:
+            await self._loading
+
+    async def stop(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await self.registry.unload_all()
+        self._executor.shutdown(wait=True)
+
+    def ready(self) -> bool:
+        return not self.draining and self.registry.ready()
+
+    def begin_drain(self) -> None:
+        """Stop accepting requests; those already accepted still finish."""
+        self.draining = True
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """After begin_drain: wait until no request is in flight; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextlib.contextmanager
+    def track(self, model: str, method: str) -> Iterator[None]:
+        """Account one request: refuse it while draining, count it, time it, label its outcome."""
+        label = model if model in self.registry.configs else ""
+        if self.draining:
+            self.metrics.rejections.labels(label, "draining").inc()
+            raise Unavailable("The server is shutting down")
+        self._in_flight += 1
+        self.metrics.in_flight.inc()
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            yield
+        except ServingError as error:
+            code = error.grpc_code
+            reason = next((r for t, r in _REJECTION_REASONS.items() if isinstance(error, t)), None)
+            if reason:
+                self.metrics.rejections.labels(label, reason).inc()
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            self.metrics.rejections.labels(label, "cancelled").inc()
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self._in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(label, method, code).inc()
+            self.metrics.request_duration.labels(label, method).observe(time.perf_counter() - started)
+            if self.draining and self._in_flight == 0:
+                self._idle.set()
+
+    # -- inference -----------------------------------------------------------------------
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        return self.registry.resolve(name, version, label)
+
+    def signature(self, servable: Servable, name: str) -> SignatureSpec:
+        assert servable.model is not None
+        return servable.model.signature(name)
+
+    async def predict(self, servable: Servable, signature_name: str, tensors: Tensors,
+                      deadline: float) -> Tensors:
+        spec = self.signature(servable, signature_name)
+        rows = spec.validate(tensors)
+        self._check_rows(rows)
+        return await self._batcher(servable, signature_name).submit(tensors, rows, deadline)
+
+    async def classify(self, servable: Servable, signature_name: str, examples: list[bytes],
+                       deadline: float) -> Tensors:
+        outputs = await self._run_examples(servable, signature_name, CLASSIFY, examples, deadline)
+        if "classes" not in outputs and "scores" not in outputs:
+            raise ServingError("Expected classification signature outputs 'classes' or 'scores'")
+        return outputs
+
+    async def regress(self, servable: Servable, signature_name: str, examples: list[bytes],
+                      deadline: float) -> Tensors:
+        outputs = await self._run_examples(servable, signature_name, REGRESS, examples, deadline)
+        if "outputs" not in outputs:
+            raise ServingError("Expected regression signature output 'outputs'")
+        return outputs
+
+    async def _run_examples(self, servable: Servable, signature_name: str, method: str,
+                            examples: list[bytes], deadline: float) -> Tensors:
+        spec = self.signature(servable, signature_name)
+        if spec.method_name != method:
+            kind = "classification" if method == CLASSIFY else "regression"
+            raise InvalidArgument(
+                f"Expected {kind} signature method_name to be {method}. Was: {spec.method_name}"
+            )
+        if len(spec.inputs) != 1:
+            # The declared dtype is not checked: TF Serving feeds serialized Examples to the
+            # one input whatever it declares (its half_plus_three test model declares DT_FLOAT).
+            raise InvalidArgument(f"Signature '{signature_name}' must have one input, for serialized tf.Examples")
+        self._check_rows(len(examples))
+        key = next(iter(spec.inputs))
+        tensors = {key: np.array(examples, dtype=object)}
+        return await self._batcher(servable, signature_name).submit(tensors, len(examples), deadline)
+
+    def _check_rows(self, rows: int | None) -> None:
+        if rows is not None and rows > self.settings.max_rows_per_request:
+            raise PayloadTooLarge(
+                f"Request has {rows} rows; the limit is {self.settings.max_rows_per_request}"
+            )
+        if rows == 0:
+            raise InvalidArgument("Request has no rows")
+
+    def _batcher(self, servable: Servable, signature_name: str) -> Batcher:
+        return self.registry.batcher(servable, signature_name)
+
+    def _make_batcher(self, servable: Servable, signature_name: str) -> Batcher:
+        batching = self.settings.batching
+        model = servable.model
+        assert model is not None
+        return Batcher(
+            lambda tensors: model.run(signature_name, tensors),
+            slots=self._slots,
+            executor=self._executor,
+            max_batch_size=batching.max_batch_size,
+            batch_timeout_s=batching.batch_timeout_micros / 1e6 if self.settings.enable_batching else 0.0,
+            max_queued_rows=batching.max_enqueued_batches * batching.max_batch_size,
+            allowed_batch_sizes=batching.allowed_batch_sizes if self.settings.enable_batching else (),
+            merge=self.settings.enable_batching,
+            metrics=self.metrics.for_model(servable.name),
+        )
+
+    # -- status and metadata -------------------------------------------------------------
+
+    def model_status(self, name: str, version: int | None = None) -> get_model_status_pb2.GetModelStatusResponse:
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for servable in self.registry.statuses(name, version):
+            entry = response.model_version_status.add()
+            entry.version = servable.version
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(servable.state.value)
+            entry.status.SetInParent()  # TF Serving always reports a status, OK included
+            if servable.error:
+                entry.status.error_code = 2  # UNKNOWN: the version failed to load
+                entry.status.error_message = servable.error
+        return response
+
+    def model_metadata(self, servable: Servable) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        assert servable.model is not None
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in servable.model.signature_defs.items():
+            signatures.signature_def[key].CopyFrom(signature_def)
+        response.metadata["signature_def"].Pack(signatures)
+        return response
+
+
+def signature_defs(response: get_model_metadata_pb2.GetModelMetadataResponse) -> get_model_metadata_pb2.SignatureDefMap:
+    """Unpack the SignatureDefMap of a metadata response."""
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    return signatures
+

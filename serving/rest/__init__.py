@@ -1,0 +1,1 @@
+"""TF Serving's REST API: the JSON codec (``codec``) and the HTTP adapter around the core."""

@@ -1,0 +1,209 @@
+"""The REST adapter: TF Serving's HTTP API on FastAPI, delegating to the core service.
+
+This module only translates: URLs to model targets, JSON to numpy (``codec``) and back,
+``ServingError`` to ``{"error": ...}`` with its status (the one place that mapping is
+made for HTTP). The hot paths are plain Starlette routes with no per-request validation
+machinery, since the JSON is checked against the model's own signature instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, TypeVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from google.protobuf.json_format import MessageToDict
+
+from serving.core.service import InferenceService, signature_defs
+from serving.errors import Cancelled, InvalidArgument, NotFound, PayloadTooLarge, ResourceExhausted, ServingError
+from serving.rest import codec
+from serving.runtime.savedmodel import DEFAULT_SIGNATURE
+from serving.settings import Settings
+
+TIMEOUT_HEADER = "x-request-timeout-ms"
+JSON = "application/json"
+T = TypeVar("T")
+
+_TARGET = re.compile(
+    r"(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>\d{1,18})|/labels/(?P<label>[^/:]+))?"
+    r"(?::(?P<verb>predict|classify|regress)|/(?P<metadata>metadata))?"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a /v1/models/... URL addresses."""
+
+    name: str
+    version: int | None
+    label: str | None
+    verb: str | None
+    metadata: bool
+
+
+def parse_target(path: str, method: str) -> Target:
+    match = _TARGET.fullmatch(path)
+    if match is None:
+        raise NotFound(f"Malformed request: {method} /v1/models/{path}")
+    version = match["version"]
+    return Target(match["name"], int(version) if version else None, match["label"],
+                  match["verb"], bool(match["metadata"]))
+
+
+def create_app(settings: Settings, service: InferenceService) -> FastAPI:
+    """The ASGI app; models load in the background once its lifespan starts."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="tf-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_exception_handler(ServingError, _error_response)
+    app.state.service = service
+
+    async def post_model(request: Request) -> Response:
+        target = parse_target(request.path_params["path"], "POST")
+        if target.verb is None:
+            raise NotFound(f"Malformed request: POST {request.url.path}")
+        with service.track(target.name, target.verb):
+            deadline = _deadline(request, settings.rest_api_timeout_in_ms)
+            doc = codec.parse_json(await _read_body(request, settings.max_request_bytes))
+            servable = service.resolve(target.name, target.version, target.label)
+            signature_name = doc.get("signature_name") or DEFAULT_SIGNATURE
+            if not isinstance(signature_name, str):
+                raise InvalidArgument("'signature_name' must be a string")
+            if target.verb == "predict":
+                tensors, form = codec.decode_predict(doc, service.signature(servable, signature_name))
+                outputs = await _unless_disconnected(
+                    request, service.predict(servable, signature_name, tensors, deadline))
+                body = codec.encode_predict(outputs, form)
+            else:
+                examples = codec.decode_examples(doc)
+                run = service.classify if target.verb == "classify" else service.regress
+                outputs = await _unless_disconnected(
+                    request, run(servable, signature_name, examples, deadline))
+                encode = codec.encode_classify if target.verb == "classify" else codec.encode_regress
+                body = encode(outputs)
+        return Response(body, media_type=JSON)
+
+    async def get_model(request: Request) -> Response:
+        target = parse_target(request.path_params["path"], "GET")
+        if target.verb is not None:
+            raise NotFound(f"Malformed request: GET {request.url.path}")
+        if target.metadata:
+            servable = service.resolve(target.name, target.version, target.label)
+            response = service.model_metadata(servable)
+            doc: dict[str, Any] = {
+                "model_spec": _to_dict(response.model_spec),
+                "metadata": {"signature_def": _to_dict(signature_defs(response))},
+            }
+        else:
+            version = target.version
+            if target.label is not None:
+                version = service.resolve(target.name, None, target.label).version
+            doc = _to_dict(service.model_status(target.name, version))
+        return Response(orjson.dumps(doc), media_type=JSON)
+
+    app.add_route("/v1/models/{path:path}", post_model, methods=["POST"])
+    app.add_route("/v1/models/{path:path}", get_model, methods=["GET"])
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status": "alive"}', media_type=JSON)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        if service.ready():
+            return Response(b'{"status": "ready"}', media_type=JSON)
+        reason = "draining" if service.draining else "models not yet available"
+        return Response(codec.encode_error(f"not ready: {reason}"), status_code=503, media_type=JSON)
+
+    if settings.metrics_path:
+        async def metrics(_: Request) -> Response:
+            return Response(service.metrics.exposition(),
+                            media_type="text/plain; version=0.0.4; charset=utf-8")
+
+        app.add_route(settings.metrics_path, metrics, methods=["GET"])
+    return app
+
+
+async def _error_response(_: Request, error: Exception) -> Response:
+    assert isinstance(error, ServingError)
+    headers = {}
+    if isinstance(error, ResourceExhausted):
+        headers["Retry-After"] = str(error.retry_after_s)
+    return Response(codec.encode_error(error.message), status_code=error.http_status,
+                    media_type=JSON, headers=headers)
+
+
+def _deadline(request: Request, default_ms: int) -> float:
+    """Monotonic deadline from the request header, else the server's REST timeout."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    timeout_ms = default_ms
+    if raw is not None:
+        try:
+            timeout_ms = float(raw)
+        except ValueError:
+            timeout_ms = -1
+        if not timeout_ms > 0:
+            raise InvalidArgument(f"{TIMEOUT_HEADER} must be a positive number of milliseconds")
+    return time.monotonic() + timeout_ms / 1000.0
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes before reading them where possible."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"Request body of {length} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (leaving the queue)."""
+    task = asyncio.current_task()
+    assert task is not None
+    active = True
+
+    def on_disconnect(watcher: asyncio.Future) -> None:
+        if active and not watcher.cancelled():
+            task.cancel()
+
+    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(on_disconnect)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            task.uncancel()
+            raise Cancelled("The client disconnected") from None
+        raise
+    finally:
+        active = False
+        watcher.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True,
+                         always_print_fields_with_no_presence=True)

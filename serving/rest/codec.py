@@ -1,0 +1,729 @@
+"""TF Serving's REST JSON <-> numpy tensors and serialized ``tf.train.Example`` protos.
+
+The wire format is TF Serving's (``tensorflow_serving/g3doc/api_rest.md``); behaviour and
+error wording follow its ``tensorflow_serving/util/json_tensor.cc``. Every function is pure;
+a bad request raises ``InvalidArgument``, a dtype JSON cannot carry raises ``Unimplemented``.
+
+Requests
+    parse_json(body)               -> dict; the NaN, Infinity, -Infinity tokens are allowed
+    decode_predict(doc, signature) -> ({input: ndarray}, "row" | "columnar")
+    decode_examples(doc)           -> [serialized tf.train.Example], context merged in
+Responses
+    encode_predict(outputs, form)  -> {"predictions": ...} (row) | {"outputs": ...} (columnar)
+    encode_classify(outputs)       -> {"results": [[[label, score], ...], ...]}
+    encode_regress(outputs)        -> {"results": [value, ...]}
+    encode_error(message)          -> {"error": message}
+
+Tensors: DT_STRING tensors are object arrays of ``bytes``. JSON strings arrive UTF-8
+encoded and ``{"b64": ...}`` objects decoded; string outputs whose name ends in ``_bytes``
+(and strings that are not UTF-8) leave as ``{"b64": ...}``, others as text. Floats leave as
+the shortest text that round-trips in their own precision, non-finite ones as ``NaN``,
+``Infinity`` and ``-Infinity``.
+
+Input names are checked only as far as decoding needs them (a name the signature lacks
+has no dtype); ``SignatureSpec.validate`` checks names, dtypes and shapes afterwards.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any, Callable, Literal
+
+import numpy as np
+import orjson
+
+from serving.errors import InvalidArgument, Unimplemented
+from serving.runtime.signature import STRING, SignatureSpec, TensorSpec
+
+Form = Literal["row", "columnar"]
+Leaf = Callable[[Any], Any]
+"""Checks and converts one JSON scalar of a tensor, or raises InvalidArgument."""
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_NAN, _INF, _NEG_INF = (orjson.Fragment(t) for t in (b"NaN", b"Infinity", b"-Infinity"))
+_MAX_RANK = 64  # numpy's limit (TF's is 254); also bounds the recursion in _fill
+_SMALL = 64  # up to this many elements, Python's min/max beat numpy's reductions
+_PREVIEW_CHARS = 120  # of a JSON value quoted in an error message
+
+_DT_NAMES = {
+    np.dtype(np.float16): "DT_HALF", np.dtype(np.float32): "DT_FLOAT",
+    np.dtype(np.float64): "DT_DOUBLE", np.dtype(np.int8): "DT_INT8",
+    np.dtype(np.int16): "DT_INT16", np.dtype(np.int32): "DT_INT32",
+    np.dtype(np.int64): "DT_INT64", np.dtype(np.uint8): "DT_UINT8",
+    np.dtype(np.uint16): "DT_UINT16", np.dtype(np.uint32): "DT_UINT32",
+    np.dtype(np.uint64): "DT_UINT64", np.dtype(np.bool_): "DT_BOOL", STRING: "DT_STRING",
+}
+_INT_RANGES = {dt: (int(np.iinfo(dt).min), int(np.iinfo(dt).max))
+               for dt in _DT_NAMES if dt.kind in "iu"}
+_FLOAT_LIMITS = {
+    # largest finite value; largest integer token TF Serving converts (2**digits - 1); name
+    dt: (float(np.finfo(dt).max), 2 ** (np.finfo(dt).nmant + 1) - 1, name)
+    for dt, name in ((np.dtype(np.float16), "half"), (np.dtype(np.float32), "float"),
+                     (np.dtype(np.float64), "double"))
+}
+_ORJSON_DTYPES = frozenset(dt for dt in _DT_NAMES if dt.kind in "biu") | {
+    np.dtype(np.float32), np.dtype(np.float64)}
+_INT64_MIN, _INT64_MAX = _INT_RANGES[np.dtype(np.int64)]
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Parse a request body whose top level must be a JSON object."""
+    if not body:
+        raise InvalidArgument("JSON Parse error: The document is empty")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = _parse_lenient(body)
+    if type(doc) is not dict:
+        raise InvalidArgument(f"JSON Value: {_preview(doc)} Is not object")
+    return doc
+
+
+def _parse_lenient(body: bytes) -> Any:
+    """The stdlib parser accepts the NaN, Infinity and -Infinity tokens orjson rejects."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as err:
+        raise InvalidArgument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
+    except UnicodeDecodeError:
+        raise InvalidArgument("JSON Parse error: Invalid encoding in string.") from None
+    except RecursionError:
+        raise InvalidArgument("JSON Parse error: The document is nested too deeply.") from None
+
+
+def decode_predict(
+    doc: dict[str, Any], signature: SignatureSpec
+) -> tuple[dict[str, np.ndarray], Form]:
+    """Tensors of a :predict request in row (``instances``) or columnar (``inputs``) form."""
+    if "instances" in doc:
+        if "inputs" in doc:
+            raise InvalidArgument(
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' "
+                "keys to exist"
+            )
+        return _decode_rows(doc["instances"], signature), "row"
+    if "inputs" in doc:
+        return _decode_columns(doc["inputs"], signature), "columnar"
+    raise InvalidArgument("Missing 'inputs' or 'instances' key")
+
+
+def _decode_rows(instances: Any, signature: SignatureSpec) -> dict[str, np.ndarray]:
+    if type(instances) is not list:
+        raise InvalidArgument("Expecting 'instances' to be a list/array")
+    if not instances:
+        raise InvalidArgument("No values in 'instances' array")
+    if not _is_named(instances[0]):
+        name, spec = _only_input(
+            signature, "instances is a plain list, but expecting list of objects as "
+            "multiple input tensors are required by the signature")
+        return {name: _row_tensor(instances, spec, None)}
+    names = instances[0].keys()
+    _check_known(names, signature)
+    for i, row in enumerate(instances):
+        if not _is_named(row):
+            raise InvalidArgument(f"Expecting object but got value/list at item {i} of input list")
+        if row.keys() != names:
+            raise InvalidArgument(
+                f"Failed to process element: {i} of 'instances' list. JSON object: "
+                f"{_preview(row)} keys must be equal to: {','.join(sorted(names))}"
+            )
+    return {
+        name: _row_tensor([row[name] for row in instances], signature.inputs[name], name)
+        for name in names
+    }
+
+
+def _decode_columns(inputs: Any, signature: SignatureSpec) -> dict[str, np.ndarray]:
+    if _is_named(inputs):
+        _check_known(inputs.keys(), signature)
+        return {name: _column_tensor(value, signature.inputs[name], name)
+                for name, value in inputs.items()}
+    name, spec = _only_input(
+        signature, "inputs is a plain value/list, but expecting an object as multiple "
+        "input tensors are required by the signature")
+    return {name: _column_tensor(inputs, spec, name)}
+
+
+def _is_b64(value: Any) -> bool:
+    return type(value) is dict and len(value) == 1 and type(value.get("b64")) is str
+
+
+def _is_named(value: Any) -> bool:
+    """A JSON object mapping input names to values (a ``{"b64": ...}`` object is a value)."""
+    return type(value) is dict and not _is_b64(value)
+
+
+def _only_input(signature: SignatureSpec, message: str) -> tuple[str, TensorSpec]:
+    if len(signature.inputs) != 1:
+        if not signature.inputs:
+            message = f"Signature '{signature.name}' has no inputs"
+        raise InvalidArgument(message)
+    return next(iter(signature.inputs.items()))
+
+
+def _check_known(names: Any, signature: SignatureSpec) -> None:
+    unknown = [name for name in names if name not in signature.inputs]
+    if unknown:
+        raise InvalidArgument(
+            f"Unknown input(s) {sorted(unknown)} for signature '{signature.name}'; "
+            f"expected {sorted(signature.inputs)}"
+        )
+
+
+def _row_tensor(rows: list[Any], spec: TensorSpec, key: str | None) -> np.ndarray:
+    """Stack one input's value from every row along a new dimension 0.
+
+    ``key`` is the input's name when rows are objects, None when rows are the values.
+    """
+    if not spec.is_string:
+        fast = _fast_numeric(rows, spec.dtype)
+        if fast is not None:
+            return fast
+    leaf = _leaf(spec)
+    flat: list[Any] = []
+    shape: tuple[int, ...] = ()
+    for i, row in enumerate(rows):
+        if key is None and _is_named(row):
+            raise InvalidArgument(f"Expecting value/list but got object at item {i} of input list")
+        try:
+            row_shape = _walk(row, leaf, flat)
+            if i == 0:
+                shape = row_shape
+            elif row_shape != shape:
+                _shape_mismatch(shape, row_shape)
+        except InvalidArgument as err:
+            where = f"element: {i}" if key is None else f"element: {i} key: {key}"
+            raise InvalidArgument(
+                f"Failed to process {where} of 'instances' list. Error: {err.message}"
+            ) from None
+    return _assemble(flat, (len(rows), *shape), spec.dtype)
+
+
+def _column_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
+    if not spec.is_string:
+        fast = _fast_numeric(value, spec.dtype)
+        if fast is not None:
+            return fast
+    leaf = _leaf(spec)
+    flat: list[Any] = []
+    try:
+        shape = _walk(value, leaf, flat)
+    except InvalidArgument as err:
+        raise InvalidArgument(
+            f"Failed to process input: {name} of 'inputs' object. Error: {err.message}"
+        ) from None
+    return _assemble(flat, shape, spec.dtype)
+
+
+def _shape_mismatch(expected: tuple[int, ...], got: tuple[int, ...]) -> None:
+    if math.prod(expected) != math.prod(got):
+        raise InvalidArgument(
+            f"Expecting tensor size: {math.prod(expected)} but got: {math.prod(got)}")
+    raise InvalidArgument(f"Expecting shape {_shape_text(expected)} but got: {_shape_text(got)}")
+
+
+def _assemble(flat: list[Any], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if len(shape) > _MAX_RANK:
+        raise InvalidArgument(f"Tensor rank {len(shape)} is above the maximum of {_MAX_RANK}")
+    return np.array(flat, dtype=dtype).reshape(shape)
+
+
+# Numeric fast path: numpy infers the JSON values' type, then it is checked against the
+# input's dtype. Anything it does not accept goes through _walk, which either converts it
+# or says exactly what is wrong. Leniency: numbers mixed with true/false in one tensor are
+# taken as 1/0 (numpy promotes them before the check can see them).
+
+
+def _fast_numeric(value: Any, dtype: np.dtype) -> np.ndarray | None:
+    """``value`` as a ``dtype`` array, or None when it needs the checked path."""
+    try:
+        arr = np.array(value)
+    except (ValueError, TypeError, OverflowError):  # ragged lists, huge ints
+        return None
+    src, target = arr.dtype.kind, dtype.kind
+    if arr.size == 0:
+        return arr.astype(dtype) if src == "f" and target in "fiub" else None
+    if target == "f":
+        if src == "f":
+            limit = _FLOAT_LIMITS.get(dtype, (math.inf,))[0]
+            if dtype.itemsize < arr.dtype.itemsize and _exceeds(arr, limit):
+                return None
+            return arr.astype(dtype, copy=False)
+        if src in "iu" and dtype in _FLOAT_LIMITS:
+            lo, hi = _min_max(arr)
+            return arr.astype(dtype) if max(-lo, hi) <= _FLOAT_LIMITS[dtype][1] else None
+        return None
+    if target in "iu" and src in "iu" and dtype in _INT_RANGES:
+        lo, hi = _min_max(arr)
+        low, high = _INT_RANGES[dtype]
+        return arr.astype(dtype, copy=False) if low <= lo and hi <= high else None
+    if target == "b" and src == "b":
+        return arr
+    return None
+
+
+def _min_max(arr: np.ndarray) -> tuple[int, int]:
+    if arr.size <= _SMALL:
+        values = arr.ravel().tolist()
+        return min(values), max(values)
+    return int(arr.min()), int(arr.max())
+
+
+def _exceeds(arr: np.ndarray, limit: float) -> bool:
+    """Whether a finite value's magnitude is above ``limit`` (NaN and ±inf pass)."""
+    if arr.size <= _SMALL:
+        return any(limit < abs(v) < math.inf for v in arr.ravel().tolist())
+    magnitude = np.abs(arr)
+    return bool(np.any((magnitude > limit) & (magnitude < np.inf)))
+
+
+# Checked path: walk the nested lists like TF Serving's FillTensorProto.
+
+
+def _walk(value: Any, leaf: Leaf, flat: list[Any]) -> tuple[int, ...]:
+    """Append the converted leaves of a dense nested list to ``flat``; return its shape.
+
+    The shape is read off the first element at each level; every other list must match.
+    """
+    shape: list[int] = []
+    probe = value
+    while type(probe) is list:
+        shape.append(len(probe))
+        if not probe or len(shape) > _MAX_RANK:
+            break
+        probe = probe[0]
+    if len(shape) > _MAX_RANK:
+        raise InvalidArgument(f"Tensor rank is above the maximum of {_MAX_RANK}")
+    _fill(value, tuple(shape), 0, leaf, flat)
+    return tuple(shape)
+
+
+def _fill(value: Any, shape: tuple[int, ...], level: int, leaf: Leaf, flat: list[Any]) -> None:
+    rank = len(shape)
+    if type(value) is not list:
+        if level != rank:
+            raise InvalidArgument(
+                f"JSON Value: {_preview(value)} found at incorrect level: {level + 1} "
+                f"in the JSON DOM. Expected at level: {rank}"
+            )
+        flat.append(leaf(value))
+        return
+    if level >= rank:
+        raise InvalidArgument(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(value) != shape[level]:
+        raise InvalidArgument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, shape, level + 1, leaf, flat)
+
+
+def _leaf(spec: TensorSpec) -> Leaf:
+    dtype, dt_name = spec.dtype, _dtype_name(spec.dtype, spec.dtype_name)
+    if spec.is_string:
+        return _string_leaf
+    if dtype in _FLOAT_LIMITS:
+        return _float_leaf(dtype, dt_name)
+    if dtype in _INT_RANGES:
+        return _int_leaf(dtype, dt_name)
+    if dtype.kind == "b":
+        return _bool_leaf(dt_name)
+    raise Unimplemented(f"Conversion of JSON values to type: {dt_name} is not supported")
+
+
+def _float_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
+    limit, max_int, target = _FLOAT_LIMITS[dtype]
+
+    def leaf(value: Any) -> float | int:
+        kind = type(value)
+        if (kind is float and not limit < abs(value) < math.inf) or (
+            kind is int and abs(value) <= max_int
+        ):
+            return value
+        if kind is float or kind is int:
+            raise _lossy(value, target)
+        raise _type_error(value, dt_name)
+
+    return leaf
+
+
+def _int_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
+    low, high = _INT_RANGES[dtype]
+
+    def leaf(value: Any) -> int:
+        if type(value) is not int:
+            raise _type_error(value, dt_name)
+        if not low <= value <= high:
+            raise InvalidArgument(
+                f"JSON Value: {value} Type: Number is not of expected type: {dt_name} "
+                f"(out of range [{low}, {high}])"
+            )
+        return value
+
+    return leaf
+
+
+def _bool_leaf(dt_name: str) -> Leaf:
+    def leaf(value: Any) -> bool:
+        if type(value) is not bool:
+            raise _type_error(value, dt_name)
+        return value
+
+    return leaf
+
+
+def _string_leaf(value: Any) -> bytes:
+    if type(value) is str:
+        return _utf8(value)
+    if type(value) is dict:
+        return _b64_decode(value)
+    raise _type_error(value, "DT_STRING")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise InvalidArgument(f"JSON Value: {_preview(text)} is not valid Unicode") from None
+
+
+def _b64_decode(value: Any) -> bytes:
+    if not _is_b64(value):
+        raise InvalidArgument(
+            f"JSON Value: {_preview(value)} not formatted correctly for base64 data")
+    text = value["b64"]
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"Unable to base64 decode {_preview(text)}") from None
+
+
+def _type_error(value: Any, dt_name: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"JSON Value: {_preview(value)} Type: {_json_type(value)} is not of expected type: "
+        f"{dt_name}"
+    )
+
+
+def _lossy(value: Any, target: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"Cannot convert JSON value: {_preview(value)} to {target} without loss of precision.")
+
+
+# --- classify / regress requests -------------------------------------------------------
+
+
+def decode_examples(doc: dict[str, Any]) -> list[bytes]:
+    """Serialized ``tf.train.Example`` protos of a :classify or :regress request.
+
+    The ``context`` features are merged into every example the way TF Serving does it:
+    the serialized context is prepended to each serialized example.
+    """
+    from tensorflow.core.example import example_pb2
+
+    examples = doc.get("examples")
+    if examples is None:
+        raise InvalidArgument("key 'examples' is expected and was not found")
+    if type(examples) is not list:
+        raise InvalidArgument("Expecting 'examples' value to be a list/array")
+    if not examples:
+        raise InvalidArgument("'examples' value is an empty array")
+    prefix, context_names = b"", frozenset()
+    if "context" in doc:
+        prefix = _example(doc["context"], "'context'", example_pb2).SerializeToString()
+        context_names = frozenset(doc["context"])
+    serialized = []
+    for i, features in enumerate(examples):
+        example = _example(features, "Example", example_pb2)
+        shared = context_names.intersection(features)
+        if shared:
+            raise InvalidArgument(
+                f"Feature(s) {sorted(shared)} of example {i} also appear in 'context'; "
+                "features in 'context' must not appear in 'examples'"
+            )
+        serialized.append(prefix + example.SerializeToString())
+    return serialized
+
+
+def _example(features: Any, what: str, example_pb2: Any) -> Any:
+    if type(features) is not dict:
+        raise InvalidArgument(f"{what} must be JSON object but got JSON {_json_type(features)}")
+    example = example_pb2.Example()
+    feature_map = example.features.feature
+    for name, value in features.items():
+        _fill_feature(feature_map[name], name, value if type(value) is list else [value])
+    return example
+
+
+def _fill_feature(feature: Any, name: str, values: list[Any]) -> None:
+    """Ints (and booleans) make an int64_list, any float a float_list, strings a bytes_list."""
+    kinds = [_feature_kind(name, value) for value in values]
+    if "bytes" in kinds and any(kind != "bytes" for kind in kinds):
+        raise InvalidArgument(
+            f"Unexpected element type in feature: {name} expecting type: {kinds[0]}")
+    if not kinds:
+        feature.SetInParent()
+    elif kinds[0] == "bytes":
+        feature.bytes_list.value.extend(
+            _utf8(value) if type(value) is str else _b64_decode(value) for value in values)
+    elif "float" in kinds:
+        feature.float_list.value.extend(_feature_float(name, value) for value in values)
+    else:
+        feature.int64_list.value.extend(_int64(name, value) for value in values)
+
+
+def _feature_kind(name: str, value: Any) -> str:
+    kind = type(value)
+    if kind is str or _is_b64(value):
+        return "bytes"
+    if kind is float:
+        return "float"
+    if kind is int or kind is bool:
+        return "int64"
+    raise InvalidArgument(
+        f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+
+
+_FLOAT32_LEAF = _float_leaf(np.dtype(np.float32), "DT_FLOAT")
+
+
+def _feature_float(name: str, value: float | int) -> float:
+    if type(value) is bool:
+        raise InvalidArgument(f"Unexpected element type in feature: {name} expecting type: float")
+    return float(_FLOAT32_LEAF(value))
+
+
+def _int64(name: str, value: int) -> int:
+    if value > _INT64_MAX:
+        raise InvalidArgument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+    if value < _INT64_MIN:
+        raise InvalidArgument(f"Feature: {name} has element {value} below the int64 range.")
+    return int(value)
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def encode_predict(outputs: dict[str, np.ndarray], form: Form) -> bytes:
+    """The :predict response body for a request that came in ``form``."""
+    if not outputs:
+        raise InvalidArgument("Cannot convert empty tensor map to JSON")
+    if form not in ("row", "columnar"):
+        raise ValueError(f"form must be 'row' or 'columnar', not {form!r}")
+    batch = _batch_size(outputs) if form == "row" else 0
+    if all(value.dtype in _ORJSON_DTYPES for value in outputs.values()):
+        fast = {name: value if value.ndim else value[()] for name, value in outputs.items()}
+        body = _dumps_finite(_predict_doc(fast, form, batch))
+        if body is not None:
+            return body
+    values = {name: _jsonable(value, name) for name, value in outputs.items()}
+    return orjson.dumps(_predict_doc(values, form, batch), option=_NUMPY)
+
+
+def _batch_size(outputs: dict[str, np.ndarray]) -> int:
+    """The dimension 0 all outputs must share to be split into rows."""
+    batch = -1
+    for name, value in outputs.items():
+        if value.ndim == 0:
+            raise InvalidArgument(f"Tensor name: {name} has no shape information")
+        if batch >= 0 and value.shape[0] != batch:
+            raise InvalidArgument(
+                f"Tensor name: {name} has inconsistent batch size: {value.shape[0]} "
+                f"expecting: {batch}"
+            )
+        batch = value.shape[0]
+    return batch
+
+
+def _predict_doc(values: dict[str, Any], form: Form, batch: int) -> dict[str, Any]:
+    """Arrange per-output values (arrays or nested lists) as TF Serving does."""
+    if form == "row":
+        if len(values) == 1:
+            return {"predictions": next(iter(values.values()))}
+        return {"predictions": [{name: value[i] for name, value in values.items()}
+                                for i in range(batch)]}
+    if len(values) == 1:
+        return {"outputs": next(iter(values.values()))}
+    return {"outputs": values}
+
+
+def _dumps_finite(doc: Any) -> bytes | None:
+    """orjson's numpy serialization, or None if it met a non-finite float or odd array.
+
+    orjson writes NaN and ±inf as ``null``, which numeric tensors cannot otherwise produce
+    (an output name containing "null" only costs the slow path).
+    """
+    try:
+        body = orjson.dumps(doc, option=_NUMPY)
+    except orjson.JSONEncodeError:  # not C-contiguous, not native byte order
+        return None
+    return None if b"null" in body else body
+
+
+def _jsonable(value: np.ndarray, name: str) -> Any:
+    """Nested lists orjson can write, for tensors its numpy support does not cover."""
+    kind = value.dtype.kind
+    if kind == "f":
+        return _float_json(value)
+    if kind in "biu":
+        return value.tolist()
+    if value.dtype == STRING:
+        return _nest(_string_items(value, name.endswith("_bytes")), value.shape)
+    raise InvalidArgument(f"Failed to write JSON value for tensor type: {_dtype_name(value.dtype)}")
+
+
+def _float_json(value: np.ndarray) -> Any:
+    """Numpy float scalars (written shortest by orjson) with NaN/Infinity tokens spliced in."""
+    if value.dtype.itemsize < 4 or value.dtype.itemsize > 8:
+        value = value.astype(np.float32 if value.dtype.itemsize < 4 else np.float64)
+    flat = value.ravel()
+    items: list[Any] = list(flat)
+    for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+        items[i] = _NAN if math.isnan(items[i]) else _INF if items[i] > 0 else _NEG_INF
+    return _nest(items, value.shape)
+
+
+def _string_items(value: np.ndarray, as_bytes: bool) -> list[Any]:
+    items = value.ravel().tolist()
+    if as_bytes:
+        return [_b64_object(item) for item in items]
+    return [_text(item) for item in items]
+
+
+def _text(item: Any) -> Any:
+    if type(item) is str:
+        return item
+    try:
+        return item.decode()
+    except UnicodeDecodeError:
+        return _b64_object(item)
+
+
+def _b64_object(item: Any) -> dict[str, str]:
+    data = item.encode() if type(item) is str else bytes(item)
+    return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def _nest(items: list[Any], shape: tuple[int, ...]) -> Any:
+    """Row-major ``items`` as nested lists of ``shape``."""
+    if not shape:
+        return items[0]
+    if 0 in shape:
+        return np.empty(shape).tolist()
+    for size in reversed(shape[1:]):
+        items = [items[i:i + size] for i in range(0, len(items), size)]
+    return items
+
+
+def encode_classify(outputs: dict[str, np.ndarray]) -> bytes:
+    """``{"results": ...}`` from a classify signature's ``classes`` and/or ``scores``.
+
+    Both are [batch, num_classes]; a missing ``classes`` gives "" labels and a missing
+    ``scores`` gives 0.0 scores, as in TF Serving's ClassificationResult.
+    """
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise InvalidArgument(
+            'Expected classification outputs to contain at least one of "classes" or "scores"')
+    for tensor, dtype in ((classes, STRING), (scores, np.dtype(np.float32))):
+        if tensor is not None:
+            _check_classification_tensor(tensor, dtype)
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise InvalidArgument(
+            f"Tensors classes and scores should have the same shape. Got "
+            f"{_shape_text(classes.shape)} vs. {_shape_text(scores.shape)}"
+        )
+    rows, num_classes = (classes if classes is not None else scores).shape
+    if rows == 0:
+        raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
+    labels = (
+        [[_label(item) for item in row] for row in classes.tolist()]
+        if classes is not None else [[""] * num_classes] * rows
+    )
+    values = _float_json(scores) if scores is not None else [[0.0] * num_classes] * rows
+    results = [[list(pair) for pair in zip(label_row, value_row)]
+               for label_row, value_row in zip(labels, values)]
+    return orjson.dumps({"results": results}, option=_NUMPY)
+
+
+def _label(item: Any) -> str:
+    """Labels are text; bytes that are not UTF-8 get U+FFFD replacement characters."""
+    return item if type(item) is str else bytes(item).decode(errors="replace")
+
+
+def _check_classification_tensor(tensor: np.ndarray, dtype: np.dtype) -> None:
+    if tensor.ndim != 2:
+        raise InvalidArgument(
+            f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(tensor.shape)}")
+    if tensor.dtype != dtype:
+        which = "classes" if dtype == STRING else "scores"
+        raise InvalidArgument(
+            f"Expected {which} Tensor of {_DT_NAMES[dtype]}. Got: {_dtype_name(tensor.dtype)}")
+
+
+def encode_regress(outputs: dict[str, np.ndarray]) -> bytes:
+    """``{"results": [...]}`` from a regress signature's ``outputs``, [batch] or [batch, 1]."""
+    values = outputs.get("outputs")
+    if values is None:
+        raise InvalidArgument("Could not find output tensor 'outputs'")
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise InvalidArgument(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{_shape_text(values.shape)}"
+        )
+    if values.dtype != np.float32:
+        raise InvalidArgument(
+            f"Expected output Tensor of DT_FLOAT. Got: {_dtype_name(values.dtype)}")
+    if values.shape[0] == 0:
+        raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
+    flat = values.reshape(-1)
+    body = _dumps_finite({"results": flat})
+    return body if body is not None else orjson.dumps(
+        {"results": _float_json(flat)}, option=_NUMPY)
+
+
+def encode_error(message: str) -> bytes:
+    """TF Serving's error body."""
+    try:
+        return orjson.dumps({"error": message})
+    except orjson.JSONEncodeError:  # a lone surrogate; the stdlib escapes it
+        return json.dumps({"error": message}).encode()
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _dtype_name(dtype: np.dtype, given: str = "") -> str:
+    return given or _DT_NAMES.get(dtype) or str(dtype)
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(size) for size in shape) + "]"
+
+
+def _json_type(value: Any) -> str:
+    """TF Serving's names for JSON types, used in its error messages."""
+    if value is None:
+        return "Null"
+    if type(value) is bool:
+        return "True" if value else "False"
+    if type(value) in (int, float):
+        return "Number"
+    return {str: "String", list: "Array", dict: "Object"}.get(type(value), type(value).__name__)
+
+
+def _preview(value: Any) -> str:
+    """A JSON value as text for an error message, cut short if long."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    if len(text) > _PREVIEW_CHARS:
+        return text[:_PREVIEW_CHARS] + "..."
+    return text

@@ -1,0 +1,91 @@
+"""Warm-up requests run on a model version before it serves.
+
+TF Serving's own format comes first: ``assets.extra/tf_serving_warmup_requests``, a
+TFRecord file of ``PredictionLog`` protos. Without it, a synthetic request per allowed
+batch size primes each predict signature (a synthetic input may be meaningless to the
+model, e.g. empty JPEG bytes, so its failure is only logged).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterable, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving.runtime.savedmodel import DEFAULT_SIGNATURE, LoadedModel
+from serving.runtime.signature import PREDICT, STRING
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+class WarmupRequest(NamedTuple):
+    signature_name: str
+    inputs: dict[str, np.ndarray]
+
+
+def recorded_requests(model: LoadedModel) -> list[WarmupRequest] | None:
+    """The model's own warm-up requests, or None if it ships none."""
+    path = os.path.join(model.path, WARMUP_FILE)
+    if not os.path.exists(path):
+        return None
+    requests = []
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        entry = prediction_log_pb2.PredictionLog.FromString(record)
+        requests.append(_from_log(model, entry))
+    return requests
+
+
+def synthetic_requests(model: LoadedModel, batch_sizes: Iterable[int]) -> list[WarmupRequest]:
+    """A request of each batch size for each batchable predict signature."""
+    requests = []
+    for name, spec in model.specs.items():
+        if spec.method_name != PREDICT or not spec.batchable:
+            continue
+        for rows in batch_sizes:
+            inputs = {}
+            for key, tensor in spec.inputs.items():
+                inner = () if tensor.shape is None else tuple(d or 1 for d in tensor.shape[1:])
+                value = np.zeros((rows, *inner), dtype=tensor.dtype)
+                if tensor.dtype == STRING:
+                    value[...] = b""
+                inputs[key] = value
+            requests.append(WarmupRequest(name, inputs))
+    return requests
+
+
+def run(model: LoadedModel, batch_sizes: Iterable[int]) -> int:
+    """Warm ``model`` up; return the number of requests run. Recorded failures raise."""
+    recorded = recorded_requests(model)
+    if recorded is not None:
+        for request in recorded:
+            model.run(request.signature_name, request.inputs)
+        return len(recorded)
+    count = 0
+    for request in synthetic_requests(model, batch_sizes):
+        try:
+            model.run(request.signature_name, request.inputs)
+            count += 1
+        except Exception as error:  # noqa: BLE001 - a synthetic input may not suit the model
+            log.info("synthetic warm-up of %s:%s skipped: %s", model.path,
+                     request.signature_name, error)
+    return count
+
+
+def _from_log(model: LoadedModel, entry: prediction_log_pb2.PredictionLog) -> WarmupRequest:
+    kind = entry.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = entry.predict_log.request
+        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        return WarmupRequest(request.model_spec.signature_name or DEFAULT_SIGNATURE, inputs)
+    if kind in ("classify_log", "regress_log"):
+        request = getattr(entry, kind).request
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        examples = [e.SerializeToString() for e in request.input.example_list.examples]
+        key = next(iter(model.signature(name).inputs))
+        return WarmupRequest(name, {key: np.array(examples, dtype=object)})
+    raise ValueError(f"unsupported warm-up record type: {kind}")

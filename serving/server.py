@@ -1,0 +1,76 @@
+"""Process entry: build the core and the REST app from settings, serve, drain on SIGTERM.
+
+On the first SIGTERM (or SIGINT) readiness turns false and new requests are refused with
+503, while requests already accepted (queued or running) finish; once none is in flight,
+or ``drain_timeout_seconds`` has passed, the listeners close and the process exits. A
+second SIGINT exits at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import FrameType
+
+import uvicorn
+
+from serving.core.service import InferenceService
+from serving.metrics import Metrics
+from serving.rest.app import create_app
+from serving.settings import Settings
+
+log = logging.getLogger("serving")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, with a drain step between the signal and the shutdown."""
+
+    def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float) -> None:
+        super().__init__(config)
+        self._service = service
+        self._drain_timeout = drain_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task | None = None
+
+    async def serve(self, sockets=None) -> None:  # type: ignore[override]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._drain_task is not None:
+            super().handle_exit(sig, frame)  # second signal: uvicorn's own (forced) exit
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        log.info("draining: %d requests in flight, up to %.0f s",
+                 self._service.in_flight, self._drain_timeout)
+        self._service.begin_drain()
+        if await self._service.wait_idle(self._drain_timeout):
+            log.info("drained; shutting down")
+        else:
+            log.warning("drain timeout with %d requests in flight", self._service.in_flight)
+        self.should_exit = True
+
+
+def run(settings: Settings) -> None:
+    """Serve until signalled. Blocks."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = InferenceService(settings, Metrics())
+    app = create_app(settings, service)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.rest_api_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_seconds)),
+    )
+    server = DrainingServer(config, service, settings.drain_timeout_seconds)
+    server.run()

@@ -1,0 +1,250 @@
+"""The batcher's contract (serving/batching/batcher.py), one race or rule per test.
+
+Handlers are held back with threading.Events, never with sleeps, so each test decides
+exactly what is queued while a batch runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from serving.batching.batcher import Batcher
+from serving.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+
+
+class Model:
+    """y = 2x, recording every batch it sees; optionally held until released."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[np.ndarray] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        if not hold:
+            self.release.set()
+
+    def __call__(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.entered.set()
+        self.release.wait(timeout=30)
+        x = tensors["x"]
+        self.batches.append(x.copy())
+        if (x < 0).any():
+            raise InvalidArgument("negative input")
+        return {"y": x * 2}
+
+
+@pytest.fixture
+def executor():
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield pool
+
+
+def make(model, executor, **kwargs) -> Batcher:
+    options = dict(max_batch_size=8, batch_timeout_s=0.002, max_queued_rows=64)
+    options.update(kwargs)
+    batcher = Batcher(model, slots=asyncio.Semaphore(1), executor=executor, **options)
+    batcher.start()
+    return batcher
+
+
+def deadline(seconds: float = 30.0) -> float:
+    return time.monotonic() + seconds
+
+
+def rows(*values: float) -> dict[str, np.ndarray]:
+    return {"x": np.array(values, dtype=np.float32)}
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    """Poll a condition with a deadline (tests never sleep for a fixed time)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
+async def test_concurrent_requests_get_their_own_rows_and_are_merged(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor, max_batch_size=64, max_queued_rows=1024)
+    first = asyncio.ensure_future(batcher.submit(rows(-0.5 + 1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    tasks = [asyncio.ensure_future(batcher.submit(rows(i, i + 0.5), 2, deadline())) for i in range(200)]
+    await wait_for(lambda: batcher.queued_rows == 400)
+    model.release.set()
+    results = await asyncio.gather(*tasks)
+    await first
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], [2 * i, 2 * i + 1])
+    assert len(model.batches) < 20  # 1 + ceil(400 / 64) = 8 calls, not 201
+    assert max(len(b) for b in model.batches) == 64
+    await batcher.stop()
+
+
+async def test_request_larger_than_max_batch_is_split_and_joined(executor):
+    model = Model()
+    batcher = make(model, executor, max_batch_size=4)
+    values = np.arange(10, dtype=np.float32)
+    result = await batcher.submit({"x": values}, 10, deadline())
+    np.testing.assert_array_equal(result["y"], values * 2)
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+    await batcher.stop()
+
+
+async def test_full_queue_rejects_at_once_with_retry_after(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor, max_batch_size=4, max_queued_rows=8)
+    running = asyncio.ensure_future(batcher.submit(rows(1, 2, 3, 4), 4, deadline()))
+    await wait_for(model.entered.is_set)
+    queued = [asyncio.ensure_future(batcher.submit(rows(1, 2, 3, 4), 4, deadline())) for _ in range(2)]
+    await wait_for(lambda: batcher.queued_rows == 8)
+    with pytest.raises(ResourceExhausted) as info:
+        await batcher.submit(rows(1), 1, deadline())
+    assert info.value.retry_after_s >= 1
+    model.release.set()
+    await asyncio.gather(running, *queued)
+    await batcher.stop()
+
+
+async def test_deadline_expiring_in_queue_fails_and_never_runs(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor)
+    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit(rows(777), 1, deadline(0.05))
+    assert batcher.queued_rows == 0
+    model.release.set()
+    await running
+    later = await batcher.submit(rows(3), 1, deadline())
+    np.testing.assert_array_equal(later["y"], [6])
+    assert all(777 not in b for b in model.batches)
+    await batcher.stop()
+
+
+async def test_cancelled_request_is_removed_from_the_queue(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor)
+    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    gone = asyncio.ensure_future(batcher.submit(rows(555), 1, deadline()))
+    await wait_for(lambda: batcher.queued_rows == 1)
+    gone.cancel()
+    await wait_for(lambda: batcher.queued_rows == 0)
+    model.release.set()
+    await running
+    await batcher.submit(rows(2), 1, deadline())
+    assert all(555 not in b for b in model.batches)
+    await batcher.stop()
+
+
+async def test_one_failing_request_does_not_fail_its_batch(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor, max_batch_size=16)
+    running = asyncio.ensure_future(batcher.submit(rows(0), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    good = [asyncio.ensure_future(batcher.submit(rows(i), 1, deadline())) for i in range(1, 6)]
+    bad = asyncio.ensure_future(batcher.submit(rows(-1), 1, deadline()))
+    await wait_for(lambda: batcher.queued_rows == 6)
+    model.release.set()
+    await running
+    for i, task in enumerate(good, start=1):
+        np.testing.assert_array_equal((await task)["y"], [2 * i])
+    with pytest.raises(InvalidArgument, match="negative"):
+        await bad
+    assert any(len(b) == 6 for b in model.batches)  # the merged attempt happened
+    await batcher.stop()
+
+
+async def test_model_breaking_the_row_contract_fails_cleanly(executor):
+    def shrink(tensors):
+        return {"y": tensors["x"][:1]}
+
+    batcher = make(shrink, executor)
+    with pytest.raises(Exception, match="batching contract"):
+        await batcher.submit(rows(1, 2), 2, deadline())
+    await batcher.stop()
+
+
+async def test_unmergeable_request_runs_alone_and_whole(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor)
+    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    alone = asyncio.ensure_future(batcher.submit(rows(5, 6, 7), None, deadline()))
+    other = asyncio.ensure_future(batcher.submit(rows(9), 1, deadline()))
+    await wait_for(lambda: batcher.queued_rows == 2)
+    model.release.set()
+    await running
+    np.testing.assert_array_equal((await alone)["y"], [10, 12, 14])
+    np.testing.assert_array_equal((await other)["y"], [18])
+    assert [list(b) for b in model.batches[1:]] == [[5, 6, 7], [9]]
+    await batcher.stop()
+
+
+async def test_different_row_shapes_are_not_merged(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor)
+    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    flat = asyncio.ensure_future(batcher.submit(rows(2), 1, deadline()))
+    wide = asyncio.ensure_future(
+        batcher.submit({"x": np.array([[3, 4]], dtype=np.float32)}, 1, deadline())
+    )
+    await wait_for(lambda: batcher.queued_rows == 2)
+    model.release.set()
+    await running
+    np.testing.assert_array_equal((await flat)["y"], [4])
+    np.testing.assert_array_equal((await wide)["y"], [[6, 8]])
+    await batcher.stop()
+
+
+async def test_batches_are_padded_to_allowed_sizes(executor):
+    model = Model()
+    batcher = make(model, executor, max_batch_size=8, allowed_batch_sizes=(2, 8))
+    result = await batcher.submit(rows(1, 2, 3), 3, deadline())
+    np.testing.assert_array_equal(result["y"], [2, 4, 6])
+    assert [len(b) for b in model.batches] == [8]
+    await batcher.stop()
+
+
+async def test_stop_fails_queued_requests(executor):
+    model = Model(hold=True)
+    batcher = make(model, executor)
+    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    queued = asyncio.ensure_future(batcher.submit(rows(2), 1, deadline()))
+    await wait_for(lambda: batcher.queued_rows == 1)
+    stopping = asyncio.ensure_future(batcher.stop())
+    with pytest.raises(Unavailable):
+        await queued
+    model.release.set()
+    await running
+    await stopping
+    with pytest.raises(Unavailable):
+        await batcher.submit(rows(3), 1, deadline())
+
+
+def test_waits_only_when_another_request_is_expected_sooner_than_a_call_costs(executor):
+    """The adaptive rule, on a cost model fitted to known numbers."""
+
+    async def scenario() -> tuple[float, float]:
+        batcher = Batcher(Model(), slots=asyncio.Semaphore(1), executor=executor,
+                          max_batch_size=64, batch_timeout_s=0.010, max_queued_rows=640)
+        for n in (1, 8, 32, 64):
+            batcher.cost.observe(n, 0.001 + 0.00001 * n)  # fixed 1 ms, 10 us per row
+        head = type("Head", (), {"rows": 1, "enqueued": time.monotonic(),
+                                 "deadline": time.monotonic() + 30})()
+        batcher._gap = 0.005  # low load: next request in 5 ms, a call costs 1 ms
+        low = batcher._worth_waiting(head, time.monotonic())
+        batcher._gap = 0.0002  # high load: next request in 0.2 ms
+        high = batcher._worth_waiting(head, time.monotonic())
+        return low, high
+
+    low, high = asyncio.run(scenario())
+    assert low == 0.0
+    assert 0.0 < high <= 0.010
