@@ -8,7 +8,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models serve test bench clean
+.PHONY: venv models tools serve test bench clean
 
 venv: $(VENV)/.installed
 
@@ -29,11 +29,14 @@ serve: models
 	  --model_config_file=$(MODELS)/models.config \
 	  --enable_batching --batching_parameters_file=serving/examples/batching.config
 
-test: models
+# wrk (Debian's package) drives the benchmarks; the suite smoke-tests the harness with it.
+tools:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+test: models tools
 	$(PY) -m pytest -q
 
-bench: models
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+bench: models tools
 	$(PY) -m loadtests.bench
 
 clean:
