@@ -136,6 +136,14 @@ def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
         poll(lambda: len(records) >= 50, what="load to build up")
         term_at = time.monotonic()
         server.send_signal(signal.SIGTERM)
+
+        def not_ready() -> bool:
+            try:
+                return httpx.get(url + "/readyz", timeout=5).status_code == 503
+            except httpx.TransportError:
+                return True  # already gone
+
+        poll(not_ready, what="readiness to turn false")
         for thread in threads:
             thread.join(timeout=120)
         stop.set()
@@ -155,3 +163,13 @@ def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
                 assert "shutting down" in answer["error"]
     log = server.stdout.read().decode()
     assert "drained" in log, log
+
+
+def test_metrics_at_the_monitoring_config_path(gateway_factory, tfserving_dir):
+    gateway = gateway_factory(
+        models=(ModelConfig(name="default", base_path=str(tfserving_dir / "saved_model_half_plus_two_cpu")),),
+        metrics_path="/monitoring/prometheus/metrics")
+    httpx.post(gateway.url + "/v1/models/default:predict", json={"instances": [1.0]}, timeout=30)
+    text = httpx.get(gateway.url + "/monitoring/prometheus/metrics", timeout=30).text
+    assert 'tfgw_requests_total{code="OK",method="predict",model="default"} 1.0' in text
+    assert httpx.get(gateway.url + "/metrics", timeout=30).status_code == 404

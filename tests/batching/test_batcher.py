@@ -51,6 +51,15 @@ def make(model, executor, **kwargs) -> Batcher:
     return batcher
 
 
+async def busy(executor, **kwargs) -> tuple[Model, Batcher, asyncio.Future]:
+    """A batcher whose model is held running a first 1-row request, x=1."""
+    model = Model(hold=True)
+    batcher = make(model, executor, **kwargs)
+    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(model.entered.is_set)
+    return model, batcher, running
+
+
 def deadline(seconds: float = 30.0) -> float:
     return time.monotonic() + seconds
 
@@ -111,10 +120,7 @@ async def test_full_queue_rejects_at_once_with_retry_after(executor):
 
 
 async def test_deadline_expiring_in_queue_fails_and_never_runs(executor):
-    model = Model(hold=True)
-    batcher = make(model, executor)
-    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
-    await wait_for(model.entered.is_set)
+    model, batcher, running = await busy(executor)
     with pytest.raises(DeadlineExceeded):
         await batcher.submit(rows(777), 1, deadline(0.05))
     assert batcher.queued_rows == 0
@@ -127,10 +133,7 @@ async def test_deadline_expiring_in_queue_fails_and_never_runs(executor):
 
 
 async def test_cancelled_request_is_removed_from_the_queue(executor):
-    model = Model(hold=True)
-    batcher = make(model, executor)
-    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
-    await wait_for(model.entered.is_set)
+    model, batcher, running = await busy(executor)
     gone = asyncio.ensure_future(batcher.submit(rows(555), 1, deadline()))
     await wait_for(lambda: batcher.queued_rows == 1)
     gone.cancel()
@@ -143,10 +146,7 @@ async def test_cancelled_request_is_removed_from_the_queue(executor):
 
 
 async def test_one_failing_request_does_not_fail_its_batch(executor):
-    model = Model(hold=True)
-    batcher = make(model, executor, max_batch_size=16)
-    running = asyncio.ensure_future(batcher.submit(rows(0), 1, deadline()))
-    await wait_for(model.entered.is_set)
+    model, batcher, running = await busy(executor, max_batch_size=16)
     good = [asyncio.ensure_future(batcher.submit(rows(i), 1, deadline())) for i in range(1, 6)]
     bad = asyncio.ensure_future(batcher.submit(rows(-1), 1, deadline()))
     await wait_for(lambda: batcher.queued_rows == 6)
@@ -171,10 +171,7 @@ async def test_model_breaking_the_row_contract_fails_cleanly(executor):
 
 
 async def test_unmergeable_request_runs_alone_and_whole(executor):
-    model = Model(hold=True)
-    batcher = make(model, executor)
-    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
-    await wait_for(model.entered.is_set)
+    model, batcher, running = await busy(executor)
     alone = asyncio.ensure_future(batcher.submit(rows(5, 6, 7), None, deadline()))
     other = asyncio.ensure_future(batcher.submit(rows(9), 1, deadline()))
     await wait_for(lambda: batcher.queued_rows == 2)
@@ -187,10 +184,7 @@ async def test_unmergeable_request_runs_alone_and_whole(executor):
 
 
 async def test_different_row_shapes_are_not_merged(executor):
-    model = Model(hold=True)
-    batcher = make(model, executor)
-    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
-    await wait_for(model.entered.is_set)
+    model, batcher, running = await busy(executor)
     flat = asyncio.ensure_future(batcher.submit(rows(2), 1, deadline()))
     wide = asyncio.ensure_future(
         batcher.submit({"x": np.array([[3, 4]], dtype=np.float32)}, 1, deadline())
@@ -213,10 +207,7 @@ async def test_batches_are_padded_to_allowed_sizes(executor):
 
 
 async def test_stop_fails_queued_requests(executor):
-    model = Model(hold=True)
-    batcher = make(model, executor)
-    running = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
-    await wait_for(model.entered.is_set)
+    model, batcher, running = await busy(executor)
     queued = asyncio.ensure_future(batcher.submit(rows(2), 1, deadline()))
     await wait_for(lambda: batcher.queued_rows == 1)
     stopping = asyncio.ensure_future(batcher.stop())
