@@ -73,7 +73,6 @@ def log(message: str) -> None:
 # --- wrk output ---------------------------------------------------------------------------
 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-_COUNT_UNITS = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
 
 
 def duration_ms(text: str) -> float:
@@ -82,14 +81,6 @@ def duration_ms(text: str) -> float:
     if match is None:
         raise ValueError(f"not a wrk duration: {text!r}")
     return float(match[1]) * _TIME_UNITS[match[2]]
-
-
-def count(text: str) -> float:
-    """A wrk count with its SI suffix (``10.50k``, ``1.2M``, ``950``)."""
-    match = re.fullmatch(r"\s*([0-9.]+)([kMG]?)\s*", text)
-    if match is None:
-        raise ValueError(f"not a wrk count: {text!r}")
-    return float(match[1]) * _COUNT_UNITS[match[2]]
 
 
 @dataclass
@@ -111,13 +102,6 @@ class WrkResult:
     @property
     def errors(self) -> int:
         return self.non_2xx + sum(self.socket_errors.values())
-
-    def describe_errors(self) -> str:
-        if not self.errors:
-            return "0"
-        parts = [f"non-2xx {self.non_2xx}"] if self.non_2xx else []
-        parts += [f"{k} {v}" for k, v in self.socket_errors.items() if v]
-        return f"{self.errors} ({', '.join(parts)})"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "errors": self.errors}

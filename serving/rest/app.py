@@ -26,6 +26,7 @@ from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.settings import Settings
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+WATCH_AFTER_S = 0.05  # requests waiting longer than this are watched for disconnects
 JSON = "application/json"
 T = TypeVar("T")
 
@@ -176,27 +177,49 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it (leaving the queue)."""
+    """Await ``work``; if the client disconnects first, cancel it (leaving the queue).
+
+    Watching costs a task, so it starts only once the request has waited
+    ``WATCH_AFTER_S``: quick requests, the vast majority under load, never pay for it.
+    """
     task = asyncio.current_task()
     assert task is not None
-    active = True
-
-    def on_disconnect(watcher: asyncio.Future) -> None:
-        if active and not watcher.cancelled():
-            task.cancel()
-
-    watcher = asyncio.ensure_future(_disconnected(request))
-    watcher.add_done_callback(on_disconnect)
+    watch = _DisconnectWatch(request, task)
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch.start)
     try:
         return await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
+        if watch.disconnected:
             task.uncancel()
             raise Cancelled("The client disconnected") from None
         raise
     finally:
-        active = False
-        watcher.cancel()
+        timer.cancel()
+        watch.stop()
+
+
+class _DisconnectWatch:
+    """Cancels the request's task when its client goes away."""
+
+    def __init__(self, request: Request, task: asyncio.Task) -> None:
+        self._request = request
+        self._task = task
+        self._watcher: asyncio.Future | None = None
+        self.disconnected = False
+
+    def start(self) -> None:
+        self._watcher = asyncio.ensure_future(_disconnected(self._request))
+        self._watcher.add_done_callback(self._on_done)
+
+    def _on_done(self, watcher: asyncio.Future) -> None:
+        if not watcher.cancelled() and self._watcher is not None:
+            self.disconnected = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def _disconnected(request: Request) -> None:
