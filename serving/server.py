@@ -1,4 +1,5 @@
-"""Process entry: build the core and the REST app from settings, serve, drain on SIGTERM.
+"""Process entry: build the core, the REST app and the gRPC server from settings, serve both,
+drain on SIGTERM.
 
 On the first SIGTERM (or SIGINT) readiness turns false and new requests are refused with
 503, while requests already accepted (queued or running) finish; once none is in flight,
@@ -11,9 +12,13 @@ import asyncio
 import logging
 from types import FrameType
 
+from typing import Callable
+
+import grpc
 import uvicorn
 
 from serving.core.service import InferenceService
+from serving.grpc.server import create_grpc_server
 from serving.metrics import Metrics
 from serving.rest.app import create_app
 from serving.settings import Settings
@@ -22,18 +27,29 @@ log = logging.getLogger("serving")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, with a drain step between the signal and the shutdown."""
+    """uvicorn's server (REST) with the gRPC server beside it on the same event loop, and a
+    drain step between the signal and the shutdown of both."""
 
-    def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float) -> None:
+    def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float,
+                 grpc_factory: Callable[[], grpc.aio.Server] | None = None) -> None:
         super().__init__(config)
         self._service = service
         self._drain_timeout = drain_timeout
+        self._grpc_factory = grpc_factory
+        self._grpc: grpc.aio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
 
     async def serve(self, sockets=None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        if self._grpc_factory is not None:
+            self._grpc = self._grpc_factory()  # created on this loop, which it binds to
+            await self._grpc.start()
+        try:
+            await super().serve(sockets)
+        finally:
+            if self._grpc is not None:
+                await self._grpc.stop(grace=None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._drain_task is not None:
@@ -53,6 +69,8 @@ class DrainingServer(uvicorn.Server):
             log.info("drained; shutting down")
         else:
             log.warning("drain timeout with %d requests in flight", self._service.in_flight)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
         self.should_exit = True
 
 
@@ -72,5 +90,6 @@ def run(settings: Settings) -> None:
         log_level="info",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_seconds)),
     )
-    server = DrainingServer(config, service, settings.drain_timeout_seconds)
+    grpc_factory = (lambda: create_grpc_server(settings, service)) if settings.port else None
+    server = DrainingServer(config, service, settings.drain_timeout_seconds, grpc_factory)
     server.run()

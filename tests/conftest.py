@@ -82,6 +82,7 @@ class Gateway:
     def __init__(self, settings) -> None:
         from serving.core.service import InferenceService
         from serving.metrics import Metrics
+        from serving.grpc.server import create_grpc_server
         from serving.rest.app import create_app
         from serving.server import DrainingServer
         import uvicorn
@@ -91,8 +92,10 @@ class Gateway:
         config = uvicorn.Config(create_app(settings, self.service), host="127.0.0.1",
                                 port=settings.rest_api_port, loop="asyncio", http="httptools",
                                 lifespan="on", access_log=False, log_level="warning")
-        self.server = DrainingServer(config, self.service, settings.drain_timeout_seconds)
+        grpc_factory = (lambda: create_grpc_server(settings, self.service)) if settings.port else None
+        self.server = DrainingServer(config, self.service, settings.drain_timeout_seconds, grpc_factory)
         self.url = f"http://127.0.0.1:{settings.rest_api_port}"
+        self.grpc_target = f"127.0.0.1:{settings.port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "Gateway":

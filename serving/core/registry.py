@@ -114,10 +114,10 @@ class ModelRegistry:
 
     def ready(self) -> bool:
         """Every configured model has at least one AVAILABLE (hence warmed-up) version."""
-        return bool(self.configs) and all(
-            any(s.state is State.AVAILABLE for s in versions.values())
-            for versions in self._versions.values()
-        )
+        return bool(self.configs) and all(self.model_ready(name) for name in self.configs)
+
+    def model_ready(self, name: str) -> bool:
+        return any(s.state is State.AVAILABLE for s in self._versions.get(name, {}).values())
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The AVAILABLE servable a request asks for, or NotFound (TF Serving's wording)."""

@@ -1,0 +1,1 @@
+"""The gRPC adapter: TF Serving's PredictionService and ModelService on grpc.aio."""

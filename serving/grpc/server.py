@@ -1,0 +1,39 @@
+"""The grpc.aio server: TF Serving's two services and gRPC health checking, one core."""
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving.core.service import InferenceService
+from serving.grpc.servicers import ModelServicer, PredictionServicer
+from serving.settings import Settings
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 for Kubernetes' gRPC probes: "" is the server's readiness, a model
+    name that model's (some version AVAILABLE)."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
+        if request.service and request.service not in self._service.registry.configs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
+        ready = self._service.ready() if not request.service else (
+            not self._service.draining and self._service.registry.model_ready(request.service))
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
+
+def create_grpc_server(settings: Settings, service: InferenceService) -> grpc.aio.Server:
+    limit = settings.max_request_bytes
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(service), server)
+    server.add_insecure_port(f"{settings.host}:{settings.port}")
+    return server

@@ -1,0 +1,206 @@
+"""TF Serving's gRPC services, translated onto the core service.
+
+Each method only converts protos to numpy and back and delegates to
+``InferenceService``; ``ServingError`` becomes a gRPC status in one place (``_rpc``).
+The client's deadline is the request's deadline; a client that cancels leaves the queue.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Awaitable, Callable
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving.core.registry import Servable
+from serving.core.service import InferenceService
+from serving.errors import InvalidArgument, ServingError, Unimplemented
+from serving.grpc.tensors import to_numpy, to_proto
+from serving.runtime.savedmodel import DEFAULT_SIGNATURE
+from serving.runtime.signature import CLASSIFY, REGRESS
+
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _rpc(method: str | None) -> Callable[[Handler], Handler]:
+    """Map ServingError to its gRPC status; account inference calls as ``method``."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if method is None:
+                    return await handler(self, request, context)
+                with self._service.track(_model_name(request), method):
+                    return await handler(self, request, context)
+            except ServingError as error:
+                await context.abort(grpc.StatusCode[error.grpc_code], error.message)
+
+        return call
+
+    return wrap
+
+
+def _model_name(request: Any) -> str:
+    tasks = getattr(request, "tasks", None)
+    return tasks[0].model_spec.name if tasks else request.model_spec.name
+
+
+class _Base:
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    def _resolve(self, spec: model_pb2.ModelSpec) -> Servable:
+        choice = spec.WhichOneof("version_choice")
+        version = spec.version.value if choice == "version" else None
+        label = spec.version_label if choice == "version_label" else None
+        return self._service.resolve(spec.name, version, label)
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            remaining = self._service.settings.rest_api_timeout_in_ms / 1000.0
+        return time.monotonic() + remaining
+
+
+def _echo_spec(target: model_pb2.ModelSpec, servable: Servable, signature_name: str) -> None:
+    target.name = servable.name
+    target.version.value = servable.version
+    target.signature_name = signature_name
+
+
+def _examples(request: Any) -> list[bytes]:
+    """Serialized tf.Examples of an Input proto, the context merged into each."""
+    kind = request.input.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in request.input.example_list.examples]
+    if kind == "example_list_with_context":
+        listed = request.input.example_list_with_context
+        context = listed.context.SerializeToString()
+        return [context + e.SerializeToString() for e in listed.examples]
+    raise InvalidArgument("Input is empty")
+
+
+class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService."""
+
+    @_rpc("predict")
+    async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+        servable = self._resolve(request.model_spec)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        spec = self._service.signature(servable, signature_name)
+        tensors = {name: to_numpy(name, proto) for name, proto in request.inputs.items()}
+        wanted = list(request.output_filter)
+        unknown = [name for name in wanted if name not in spec.outputs]
+        if unknown:
+            raise InvalidArgument(f"output tensor alias not found in signature: {unknown[0]}")
+        outputs = await self._service.predict(servable, signature_name, tensors, self._deadline(context))
+        response = predict_pb2.PredictResponse()
+        _echo_spec(response.model_spec, servable, signature_name)
+        for name in wanted or outputs:
+            response.outputs[name].CopyFrom(to_proto(outputs[name]))
+        return response
+
+    @_rpc("classify")
+    async def Classify(self, request: classification_pb2.ClassificationRequest, context):
+        servable = self._resolve(request.model_spec)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        outputs = await self._service.classify(servable, signature_name, _examples(request),
+                                               self._deadline(context))
+        response = classification_pb2.ClassificationResponse()
+        _echo_spec(response.model_spec, servable, signature_name)
+        _fill_classifications(response.result, outputs)
+        return response
+
+    @_rpc("regress")
+    async def Regress(self, request: regression_pb2.RegressionRequest, context):
+        servable = self._resolve(request.model_spec)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        outputs = await self._service.regress(servable, signature_name, _examples(request),
+                                              self._deadline(context))
+        response = regression_pb2.RegressionResponse()
+        _echo_spec(response.model_spec, servable, signature_name)
+        _fill_regressions(response.result, outputs)
+        return response
+
+    @_rpc("multi_inference")
+    async def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context):
+        if not request.tasks:
+            raise InvalidArgument("Tasks are empty")
+        specs = {(t.model_spec.name, t.model_spec.WhichOneof("version_choice"),
+                  t.model_spec.version.value, t.model_spec.version_label) for t in request.tasks}
+        if len(specs) > 1:
+            raise InvalidArgument("All Tasks should have the same model name and version")
+        examples = _examples(request)
+        deadline = self._deadline(context)
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            servable = self._resolve(task.model_spec)
+            signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            result = response.results.add()
+            _echo_spec(result.model_spec, servable, signature_name)
+            if task.method_name == CLASSIFY:
+                outputs = await self._service.classify(servable, signature_name, examples, deadline)
+                _fill_classifications(result.classification_result, outputs)
+            elif task.method_name == REGRESS:
+                outputs = await self._service.regress(servable, signature_name, examples, deadline)
+                _fill_regressions(result.regression_result, outputs)
+            else:
+                raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
+        return response
+
+    @_rpc(None)
+    async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
+        if list(request.metadata_field) != ["signature_def"]:
+            raise InvalidArgument("Metadata field signature_def is required, and the only one supported")
+        return self._service.model_metadata(self._resolve(request.model_spec))
+
+
+class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService."""
+
+    @_rpc(None)
+    async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
+        spec = request.model_spec
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+        if spec.WhichOneof("version_choice") == "version_label":
+            version = self._resolve(spec).version
+        return self._service.model_status(spec.name, version)
+
+    async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "Reloading the model config is not supported yet")
+
+
+def _fill_classifications(result: classification_pb2.ClassificationResult,
+                          outputs: dict[str, np.ndarray]) -> None:
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    rows = (classes if classes is not None else scores).shape[0]
+    for i in range(rows):
+        entry = result.classifications.add()
+        width = (classes if classes is not None else scores).shape[1]
+        for j in range(width):
+            item = entry.classes.add()
+            if classes is not None:
+                label = classes[i, j]
+                item.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+            if scores is not None:
+                item.score = float(scores[i, j])
+
+
+def _fill_regressions(result: regression_pb2.RegressionResult, outputs: dict[str, np.ndarray]) -> None:
+    for value in np.reshape(outputs["outputs"], (-1,)):
+        result.regressions.add().value = float(value)
