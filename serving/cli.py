@@ -40,7 +40,7 @@ IGNORED_TFS_FLAGS = (
     "allow_version_labels_for_unavailable_models", "enable_grpc_healthcheck_service",
     "enable_model_warmup", "enable_per_model_batching_parameters", "enable_profiler",
     "enable_serialization_as_tensor_content", "enable_signature_method_name_check",
-    "file_system_poll_wait_seconds", "flush_filesystem_caches", "grpc_channel_arguments",
+    "flush_filesystem_caches", "grpc_channel_arguments",
     "grpc_max_threads", "load_retry_interval_micros", "max_num_load_retries",
     "mixed_precision", "num_load_threads", "num_request_iterations_for_warmup",
     "num_tflite_interpreters_per_pool", "num_tflite_pools", "num_unload_threads",
@@ -65,7 +65,8 @@ REFUSED_TFS_FLAGS: Mapping[str, str] = {
 #: Flags that map one-to-one onto a ``Settings`` field of the same name.
 _SETTINGS_FLAGS = (
     "port", "rest_api_port", "host", "enable_batching", "rest_api_timeout_in_ms",
-    "model_config_file_poll_wait_seconds", "max_request_bytes", "max_rows_per_request",
+    "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds",
+    "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds",
 )
 _COMPAT_PREFIX = "compat__"
@@ -116,6 +117,8 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("tfs", "model_config_file", str, "FILE", "text ModelServerConfig: a model_config_list"),
     ("tfs", "model_config_file_poll_wait_seconds", int, "S",
      "re-read --model_config_file every S seconds; 0: once"),
+    ("tfs", "file_system_poll_wait_seconds", float, "S",
+     "look for new model versions every S seconds; 0: at start only"),
     ("tfs", "enable_batching", _bool, "BOOL", "batch requests together"),
     ("tfs", "batching_parameters_file", str, "FILE", "text BatchingParameters"),
     ("tfs", "monitoring_config_file", str, "FILE", "text MonitoringConfig (Prometheus path)"),

@@ -81,5 +81,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 << 20, ge=1, description="larger bodies get 413")
     max_rows_per_request: int = Field(100_000, ge=1, description="more rows get 413")
     drain_timeout_seconds: float = Field(30.0, ge=0, description="SIGTERM: time to finish")
-    model_config_file_poll_wait_seconds: int = Field(0, ge=0)
+    model_config_file_poll_wait_seconds: int = Field(0, ge=0, description="0: read once")
+    file_system_poll_wait_seconds: float = Field(
+        1.0, ge=0, description="how often base paths are scanned for new versions; 0: once")
     model_config_file: str | None = None

@@ -140,8 +140,12 @@ def read_model_config_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, .
     # today does not pull in TensorFlow for config protos, but its ``apis`` package does).
     from tensorflow_serving.config import model_server_config_pb2
 
-    where = f"model config file {str(path)!r}"
     config = _parse_text_file(path, model_server_config_pb2.ModelServerConfig, "model config file")
+    return models_from_server_config(config, f"model config file {str(path)!r}")
+
+
+def models_from_server_config(config: Any, where: str) -> tuple[ModelConfig, ...]:
+    """A ``ModelServerConfig`` proto (from a file or a ReloadConfigRequest) → ModelConfigs."""
     choice = config.WhichOneof("config")
     if choice == "custom_model_config":
         raise ConfigError(f"{where}: custom_model_config is not supported; use model_config_list")

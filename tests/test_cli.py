@@ -169,8 +169,7 @@ def test_ignored_tf_serving_flags_warn_once_each(caplog: pytest.LogCaptureFixtur
         "--tensorflow_session_parallelism=4",
         "--tensorflow_intra_op_parallelism=2",
         "--grpc_channel_arguments", "grpc.max_connection_age_ms=2000",
-        "--enable_model_warmup",
-        "--file_system_poll_wait_seconds=1", "--file_system_poll_wait_seconds=5",
+        "--enable_model_warmup", "--enable_model_warmup",
         "--allow_version_labels_for_unavailable_models=true",
     )
     assert settings.models[0].base_path == "/m"  # the space-separated value was not a positional
@@ -178,9 +177,13 @@ def test_ignored_tf_serving_flags_warn_once_each(caplog: pytest.LogCaptureFixtur
     warned = [message for message in messages if "ignoring TF Serving flag" in message]
     for flag in ("tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
                  "grpc_channel_arguments", "enable_model_warmup",
-                 "file_system_poll_wait_seconds", "allow_version_labels_for_unavailable_models"):
+                 "allow_version_labels_for_unavailable_models"):
         assert sum(f"--{flag}=" in message for message in warned) == 1, flag
-    assert len(warned) == 6
+    assert len(warned) == 5
+
+
+def test_file_system_poll_wait_seconds_is_a_setting() -> None:
+    assert build("--model_base_path=/m", "--file_system_poll_wait_seconds=5").file_system_poll_wait_seconds == 5
 
 
 def test_every_listed_ignored_flag_is_accepted() -> None:

@@ -136,6 +136,7 @@ class Batcher:
         self._last_arrival: float | None = None
         self._dispatcher: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        self._progress = asyncio.Event()  # set whenever queued or running work changes
         self._closed = False
 
     # -- public -------------------------------------------------------------------------
@@ -158,6 +159,17 @@ class Batcher:
             self._fail(self._queue.popleft(), Unavailable("The model is being unloaded"))
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Refuse new work, let everything queued and running finish, then stop.
+
+        Used when a model version is unloaded: requests already accepted are answered.
+        """
+        self._closed = True
+        while self._live_head() is not None or self._running:
+            self._progress.clear()
+            await self._progress.wait()
+        await self.stop()
 
     async def submit(self, tensors: Tensors, rows: int | None, deadline: float) -> Tensors:
         """Queue a request and wait for its own outputs. ``deadline`` is time.monotonic()."""
@@ -193,6 +205,7 @@ class Batcher:
     def _add_queued(self, rows: int) -> None:
         self._queued_rows += rows
         self._metrics.queued(rows)
+        self._progress.set()
 
     def _note_arrival(self, now: float) -> None:
         if self._last_arrival is not None:
@@ -320,6 +333,8 @@ class Batcher:
             await self._run_chunks(chunks)
         finally:
             self._slots.release()
+            self._running.discard(asyncio.current_task())
+            self._progress.set()
 
     async def _run_chunks(self, chunks: list[Chunk]) -> None:
         chunks = [c for c in chunks if not c[0].done]

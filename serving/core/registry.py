@@ -59,32 +59,65 @@ class ModelRegistry:
         self._warmup_sizes = warmup_batch_sizes
         self._versions: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
         self._errors: dict[str, str] = {}
+        self._lock = asyncio.Lock()
 
-    # -- loading -------------------------------------------------------------------------
+    # -- loading and unloading ---------------------------------------------------------
 
-    async def load_all(self) -> None:
-        await asyncio.gather(*(self._load_model(config) for config in self.configs.values()))
+    async def load_all(self) -> bool:
+        return await self.reconcile(tuple(self.configs.values()))
 
-    async def _load_model(self, config: ModelConfig) -> None:
+    async def reconcile(self, configs: Iterable[ModelConfig]) -> bool:
+        """Make the served set match ``configs`` and what is on disk; True if it changed.
+
+        New models and newly selected versions are loaded and warmed before versions that
+        are no longer selected are unloaded (TF Serving's availability-preserving policy),
+        and an unloaded version first answers every request it had accepted. Removed models
+        are unloaded. A version that fails to load is reported and the rest keep serving.
+        """
+        async with self._lock:
+            wanted = {config.name: config for config in configs}
+            changed = False
+            for name in [n for n in self.configs if n not in wanted]:
+                log.info("model %s removed from the config: unloading", name)
+                await self._unload(list(self._versions[name].values()))
+                del self.configs[name], self._versions[name]
+                changed = True
+            for name, config in wanted.items():
+                changed |= self.configs.get(name) != config
+                self.configs[name] = config
+                self._versions.setdefault(name, {})
+            results = await asyncio.gather(*(self._sync_model(c) for c in wanted.values()))
+            return changed or any(results)
+
+    async def _sync_model(self, config: ModelConfig) -> bool:
         try:
-            versions = await asyncio.to_thread(discover_versions, config)
+            selected = await asyncio.to_thread(discover_versions, config)
         except OSError as error:
             self._errors[config.name] = f"Could not find base path {config.base_path}: {error}"
             log.error("model %s: %s", config.name, self._errors[config.name])
-            return
-        if not versions:
+            return False
+        self._errors.pop(config.name, None)
+        if not selected and not self._versions[config.name]:
             self._errors[config.name] = f"No versions of model {config.name} found under {config.base_path}"
             log.error("model %s: %s", config.name, self._errors[config.name])
-            return
-        for version, directory in versions.items():
-            servable = Servable(config.name, version, os.path.join(config.base_path, directory))
-            self._versions[config.name][version] = servable
-        for servable in list(self._versions[config.name].values()):
-            await self._load_version(servable)
+        versions = self._versions[config.name]
+        new = [Servable(config.name, v, os.path.join(config.base_path, d))
+               for v, d in selected.items()
+               if v not in versions or (versions[v].state is State.END and not versions[v].error)]
+        for servable in new:
+            versions[servable.version] = servable
+        await asyncio.gather(*(self._load_version(s) for s in new))
+        stale = [s for v, s in versions.items() if v not in selected and s.state is State.AVAILABLE]
+        if stale and not any(versions[v].state is State.AVAILABLE for v in selected if v in versions):
+            log.error("model %s: no newly selected version is available; keeping %s serving",
+                      config.name, [s.version for s in stale])
+            stale = []
+        await self._unload(stale)
         for label, version in config.version_labels.items():
             if self._available(config.name, version) is None:
                 log.error("model %s: label '%s' points at version %d, which is not loaded",
                           config.name, label, version)
+        return bool(new or stale)
 
     async def _load_version(self, servable: Servable) -> None:
         servable.state = State.LOADING
@@ -101,14 +134,20 @@ class ModelRegistry:
         servable.state = State.AVAILABLE
         log.info("%s version %d AVAILABLE (%d warm-up requests)", servable.name, servable.version, count)
 
+    async def _unload(self, servables: list[Servable]) -> None:
+        """Stop routing to these versions, answer what they accepted, then drop them."""
+        for servable in servables:
+            servable.state = State.UNLOADING
+        for servable in servables:
+            await asyncio.gather(*(b.drain() for b in servable.batchers.values()))
+            servable.batchers.clear()
+            servable.model = None
+            servable.state = State.END
+            log.info("%s version %d unloaded", servable.name, servable.version)
+
     async def unload_all(self) -> None:
-        for versions in self._versions.values():
-            for servable in versions.values():
-                servable.state = State.UNLOADING
-                await asyncio.gather(*(b.stop() for b in servable.batchers.values()))
-                servable.batchers.clear()
-                servable.model = None
-                servable.state = State.END
+        await self._unload([s for versions in self._versions.values() for s in versions.values()
+                            if s.state is not State.END])
 
     # -- selection -----------------------------------------------------------------------
 

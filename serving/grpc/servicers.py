@@ -31,6 +31,7 @@ from serving.errors import InvalidArgument, ServingError, Unimplemented
 from serving.grpc.tensors import to_numpy, to_proto
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
+from serving.tfs_config import ConfigError, models_from_server_config
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -180,9 +181,14 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
             version = self._resolve(spec).version
         return self._service.model_status(spec.name, version)
 
+    @_rpc(None)
     async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "Reloading the model config is not supported yet")
+        try:
+            configs = models_from_server_config(request.config, "ReloadConfigRequest")
+        except ConfigError as error:
+            raise InvalidArgument(str(error)) from None
+        await self._service.reload(configs)
+        return model_management_pb2.ReloadConfigResponse()
 
 
 def _fill_classifications(result: classification_pb2.ClassificationResult,

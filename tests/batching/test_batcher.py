@@ -239,3 +239,17 @@ def test_waits_only_when_another_request_is_expected_sooner_than_a_call_costs(ex
     low, high = asyncio.run(scenario())
     assert low == 0.0
     assert 0.0 < high <= 0.010
+
+
+async def test_drain_answers_everything_accepted_then_refuses(executor):
+    model, batcher, running = await busy(executor)
+    queued = [asyncio.ensure_future(batcher.submit(rows(i), 1, deadline())) for i in (2, 3)]
+    await wait_for(lambda: batcher.queued_rows == 2)
+    draining = asyncio.ensure_future(batcher.drain())
+    await wait_for(lambda: batcher._closed)
+    with pytest.raises(Unavailable):
+        await batcher.submit(rows(4), 1, deadline())
+    model.release.set()
+    await draining
+    np.testing.assert_array_equal((await running)["y"], [2])
+    assert [(await q)["y"].tolist() for q in queued] == [[4], [6]]
