@@ -46,7 +46,8 @@ from serving.batching.rows import (
 )
 from serving.errors import DeadlineExceeded, ResourceExhausted, ServingError, Unavailable
 
-RunFn = Callable[[Tensors], Tensors]
+RunFn = Callable[[Tensors, float], Tensors]
+"""The model call: a batch's inputs and its earliest deadline (time.monotonic()) -> outputs."""
 
 
 class BatchMetrics(Protocol):
@@ -352,7 +353,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            deadline = min(item.deadline for item, _, _ in chunks)
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs, deadline)
             elapsed = time.monotonic() - started
             if target is not None:
                 self.cost.observe(target, elapsed)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from serving.batching.batcher import Batcher
-from serving.errors import NotFound
-from serving.runtime import savedmodel, warmup
-from serving.runtime.savedmodel import LoadedModel
+from serving.errors import NotFound, ServingError
+from serving.core.sources import Model, ModelSource
 from serving.settings import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -42,10 +40,10 @@ class Servable:
 
     name: str
     version: int
-    path: str
+    path: str  # where the source finds it: a directory, or the upstream's address
     state: State = State.START
     error: str = ""
-    model: LoadedModel | None = None
+    model: Model | None = None
     batchers: dict[str, Batcher] = field(default_factory=dict)
 
 
@@ -53,10 +51,10 @@ class ModelRegistry:
     """Loads the configured models and resolves requests to loaded versions."""
 
     def __init__(self, configs: Iterable[ModelConfig], batcher_factory: BatcherFactory,
-                 warmup_batch_sizes: tuple[int, ...]) -> None:
+                 source: ModelSource) -> None:
         self.configs = {config.name: config for config in configs}
         self._batcher_factory = batcher_factory
-        self._warmup_sizes = warmup_batch_sizes
+        self._source = source
         self._versions: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
         self._errors: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -91,8 +89,8 @@ class ModelRegistry:
 
     async def _sync_model(self, config: ModelConfig) -> bool:
         try:
-            selected = await asyncio.to_thread(discover_versions, config)
-        except OSError as error:
+            selected = await asyncio.to_thread(self._source.versions, config)
+        except (OSError, ServingError) as error:
             self._errors[config.name] = f"Could not find base path {config.base_path}: {error}"
             log.error("model %s: %s", config.name, self._errors[config.name])
             return False
@@ -101,8 +99,12 @@ class ModelRegistry:
             self._errors[config.name] = f"No versions of model {config.name} found under {config.base_path}"
             log.error("model %s: %s", config.name, self._errors[config.name])
         versions = self._versions[config.name]
-        new = [Servable(config.name, v, os.path.join(config.base_path, d))
-               for v, d in selected.items()
+        if config.version_policy.kind == "specific":
+            missing = set(config.version_policy.versions) - set(selected)
+            if missing:
+                log.error("model %s: specific versions %s not found", config.name, sorted(missing))
+        new = [Servable(config.name, v, location)
+               for v, location in selected.items()
                if v not in versions or (versions[v].state is State.END and not versions[v].error)]
         for servable in new:
             versions[servable.version] = servable
@@ -123,8 +125,8 @@ class ModelRegistry:
         servable.state = State.LOADING
         log.info("loading %s version %d from %s", servable.name, servable.version, servable.path)
         try:
-            servable.model = await asyncio.to_thread(savedmodel.load, servable.path)
-            count = await asyncio.to_thread(warmup.run, servable.model, self._warmup_sizes)
+            servable.model = await asyncio.to_thread(
+                self._source.load, servable.name, servable.version, servable.path)
         except Exception as error:  # noqa: BLE001 - a bad version must not take the server down
             servable.state = State.END
             servable.error = f"Failed to load {servable.path}: {error}"
@@ -132,7 +134,7 @@ class ModelRegistry:
             log.error("%s", servable.error)
             return
         servable.state = State.AVAILABLE
-        log.info("%s version %d AVAILABLE (%d warm-up requests)", servable.name, servable.version, count)
+        log.info("%s version %d AVAILABLE", servable.name, servable.version)
 
     async def _unload(self, servables: list[Servable]) -> None:
         """Stop routing to these versions, answer what they accepted, then drop them."""
@@ -201,25 +203,6 @@ class ModelRegistry:
     def _available(self, name: str, version: int) -> Servable | None:
         servable = self._versions.get(name, {}).get(version)
         return servable if servable is not None and servable.state is State.AVAILABLE else None
-
-
-def discover_versions(config: ModelConfig) -> dict[int, str]:
-    """Version number -> directory name (``00000123`` is version 123), as the policy selects."""
-    found = {
-        int(entry): entry for entry in os.listdir(config.base_path)
-        if entry.isdigit() and os.path.isdir(os.path.join(config.base_path, entry))
-    }
-    numbers = sorted(found)
-    policy = config.version_policy
-    if policy.kind == "specific":
-        missing = set(policy.versions) - set(numbers)
-        if missing:
-            log.error("model %s: specific versions %s not found under %s",
-                      config.name, sorted(missing), config.base_path)
-        numbers = [v for v in numbers if v in policy.versions]
-    elif policy.kind == "latest":
-        numbers = numbers[-policy.num_versions:]
-    return {v: found[v] for v in numbers}
 
 
 def _describe(name: str, version: int | None, label: str | None) -> str:

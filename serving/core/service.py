@@ -20,6 +20,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.batching.batcher import Batcher
 from serving.batching.rows import Tensors
 from serving.core.registry import ModelRegistry, Servable
+from serving.core.sources import LocalSource
 from serving.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -61,7 +62,7 @@ class InferenceService:
             sizes = batching.allowed_batch_sizes or (1, batching.max_batch_size)
         else:
             sizes = (1,)
-        self.registry = ModelRegistry(settings.models, self._make_batcher, tuple(sizes))
+        self.registry = ModelRegistry(settings.models, self._make_batcher, LocalSource(tuple(sizes)))
         self.draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -239,7 +240,7 @@ class InferenceService:
         model = servable.model
         assert model is not None
         return Batcher(
-            lambda tensors: model.run(signature_name, tensors),
+            lambda tensors, deadline: model.run(signature_name, tensors, deadline),
             slots=self._slots,
             executor=self._executor,
             max_batch_size=batching.max_batch_size,

@@ -46,8 +46,13 @@ class LoadedModel:
                 f"Serving signature name: \"{name}\" not found in signature def"
             ) from None
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one signature on numpy inputs (called from executor threads)."""
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Run one signature on numpy inputs (called from executor threads).
+
+        ``deadline`` is accepted for the ``Model`` protocol; a running TensorFlow call
+        cannot be interrupted, so expired requests are dropped before they run instead.
+        """
         try:
             return self._runners[signature_name](inputs)
         except tf.errors.InvalidArgumentError as error:

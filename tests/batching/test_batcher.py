@@ -27,7 +27,7 @@ class Model:
         if not hold:
             self.release.set()
 
-    def __call__(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, tensors: dict[str, np.ndarray], deadline: float) -> dict[str, np.ndarray]:
         self.entered.set()
         self.release.wait(timeout=30)
         x = tensors["x"]
@@ -161,7 +161,7 @@ async def test_one_failing_request_does_not_fail_its_batch(executor):
 
 
 async def test_model_breaking_the_row_contract_fails_cleanly(executor):
-    def shrink(tensors):
+    def shrink(tensors, deadline):
         return {"y": tensors["x"][:1]}
 
     batcher = make(shrink, executor)

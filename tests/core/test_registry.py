@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from serving.core.registry import ModelRegistry, State, discover_versions
+from serving.core.registry import ModelRegistry, State
+from serving.core.sources import LocalSource, discover_versions
 from serving.errors import NotFound
 from serving.settings import ModelConfig, VersionPolicy
 
@@ -40,7 +41,7 @@ def load(registry: ModelRegistry) -> None:
 def test_resolution_by_latest_version_and_label(two_versions):
     registry = ModelRegistry([config(two_versions, version_policy=VersionPolicy(kind="all"),
                                      version_labels={"stable": 123, "ghost": 7})],
-                             batcher_factory=None, warmup_batch_sizes=(1,))
+                             batcher_factory=None, source=LocalSource((1,)))
     load(registry)
     assert registry.ready()
     assert registry.resolve("m").version == 124
@@ -59,7 +60,7 @@ def test_resolution_by_latest_version_and_label(two_versions):
 def test_a_broken_version_is_reported_and_the_others_serve(two_versions):
     (two_versions / "00000124" / "saved_model.pb").write_bytes(b"garbage")
     registry = ModelRegistry([config(two_versions, version_policy=VersionPolicy(kind="all"))],
-                             batcher_factory=None, warmup_batch_sizes=(1,))
+                             batcher_factory=None, source=LocalSource((1,)))
     load(registry)
     broken, good = registry.statuses("m", 124)[0], registry.statuses("m", 123)[0]
     assert broken.state is State.END and "Failed to load" in broken.error
@@ -70,7 +71,7 @@ def test_a_broken_version_is_reported_and_the_others_serve(two_versions):
 
 def test_missing_base_path_is_not_ready_and_not_found(tmp_path):
     registry = ModelRegistry([config(tmp_path / "absent")], batcher_factory=None,
-                             warmup_batch_sizes=(1,))
+                             source=LocalSource((1,)))
     load(registry)
     assert not registry.ready()
     with pytest.raises(NotFound, match="base path"):

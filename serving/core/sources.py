@@ -1,0 +1,76 @@
+"""Where model versions come from: SavedModels on disk, or a TF Serving upstream.
+
+The registry asks a source which versions exist and to load one; everything else (states,
+selection, unloading) is the registry's, whatever the source.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from serving.runtime import savedmodel, warmup
+from serving.runtime.signature import SignatureSpec
+from serving.settings import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+class Model(Protocol):
+    """A servable model version: signature specs and protos, and a way to run them."""
+
+    specs: dict[str, SignatureSpec]
+    signature_defs: Mapping[str, Any]
+
+    def signature(self, name: str) -> SignatureSpec: ...
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            deadline: float | None = None) -> dict[str, np.ndarray]: ...
+
+
+class ModelSource(Protocol):
+    """Blocking calls, made from worker threads."""
+
+    def versions(self, config: ModelConfig) -> dict[int, str]:
+        """Version number -> location of the versions ``config`` selects."""
+
+    def load(self, name: str, version: int, location: str) -> Model:
+        """Load (and warm up) one version."""
+
+    def healthy(self) -> bool: ...
+
+
+class LocalSource:
+    """SavedModels under each model's base path (TF Serving's layout), loaded in process."""
+
+    def __init__(self, warmup_batch_sizes: tuple[int, ...]) -> None:
+        self._warmup_sizes = warmup_batch_sizes
+
+    def versions(self, config: ModelConfig) -> dict[int, str]:
+        return {v: os.path.join(config.base_path, d) for v, d in discover_versions(config).items()}
+
+    def load(self, name: str, version: int, location: str) -> Model:
+        model = savedmodel.load(location)
+        count = warmup.run(model, self._warmup_sizes)
+        log.info("%s version %d: %d warm-up requests", name, version, count)
+        return model
+
+    def healthy(self) -> bool:
+        return True
+
+
+def discover_versions(config: ModelConfig) -> dict[int, str]:
+    """Version number -> directory name (``00000123`` is version 123), as the policy selects."""
+    found = {
+        int(entry): entry for entry in os.listdir(config.base_path)
+        if entry.isdigit() and os.path.isdir(os.path.join(config.base_path, entry))
+    }
+    numbers = sorted(found)
+    policy = config.version_policy
+    if policy.kind == "specific":
+        numbers = [v for v in numbers if v in policy.versions]
+    elif policy.kind == "latest":
+        numbers = numbers[-policy.num_versions:]
+    return {v: found[v] for v in numbers}
