@@ -65,7 +65,7 @@ REFUSED_TFS_FLAGS: Mapping[str, str] = {
 #: Flags that map one-to-one onto a ``Settings`` field of the same name.
 _SETTINGS_FLAGS = (
     "port", "rest_api_port", "host", "enable_batching", "rest_api_timeout_in_ms",
-    "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds",
+    "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "upstream",
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds",
 )
@@ -124,6 +124,8 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("tfs", "monitoring_config_file", str, "FILE", "text MonitoringConfig (Prometheus path)"),
     ("tfs", "rest_api_timeout_in_ms", int, "MS", "default request deadline"),
     ("own", "host", str, "ADDR", "address both servers bind"),
+    ("own", "upstream", str, "HOST:PORT",
+     "send merged batches to this TF Serving gRPC address instead of loading models here"),
     ("own", "max_request_bytes", int, "N", "larger bodies get 413"),
     ("own", "max_rows_per_request", int, "N", "more rows get 413"),
     ("own", "drain_timeout_seconds", float, "S", "on SIGTERM, time to finish in-flight work"),

@@ -81,3 +81,15 @@ class Unavailable(ServingError):
 class Unimplemented(ServingError):
     http_status = 501
     grpc_code = "UNIMPLEMENTED"
+
+
+_BY_GRPC_CODE: dict[str, type[ServingError]] = {
+    cls.grpc_code: cls
+    for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
+                DeadlineExceeded, Cancelled, Unavailable, Unimplemented)
+}
+
+
+def error_for_grpc_code(code: str, message: str) -> ServingError:
+    """The error for a gRPC status code name a peer answered with (``INTERNAL`` otherwise)."""
+    return _BY_GRPC_CODE.get(code, ServingError)(message)

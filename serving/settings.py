@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     enable_batching: bool = False
     batching: BatchingConfig = BatchingConfig()
     metrics_path: str | None = Field("/metrics", description="Prometheus path; None: off")
+    upstream: str | None = Field(
+        None, description="HOST:PORT (or dns:///NAME:PORT) of a TF Serving PredictionService "
+        "to send merged batches to, instead of running models in process")
     rest_api_timeout_in_ms: int = Field(30000, ge=1, description="default request deadline")
     max_request_bytes: int = Field(64 << 20, ge=1, description="larger bodies get 413")
     max_rows_per_request: int = Field(100_000, ge=1, description="more rows get 413")

@@ -157,6 +157,10 @@ class ModelRegistry:
         """Every configured model has at least one AVAILABLE (hence warmed-up) version."""
         return bool(self.configs) and all(self.model_ready(name) for name in self.configs)
 
+    def healthy(self) -> bool:
+        """Whether the source can serve now (an upstream whose circuit is open cannot)."""
+        return self._source.healthy()
+
     def model_ready(self, name: str) -> bool:
         return any(s.state is State.AVAILABLE for s in self._versions.get(name, {}).values())
 

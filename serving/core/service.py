@@ -20,7 +20,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.batching.batcher import Batcher
 from serving.batching.rows import Tensors
 from serving.core.registry import ModelRegistry, Servable
-from serving.core.sources import LocalSource
+from serving.core.sources import LocalSource, ModelSource
 from serving.errors import (
     Cancelled,
     DeadlineExceeded,
@@ -62,7 +62,7 @@ class InferenceService:
             sizes = batching.allowed_batch_sizes or (1, batching.max_batch_size)
         else:
             sizes = (1,)
-        self.registry = ModelRegistry(settings.models, self._make_batcher, LocalSource(tuple(sizes)))
+        self.registry = ModelRegistry(settings.models, self._make_batcher, _source(settings, tuple(sizes)))
         self.draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -123,7 +123,7 @@ class InferenceService:
         self._executor.shutdown(wait=True)
 
     def ready(self) -> bool:
-        return not self.draining and self.registry.ready()
+        return not self.draining and self.registry.ready() and self.registry.healthy()
 
     def begin_drain(self) -> None:
         """Stop accepting requests; those already accepted still finish."""
@@ -275,6 +275,15 @@ class InferenceService:
             signatures.signature_def[key].CopyFrom(signature_def)
         response.metadata["signature_def"].Pack(signatures)
         return response
+
+
+def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...]) -> ModelSource:
+    if settings.upstream is None:
+        return LocalSource(warmup_batch_sizes)
+    from serving.upstream.client import UpstreamClient
+    from serving.upstream.source import UpstreamSource
+
+    return UpstreamSource(UpstreamClient(settings.upstream, max_message_bytes=settings.max_request_bytes))
 
 
 def _refreeze() -> None:

@@ -127,7 +127,12 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
     async def readyz() -> Response:
         if service.ready():
             return Response(b'{"status": "ready"}', media_type=JSON)
-        reason = "draining" if service.draining else "models not yet available"
+        if service.draining:
+            reason = "draining"
+        elif not service.registry.healthy():
+            reason = "the upstream is unavailable"
+        else:
+            reason = "models not yet available"
         return Response(codec.encode_error(f"not ready: {reason}"), status_code=503, media_type=JSON)
 
     if settings.metrics_path:

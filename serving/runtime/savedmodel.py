@@ -18,7 +18,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.errors import InvalidArgument, ServingError
-from serving.runtime.signature import STRING, SignatureSpec, TensorSpec
+from serving.runtime.signature import STRING, SignatureSpec, TensorSpec, find_signature
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
@@ -39,12 +39,7 @@ class LoadedModel:
     _keepalive: Any  # the loaded object or session that owns the variables
 
     def signature(self, name: str) -> SignatureSpec:
-        try:
-            return self.specs[name]
-        except KeyError:
-            raise InvalidArgument(
-                f"Serving signature name: \"{name}\" not found in signature def"
-            ) from None
+        return find_signature(self.specs, name)
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]:
@@ -75,7 +70,7 @@ def load(path: str | os.PathLike) -> LoadedModel:
     meta_graph = _serving_meta_graph(path)
     defs = dict(meta_graph.signature_def)  # all of them, for metadata (as TF Serving answers)
     callable_defs = {name: d for name, d in defs.items() if name != INIT_OP_KEY}
-    specs = {name: _spec(name, signature_def) for name, signature_def in callable_defs.items()}
+    specs = {name: spec_from_signature_def(name, d) for name, d in callable_defs.items()}
     if meta_graph.object_graph_def.nodes:
         root = tf.saved_model.load(path, tags=[SERVE_TAG])
         runners = {name: _function_runner(fn) for name, fn in root.signatures.items()}
@@ -129,7 +124,7 @@ def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
     raise ServingError(f"No MetaGraphDef tagged '{SERVE_TAG}' in {path}")
 
 
-def _spec(name: str, signature_def: meta_graph_pb2.SignatureDef) -> SignatureSpec:
+def spec_from_signature_def(name: str, signature_def: meta_graph_pb2.SignatureDef) -> SignatureSpec:
     inputs = {key: _tensor_spec(key, info) for key, info in signature_def.inputs.items()}
     outputs = {key: _tensor_spec(key, info) for key, info in signature_def.outputs.items()}
     return SignatureSpec(name, signature_def.method_name, inputs, outputs, tuple(sorted(inputs)))

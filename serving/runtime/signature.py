@@ -85,6 +85,14 @@ class SignatureSpec:
         return None
 
 
+def find_signature(specs: dict[str, SignatureSpec], name: str) -> SignatureSpec:
+    """``specs[name]``, or TF Serving's error for a signature the model does not have."""
+    try:
+        return specs[name]
+    except KeyError:
+        raise InvalidArgument(f"Serving signature name: \"{name}\" not found in signature def") from None
+
+
 def _check_dtype(spec: TensorSpec, value: np.ndarray) -> None:
     if spec.is_string != (value.dtype == STRING) or (
         not spec.is_string and value.dtype != spec.dtype

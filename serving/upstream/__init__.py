@@ -1,0 +1,1 @@
+"""The TF Serving upstream backend: merged batches sent as one Predict to a TF Serving fleet."""

@@ -1,0 +1,69 @@
+"""Model versions served by a TF Serving upstream: what it reports AVAILABLE, with its own
+signatures (so validation, REST decoding and metadata match it exactly)."""
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+import numpy as np
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+from serving.grpc.tensors import to_numpy, to_proto
+from serving.runtime.savedmodel import INIT_OP_KEY, spec_from_signature_def
+from serving.runtime.signature import SignatureSpec, find_signature
+from serving.settings import ModelConfig
+from serving.upstream.client import UpstreamClient
+
+_AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+_DEFAULT_TIMEOUT_S = 30.0
+
+
+class UpstreamModel:
+    """One upstream model version; ``run`` sends a whole merged batch as one Predict."""
+
+    def __init__(self, client: UpstreamClient, name: str, version: int,
+                 metadata: get_model_metadata_pb2.GetModelMetadataResponse) -> None:
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        metadata.metadata["signature_def"].Unpack(signatures)
+        self._client = client
+        self._name = name
+        self._version = version
+        self.signature_defs = dict(signatures.signature_def)
+        self.specs = {key: spec_from_signature_def(key, d)
+                      for key, d in self.signature_defs.items() if key != INIT_OP_KEY}
+
+    def signature(self, name: str) -> SignatureSpec:
+        return find_signature(self.specs, name)
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            deadline: float | None = None) -> dict[str, np.ndarray]:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self._name
+        request.model_spec.version.value = self._version
+        request.model_spec.signature_name = signature_name
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(to_proto(value))
+        deadline = deadline if deadline is not None else time.monotonic() + _DEFAULT_TIMEOUT_S
+        response = self._client.predict(request, deadline)
+        return {key: to_numpy(key, proto) for key, proto in response.outputs.items()}
+
+
+class UpstreamSource:
+    """The versions the upstream reports AVAILABLE for each configured model name.
+
+    The upstream applies its own version policy; ours mirrors what it serves.
+    """
+
+    def __init__(self, client: UpstreamClient, timeout_s: float = 10.0) -> None:
+        self.client = client
+        self._timeout = timeout_s
+
+    def versions(self, config: ModelConfig) -> dict[int, str]:
+        status = self.client.status(config.name, self._timeout)
+        return {s.version: self.client.target for s in status.model_version_status if s.state == _AVAILABLE}
+
+    def load(self, name: str, version: int, location: str) -> UpstreamModel:
+        return UpstreamModel(self.client, name, version, self.client.metadata(name, version, self._timeout))
+
+    def healthy(self) -> bool:
+        return not self.client.breaker.open
