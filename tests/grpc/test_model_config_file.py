@@ -1,0 +1,57 @@
+"""`python -m serving` with TF Serving's own two-model config file, spoken to over gRPC."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, predict_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from tests.conftest import REPO, free_port, poll
+
+
+def test_tf_servings_good_model_config_serves_both_models(tfserving_dir, tmp_path):
+    config = (tfserving_dir / "good_model_config.txt").read_text()
+    config = config.replace("${TEST_HALF_PLUS_TWO_DIR}", str(tfserving_dir / "saved_model_half_plus_two_cpu"))
+    config = config.replace("${TEST_HALF_PLUS_THREE_DIR}", str(tfserving_dir / "saved_model_half_plus_three"))
+    (tmp_path / "models.config").write_text(config)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", f"--port={port}", f"--rest_api_port={free_port()}",
+         f"--model_config_file={tmp_path / 'models.config'}"],
+        cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def serving() -> bool:
+                assert server.poll() is None, server.stdout.read().decode()
+                try:
+                    answer = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                except grpc.RpcError:
+                    return False
+                return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+            poll(serving, timeout=120, what="gRPC health SERVING")
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            for name, expected in (("half_plus_two", [3.0, 3.5, 4.0]), ("half_plus_three", [4.0, 4.5, 5.0])):
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = name
+                request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0, 3.0, 4.0], np.float32)))
+                np.testing.assert_allclose(tf.make_ndarray(stub.Predict(request, timeout=30).outputs["y"]), expected)
+                status_request = get_model_status_pb2.GetModelStatusRequest()
+                status_request.model_spec.name = name
+                status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=30)
+                assert [(s.version, s.status.error_code) for s in status.model_version_status] == [(123, 0)]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
