@@ -117,24 +117,16 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
     @_rpc("classify")
     async def Classify(self, request: classification_pb2.ClassificationRequest, context):
-        servable = self._resolve(request.model_spec)
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        outputs = await self._service.classify(servable, signature_name, _examples(request),
-                                               self._deadline(context))
         response = classification_pb2.ClassificationResponse()
-        _echo_spec(response.model_spec, servable, signature_name)
-        _fill_classifications(response.result, outputs)
+        await self._run_examples(CLASSIFY, request.model_spec, _examples(request),
+                                 self._deadline(context), response.model_spec, response.result)
         return response
 
     @_rpc("regress")
     async def Regress(self, request: regression_pb2.RegressionRequest, context):
-        servable = self._resolve(request.model_spec)
-        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        outputs = await self._service.regress(servable, signature_name, _examples(request),
-                                              self._deadline(context))
         response = regression_pb2.RegressionResponse()
-        _echo_spec(response.model_spec, servable, signature_name)
-        _fill_regressions(response.result, outputs)
+        await self._run_examples(REGRESS, request.model_spec, _examples(request),
+                                 self._deadline(context), response.model_spec, response.result)
         return response
 
     @_rpc("multi_inference")
@@ -149,19 +141,27 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         deadline = self._deadline(context)
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
-            servable = self._resolve(task.model_spec)
-            signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
             result = response.results.add()
-            _echo_spec(result.model_spec, servable, signature_name)
             if task.method_name == CLASSIFY:
-                outputs = await self._service.classify(servable, signature_name, examples, deadline)
-                _fill_classifications(result.classification_result, outputs)
+                target = result.classification_result
             elif task.method_name == REGRESS:
-                outputs = await self._service.regress(servable, signature_name, examples, deadline)
-                _fill_regressions(result.regression_result, outputs)
+                target = result.regression_result
             else:
                 raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
+            await self._run_examples(task.method_name, task.model_spec, examples, deadline,
+                                     result.model_spec, target)
         return response
+
+    async def _run_examples(self, method: str, spec: model_pb2.ModelSpec, examples: list[bytes],
+                            deadline: float, echo: model_pb2.ModelSpec, result: Any) -> None:
+        """Classify or regress ``examples`` and fill ``result`` (a Classification/RegressionResult)."""
+        servable = self._resolve(spec)
+        signature_name = spec.signature_name or DEFAULT_SIGNATURE
+        _echo_spec(echo, servable, signature_name)
+        if method == CLASSIFY:
+            _fill_classifications(result, await self._service.classify(servable, signature_name, examples, deadline))
+        else:
+            _fill_regressions(result, await self._service.regress(servable, signature_name, examples, deadline))
 
     @_rpc(None)
     async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
@@ -194,10 +194,9 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
 def _fill_classifications(result: classification_pb2.ClassificationResult,
                           outputs: dict[str, np.ndarray]) -> None:
     classes, scores = outputs.get("classes"), outputs.get("scores")
-    rows = (classes if classes is not None else scores).shape[0]
+    rows, width = (classes if classes is not None else scores).shape[:2]
     for i in range(rows):
         entry = result.classifications.add()
-        width = (classes if classes is not None else scores).shape[1]
         for j in range(width):
             item = entry.classes.add()
             if classes is not None:
