@@ -31,6 +31,12 @@ def create_grpc_server(settings: Settings, service: InferenceService) -> grpc.ai
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
+        # Clients reconnect every few minutes, so behind a Kubernetes Service (one TCP
+        # connection per client) load spreads over new gateway pods as they come.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
