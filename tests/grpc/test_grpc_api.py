@@ -195,3 +195,25 @@ def test_health_checking(channel):
     with pytest.raises(grpc.RpcError) as info:
         health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def slow_request(rows: int, spin: int) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "slow"
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones(rows, np.float32)))
+    request.inputs["spin"].CopyFrom(tf.make_tensor_proto(np.full(rows, spin, np.int64)))
+    return request
+
+
+def test_full_queue_is_resource_exhausted(stub, gateway):
+    from tests.conftest import poll
+
+    running = stub.Predict.future(slow_request(1, 400_000), timeout=120)
+    poll(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
+         and gateway.metric("tfgw_in_flight_requests") == 1, what="the busy request to run")
+    backlog = stub.Predict.future(slow_request(16 * 64, 0), timeout=120)  # fills the queue
+    poll(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 1024, what="a full queue")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(slow_request(1, 0), timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert running.result().outputs["y"] and backlog.result().outputs["y"]
