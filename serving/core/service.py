@@ -110,10 +110,6 @@ class InferenceService:
             except Exception:  # noqa: BLE001 - polling must survive a bad moment on disk
                 log.exception("model reload failed")
 
-    async def loaded(self) -> None:
-        if self._loading is not None:
-            await self._loading
-
     async def stop(self) -> None:
         for task in (self._loading, self._poller):
             if task is not None and not task.done():
