@@ -1,4 +1,5 @@
-"""``make bench``: the gateway against the model's limit, the HTTP ceiling and a naive server.
+"""``make bench``: the gateway against the model's limit, the HTTP ceiling, a naive server,
+and in front of a TF Serving upstream against calling that upstream directly.
 
 For each model, in one run on this machine and under the same closed-loop load (wrk, one
 thread, ``--connections`` connections, each request one row drawn from a few hundred
@@ -9,15 +10,30 @@ distinct pre-generated bodies):
   (c) naive    FastAPI, plain ``def`` endpoint, one model call per request (today's way)
   (d) gateway  ``python -m serving ... --enable_batching`` (this project)
 
-The load generator runs on one core (``taskset -c``) and every server on another; with
-fewer than two cores nothing is pinned and the report says so. Each server gets a warm-up
-run (excluded), then a measured run. Every response that is not 2xx and every socket error
-(connect, read, write, timeout) is counted and shown in the table: a server that answers
-errors fast must not look fast. Servers run as their own process groups and are killed on
+and, for natality, the gateway in front of a TF Serving upstream (setup ``upstream``). The
+upstream is a second gateway process on the embedded backend without batching (it speaks
+TF Serving's REST and gRPC APIs; the real ``tensorflow_model_server`` cannot be installed
+here):
+
+  (e) direct   clients call the upstream's REST API, one row per call
+  (f) gateway  clients call the front gateway (``--upstream``, batching), which sends each
+               merged batch as one gRPC Predict to the same upstream
+
+both at ``--connections`` and at 1 connection (the p50 the gateway adds; a warm-up of at
+most ``ONE_CONNECTION_WARMUP_S``, as the same processes were just warmed). The upstream's
+``tfgw_requests_total`` is read before and after each run to show how many Predict calls
+served how many client requests.
+
+The load generator runs on one core (``taskset -c``) and every server on another (the
+upstream and the front gateway share it); with fewer than two cores nothing is pinned and
+the report says so. Each server gets a warm-up run (excluded), then a measured run. Every
+response that is not 2xx and every socket error (connect, read, write, timeout) is counted
+and shown in the table: a server that answers errors fast must not look fast. Servers run as their own process groups and are killed on
 exit, failure, Ctrl-C or SIGTERM.
 
     python -m loadtests.bench [--duration 15] [--warmup 10] [--connections 64]
-                              [--models natality,image_classifier] [--out bench-results]
+                              [--models natality,image_classifier]
+                              [--setups raw,noop,naive,gateway,upstream] [--out bench-results]
 
 Results: a markdown table per model on stdout, and ``OUT/bench-<time>.json``,
 ``OUT/latest.json``, ``OUT/latest.md`` and each server's log under ``OUT/logs/``.
@@ -49,13 +65,20 @@ from typing import Any, Callable, Iterator, Sequence
 REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
 BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
-SETUPS = ("raw", "noop", "naive", "gateway")
+SETUPS = ("raw", "noop", "naive", "gateway", "upstream")
 SETUP_LABELS = {
     "raw": "(a) model in process, best batch",
     "noop": "(b) no-op FastAPI (HTTP ceiling)",
     "naive": "(c) naive FastAPI server",
     "gateway": "(d) gateway",
 }
+UPSTREAM_LABELS = {
+    "direct": "(e) upstream direct, one row per call",
+    "gateway": "(f) gateway → upstream",
+}
+ONE_CONNECTION_WARMUP_S = 2
+"""Warm-up before each 1-connection run (capped by --warmup): the same processes have just
+been warmed and measured at --connections."""
 GOAL_QPS_RATIO = 2.5
 """The gateway must serve at least this many times the naive server's QPS on natality..."""
 GOAL_MODEL = "natality"
@@ -283,6 +306,8 @@ class Workload:
     """Timed calls of the signature per batch size (after a few untimed ones)."""
     duration_scale: float = 1.0
     """Multiplies --duration and --warmup for this model."""
+    upstream: bool = False
+    """Run the (e)/(f) upstream comparison (natality only: keeps ``make bench`` short)."""
 
 
 def natality_bodies(n: int = 300, seed: int = 2024) -> list[dict[str, Any]]:
@@ -336,7 +361,7 @@ def check_image(body: dict[str, Any], response: dict[str, Any]) -> str | None:
 
 WORKLOADS = {
     "natality": Workload("natality", natality_bodies, check_natality,
-                         raw_batch_sizes=(1, 8, 32, 128, 512), raw_calls=1000),
+                         raw_batch_sizes=(1, 8, 32, 128, 512), raw_calls=1000, upstream=True),
     # 100 distinct 224x224 JPEGs (about 17 KB each): the model costs ~10 ms per image here,
     # so fewer bodies and 2/3 of the time still give hundreds of requests.
     "image_classifier": Workload("image_classifier", image_bodies, check_image,
@@ -504,6 +529,208 @@ def run_server_setup(setup: str, workload: Workload, model_dir: Path, bodies: li
                 "server_cpu": server_cpu, "pid": server.proc.pid, "log": str(log_path)}
 
 
+# --- (e)(f) the gateway in front of a TF Serving upstream -----------------------------------
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One process's ``/metrics`` for one model at one moment (counters are cumulative)."""
+
+    predict_ok: float
+    """``tfgw_requests_total{method="predict",code="OK"}``: REST and gRPC Predicts answered."""
+    batches: float
+    batch_rows: float
+    queue_waits: float
+    queue_wait_seconds: float
+    in_flight: float
+
+    @classmethod
+    def parse(cls, text: str, model: str) -> "Counters":
+        """Read the Prometheus text format; a sample not exported yet counts as 0."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        values: dict[str, float] = {}
+        wanted = {
+            "tfgw_requests_total": {"model": model, "method": "predict", "code": "OK"},
+            "tfgw_batch_size_rows_count": {"model": model},
+            "tfgw_batch_size_rows_sum": {"model": model},
+            "tfgw_queue_wait_seconds_count": {"model": model},
+            "tfgw_queue_wait_seconds_sum": {"model": model},
+            "tfgw_in_flight_requests": {},
+        }
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = wanted.get(sample.name)
+                if labels is not None and labels.items() <= sample.labels.items():
+                    values[sample.name] = values.get(sample.name, 0.0) + sample.value
+        if "tfgw_in_flight_requests" not in values:
+            raise ValueError("not the gateway's metrics (no tfgw_in_flight_requests)")
+        return cls(predict_ok=values.get("tfgw_requests_total", 0.0),
+                   batches=values.get("tfgw_batch_size_rows_count", 0.0),
+                   batch_rows=values.get("tfgw_batch_size_rows_sum", 0.0),
+                   queue_waits=values.get("tfgw_queue_wait_seconds_count", 0.0),
+                   queue_wait_seconds=values.get("tfgw_queue_wait_seconds_sum", 0.0),
+                   in_flight=values["tfgw_in_flight_requests"])
+
+
+def scrape(server: Server, model: str) -> Counters:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        return Counters.parse(response.read().decode(), model)
+
+
+def settle(servers: Sequence[Server], model: str, timeout: float = 10.0) -> list[Counters]:
+    """The servers' counters once nothing is in flight (wrk leaves requests behind when it
+    stops; the servers still answer them and count them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counters = [scrape(s, model) for s in servers]
+        if all(c.in_flight == 0 for c in counters) or time.monotonic() > deadline:
+            if any(c.in_flight for c in counters):
+                log(f"still in flight after {timeout:.0f} s: "
+                    f"{', '.join(f'{s.name} {c.in_flight:.0f}' for s, c in zip(servers, counters))}")
+            return counters
+        time.sleep(0.05)
+
+
+def upstream_argvs(model: str, model_dir: Path, grpc_port: int, rest_port: int,
+                   front_port: int, pinning: Pinning) -> tuple[list[str], list[str]]:
+    """The upstream (embedded backend, no batching, like a TF Serving without batching) and
+    the front gateway (batching, ``--upstream``); both on the server core."""
+    python = [*pinning.server, sys.executable, "-m", "serving"]
+    upstream = [*python, f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+                f"--model_name={model}", f"--model_base_path={model_dir}"]
+    front = [*python, "--port=0", f"--rest_api_port={front_port}",
+             f"--upstream=127.0.0.1:{grpc_port}", f"--model_name={model}",
+             "--model_base_path=unused", "--enable_batching",
+             f"--batching_parameters_file={BATCHING_CONFIG}"]
+    return upstream, front
+
+
+def upstream_note(pinning: Pinning) -> str:
+    where = (f"the upstream and the front gateway share core {pinning.server[-1]}, wrk runs on "
+             f"core {pinning.loadgen[-1]}" if pinning.server
+             else "nothing is pinned: wrk, the upstream and the front gateway share the CPU")
+    return (f"{where}. On a real deployment the upstream has its own machines, so (f) "
+            "understates the gateway's gain: here the front and the upstream compete for one core.")
+
+
+def run_upstream_setup(workload: Workload, model_dir: Path, bodies: list[dict],
+                       bodies_file: Path, plan: "Plan") -> dict[str, Any]:
+    """(e) and (f) at ``plan.connections``, then at 1 connection, against the same two processes.
+
+    A failure is recorded in the result (``error``) with the runs done so far.
+    """
+    warmup_s = max(0, round(plan.warmup * workload.duration_scale)) if plan.warmup else 0
+    duration_s = max(1, round(plan.duration * workload.duration_scale))
+    path = f"/v1/models/{workload.model}:predict"
+    result: dict[str, Any] = {"connections": plan.connections, "note": upstream_note(plan.pinning),
+                              "runs": []}
+    try:
+        with contextlib.ExitStack() as stack:
+            upstream, front = _start_upstream_pair(stack, workload.model, model_dir, plan, result)
+            targets = {"direct": upstream, "gateway": front}
+            for server in targets.values():
+                validate(server.url + path, bodies, workload.check)
+            for connections, warmup in ((plan.connections, warmup_s),
+                                        (1, min(warmup_s, ONE_CONNECTION_WARMUP_S))):
+                for setup, target in targets.items():
+                    label = f"{workload.model} upstream {setup} -c{connections}"
+                    try:
+                        run = measure_through(target.url + path, (upstream, front), workload.model,
+                                              bodies_file, connections, warmup, duration_s,
+                                              plan.pinning, label)
+                    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as err:
+                        log(f"{label} FAILED: {err}")
+                        run = {"error": str(err)}
+                    result["runs"].append({"setup": setup, "connections": connections, **run})
+                    for server in (upstream, front):
+                        if not server.alive():
+                            raise RuntimeError(f"{server.name} died during {label}; log tail:\n"
+                                               f"{server.log_tail()}")
+    except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as err:
+        log(f"{workload.model} upstream FAILED: {err}")
+        result["error"] = str(err)
+    result["ratios"] = upstream_ratios(result)
+    return result
+
+
+def _start_upstream_pair(stack: contextlib.ExitStack, model: str, model_dir: Path, plan: "Plan",
+                         result: dict[str, Any]) -> tuple[Server, Server]:
+    """Start the upstream, and once it is ready the front (which asks the upstream for its
+    model's versions); both are stopped when ``stack`` closes."""
+    grpc_port, rest_port, front_port = free_port(), free_port(), free_port()
+    upstream_argv, front_argv = upstream_argvs(model, model_dir, grpc_port, rest_port,
+                                               front_port, plan.pinning)
+    servers = []
+    for name, argv, port in (("upstream", upstream_argv, rest_port),
+                             ("front", front_argv, front_port)):
+        server = stack.enter_context(running(f"{model} {name}", argv, port,
+                                             plan.out / "logs" / f"{model}-{name}.log"))
+        started = time.monotonic()
+        server.wait_ready("/readyz", timeout=300)
+        result[f"{name}_startup_seconds"] = time.monotonic() - started
+        result.setdefault("logs", {})[name] = str(server.log_path)
+        servers.append(server)
+    return servers[0], servers[1]
+
+
+def measure_through(url: str, servers: tuple[Server, Server], model: str, bodies_file: Path,
+                    connections: int, warmup_s: int, duration_s: int, pinning: Pinning,
+                    label: str) -> dict[str, Any]:
+    """One wrk run against ``url``, with the (upstream, front) counters and CPU around it."""
+    if warmup_s:
+        log(f"{label}: warm-up {warmup_s} s")
+        run_wrk(url, bodies_file, warmup_s, connections, pinning)
+    log(f"{label}: measuring {duration_s} s")
+    up0, front0 = settle(servers, model)
+    cpu_before = [s.cpu_seconds() for s in servers]
+    result = run_wrk(url, bodies_file, duration_s, connections, pinning)
+    cpu_after = [s.cpu_seconds() for s in servers]
+    up1, front1 = settle(servers, model)
+    batches = front1.batches - front0.batches
+    waits = front1.queue_waits - front0.queue_waits
+    cpu = {name: (b1 - b0) / result.duration_s if None not in (b0, b1) and result.duration_s
+           else None for name, b0, b1 in zip(("upstream", "front"), cpu_before, cpu_after)}
+    return {**result.to_json(), "warmup_seconds": warmup_s, "server_cpu": cpu,
+            "upstream_predicts": round(up1.predict_ok - up0.predict_ok),
+            "front_requests": round(front1.predict_ok - front0.predict_ok),
+            "front_mean_batch_rows": (front1.batch_rows - front0.batch_rows) / batches
+            if batches else None,
+            "front_mean_queue_wait_ms": (front1.queue_wait_seconds - front0.queue_wait_seconds)
+            / waits * 1e3 if waits else None}
+
+
+def upstream_run(result: dict[str, Any], setup: str, connections: int) -> dict[str, Any] | None:
+    for run in result.get("runs", []):
+        if run["setup"] == setup and run["connections"] == connections:
+            return run
+    return None
+
+
+def upstream_ratios(result: dict[str, Any]) -> dict[str, Any]:
+    """f/e QPS at ``connections``, the p50 and p99 (f) adds at 1 connection, rows per Predict."""
+    def ok(setup: str, connections: int) -> dict[str, Any] | None:
+        run = upstream_run(result, setup, connections)
+        return run if run and "qps" in run else None
+
+    n = result["connections"]
+    out: dict[str, Any] = {}
+    direct, gateway = ok("direct", n), ok("gateway", n)
+    direct_1, gateway_1 = ok("direct", 1), ok("gateway", 1)
+    if direct and gateway:
+        out["gateway_vs_direct_qps"] = gateway["qps"] / direct["qps"]
+    if gateway and gateway["upstream_predicts"]:
+        out["rows_per_upstream_predict"] = gateway["front_requests"] / gateway["upstream_predicts"]
+    if direct_1 and gateway_1:
+        for p in ("p50", "p99"):
+            out[f"added_{p}_ms_at_1"] = gateway_1["latency_ms"][p] - direct_1["latency_ms"][p]
+    tainted = [f"{UPSTREAM_LABELS[r['setup']].split(',')[0]} at {r['connections']}"
+               for r in (direct, gateway, direct_1, gateway_1) if r and r["errors"]]
+    if tainted:
+        out["invalid_because_of_errors"] = tainted
+    return out
+
+
 # --- the report -----------------------------------------------------------------------------
 
 
@@ -565,6 +792,16 @@ def goal(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_model(model: str, result: dict[str, Any], connections: int) -> str:
+    """The (a)-(d) table if any of them ran, then the upstream table if that ran."""
+    parts = []
+    if result.get("raw") or result.get("setups"):
+        parts.append(_render_main(model, result, connections))
+    if "upstream" in result:
+        parts.append(render_upstream(model, result["upstream"]))
+    return "\n".join(parts)
+
+
+def _render_main(model: str, result: dict[str, Any], connections: int) -> str:
     lines = [f"### {model}: 1 row per request, {connections} connections", "",
              "| setup | QPS | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---|"]
     raw = result.get("raw", {})
@@ -627,6 +864,79 @@ def render_model(model: str, result: dict[str, Any], connections: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merging_cell(run: dict[str, Any]) -> str:
+    """Upstream Predict calls / client requests (as the server that answered them counted)."""
+    calls = run["upstream_predicts"]
+    clients = run["front_requests"] if run["setup"] == "gateway" else calls
+    rows = f" ({clients / calls:.1f} rows/call)" if calls else ""
+    return f"{calls} / {clients}{rows}"
+
+
+def render_upstream(model: str, upstream: dict[str, Any]) -> str:
+    n = upstream["connections"]
+    lines = [f"### {model}, upstream: gateway → upstream vs clients calling the upstream "
+             "directly, 1 row per request", ""]
+    if "error" in upstream:
+        lines += [f"**FAILED**: {upstream['error'].splitlines()[0][:200]} (log tails in the "
+                  "JSON report)", ""]
+    if not upstream.get("runs"):
+        return "\n".join(lines) + "\n"
+    lines += ["| setup | connections | QPS | p50 ms | p99 ms | errors | upstream Predicts / "
+              "client requests |", "|---|---:|---:|---:|---:|---|---:|"]
+    details = []
+    for run in upstream["runs"]:
+        label = UPSTREAM_LABELS[run["setup"]]
+        if "error" in run:
+            lines.append(f"| {label} | {run['connections']} | **FAILED** | – | – | "
+                         f"{run['error'].splitlines()[0][:100]} | – |")
+            continue
+        lat = run["latency_ms"]
+        lines.append(f"| {label} | {run['connections']} | {_fmt_qps(run['qps'])} | "
+                     f"{_fmt_ms(lat['p50'])} | {_fmt_ms(lat['p99'])} | {_errors_cell(run)} | "
+                     f"{_merging_cell(run)} |")
+        usage = ", ".join(
+            f"{name} CPU {value:.0%} ({value / run['qps'] * 1e3:.2f} ms/request)"
+            if value is not None and run["qps"] else f"{name} CPU ?"
+            for name, value in run["server_cpu"].items())
+        extra = ""
+        if run["setup"] == "gateway" and run.get("front_mean_batch_rows") is not None:
+            extra = f", front's mean batch {run['front_mean_batch_rows']:.1f} rows"
+            if run.get("front_mean_queue_wait_ms") is not None:
+                extra += f" after {_fmt_ms(run['front_mean_queue_wait_ms'])} ms in its queue"
+        gen = f"wrk CPU {run['loadgen_cpu']:.0%}" if run.get("loadgen_cpu") is not None else "wrk CPU ?"
+        details.append(f"{run['setup']} -c{run['connections']}: {run['requests']} requests in "
+                       f"{run['duration_s']:.1f} s, {usage}, {gen}{extra}")
+    lines.append("")
+    if details:
+        lines.append("Runs: " + "; ".join(details) + ".")
+    r = upstream["ratios"]
+    parts = []
+    if "gateway_vs_direct_qps" in r:
+        parts.append(f"f/e QPS at {n} connections **{r['gateway_vs_direct_qps']:.2f}×**")
+    if "added_p50_ms_at_1" in r:
+        direct_1, gateway_1 = upstream_run(upstream, "direct", 1), upstream_run(upstream, "gateway", 1)
+        parts.append(
+            f"the gateway adds **{r['added_p50_ms_at_1']:+.2f} ms** p50 at 1 connection "
+            f"({_fmt_ms(gateway_1['latency_ms']['p50'])} vs {_fmt_ms(direct_1['latency_ms']['p50'])} ms; "
+            f"p99 {r['added_p99_ms_at_1']:+.2f} ms: {_fmt_ms(gateway_1['latency_ms']['p99'])} vs "
+            f"{_fmt_ms(direct_1['latency_ms']['p99'])} ms)")
+    if "rows_per_upstream_predict" in r:
+        gateway = upstream_run(upstream, "gateway", n)
+        parts.append(f"at {n} connections the front merged {gateway['front_requests']} requests "
+                     f"into {gateway['upstream_predicts']} upstream Predicts "
+                     f"({r['rows_per_upstream_predict']:.1f} rows each)")
+    if parts:
+        lines.append("Ratios: " + "; ".join(parts) + ".")
+    for name in r.get("invalid_because_of_errors", []):
+        lines.append(f"**WARNING: {name} connections had errors; its figures are not comparable.**")
+    lines.append("Upstream Predicts: the upstream's `tfgw_requests_total{method=\"predict\","
+                 "code=\"OK\"}` over the run (REST calls in (e), the front's gRPC calls in (f)); "
+                 "client requests: as counted by the server the clients called (wrk's count, in "
+                 "Runs, omits those still in flight when it stopped).")
+    lines.append(f"Pinning: {upstream['note']}")
+    return "\n".join(lines) + "\n"
+
+
 def render(report: dict[str, Any]) -> str:
     meta = report["meta"]
     head = (f"## make bench ({meta['started']})\n\n{meta['cpus']} CPUs; {meta['pinning']}; "
@@ -680,6 +990,15 @@ def bench_model(workload: Workload, plan: Plan) -> dict[str, Any]:
             except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as err:
                 log(f"{workload.model} {setup} FAILED: {err}")
                 result["setups"][setup] = {"error": str(err)}
+        if "upstream" in plan.setups and not workload.upstream:
+            log(f"{workload.model}: no upstream comparison for this model (natality only)")
+        elif "upstream" in plan.setups:
+            try:
+                result["upstream"] = run_upstream_setup(workload, model_dir, bodies, bodies_file,
+                                                        plan)
+            except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as err:
+                log(f"{workload.model} upstream FAILED: {err}")
+                result["upstream"] = {"connections": plan.connections, "error": str(err)}
     result["ratios"] = ratios(result)
     if workload.model == GOAL_MODEL and {"naive", "gateway"} <= set(plan.setups):
         result["goal"] = goal(result)
@@ -743,7 +1062,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", type=_csv, default=("natality", "image_classifier"),
                         help=f"comma-separated, from {', '.join(WORKLOADS)}")
     parser.add_argument("--setups", type=_csv, default=SETUPS,
-                        help=f"comma-separated subset of {','.join(SETUPS)}")
+                        help=f"comma-separated subset of {','.join(SETUPS)} "
+                             "(upstream: natality only)")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     # Internal: the raw measurement, run by the benchmark in a pinned subprocess.

@@ -1,5 +1,6 @@
 """Smoke test of ``make bench`` (loadtests/bench.py): wrk output parsing, the report, the
-process-group cleanup, and one tiny real run against the no-op and naive servers.
+process-group cleanup, reading the gateway's /metrics counters, one tiny real run against the
+no-op and naive servers and one against an upstream with a gateway in front of it.
 
 No timing is asserted: only that every piece runs and the outputs agree with each other.
 wrk must be installed (``apt-get install -y wrk``); without it the run test fails, never
@@ -151,6 +152,113 @@ def test_a_failed_server_is_reported_not_hidden():
     assert "gateway_vs_noop_qps" not in result["ratios"]
 
 
+def _exposition(predicts: int, batches: tuple[int, ...] = (), waits: tuple[float, ...] = (),
+                in_flight: int = 0) -> str:
+    """What the gateway's /metrics says, made by the gateway's own metrics class."""
+    from serving.metrics import Metrics
+
+    metrics = Metrics()
+    if predicts:  # a counter with no increment yet is not exported
+        metrics.requests.labels("natality", "predict", "OK").inc(predicts)
+    metrics.requests.labels("natality", "predict", "INVALID_ARGUMENT").inc(3)
+    metrics.requests.labels("natality", "classify", "OK").inc(5)
+    metrics.requests.labels("other", "predict", "OK").inc(7)
+    per_model = metrics.for_model("natality")
+    for rows in batches:
+        per_model.batch(rows, 0.001)
+    for seconds in waits:
+        per_model.queue_wait(seconds)
+    metrics.in_flight.inc(in_flight)
+    return metrics.exposition().decode()
+
+
+def test_counters_read_the_gateway_metrics():
+    counters = bench.Counters.parse(_exposition(19264, (32, 8), (0.004, 0.002), 2), "natality")
+    assert counters == bench.Counters(predict_ok=19264, batches=2, batch_rows=40, queue_waits=2,
+                                      queue_wait_seconds=pytest.approx(0.006), in_flight=2)
+    # Before the first OK predict the counter is not exported: that is zero, not an error.
+    assert bench.Counters.parse(_exposition(0), "natality").predict_ok == 0
+    assert bench.Counters.parse(_exposition(5), "other").predict_ok == 7
+    with pytest.raises(ValueError, match="not the gateway"):
+        bench.Counters.parse("# nothing here\nup 1\n", "natality")
+
+
+def _upstream_run(setup: str, connections: int, text: str, predicts: int, front: int) -> dict:
+    return {"setup": setup, "connections": connections, **bench.parse_wrk_output(text).to_json(),
+            "warmup_seconds": 0, "server_cpu": {"upstream": 0.5, "front": 0.25 if front else 0.0},
+            "upstream_predicts": predicts, "front_requests": front,
+            "front_mean_batch_rows": front / predicts if front else None,
+            "front_mean_queue_wait_ms": 1.5 if front else None}
+
+
+def _upstream_result(runs: list[dict], **extra) -> dict:
+    pinning = bench.Pinning(("taskset", "-c", "0"), ("taskset", "-c", "1"), "pinned")
+    result = {"connections": 64, "note": bench.upstream_note(pinning), "runs": runs, **extra}
+    result["ratios"] = bench.upstream_ratios(result)
+    return result
+
+
+# (e) at 64 and 1 connection: 30000 req/s, p50 1.00 ms, p99 2.50 ms (FAILING without errors).
+DIRECT = (FAILING.replace("  Socket errors: connect 0, read 3, write 0, timeout 7\n", "")
+          .replace("  Non-2xx or 3xx responses: 59990\n", ""))
+
+
+def test_upstream_table_matches_the_numbers():
+    result = _upstream_result([
+        _upstream_run("direct", 64, DIRECT, 60010, 0),
+        _upstream_run("gateway", 64, EXACT, 4925, 157574),
+        _upstream_run("direct", 1, DIRECT, 60000, 0),
+        _upstream_run("gateway", 1, EXACT, 157510, 157510),
+    ])
+    r = result["ratios"]
+    assert r["gateway_vs_direct_qps"] == pytest.approx(10486.68 / 30000.0)
+    assert r["rows_per_upstream_predict"] == pytest.approx(157574 / 4925)
+    assert r["added_p50_ms_at_1"] == pytest.approx(0.811 - 1.0)
+    assert r["added_p99_ms_at_1"] == pytest.approx(1021.999 - 2.5)
+    assert "invalid_because_of_errors" not in r
+    table = bench.render_model("natality", {"setups": {}, "ratios": {}, "upstream": result}, 64)
+    assert "(a)" not in table  # --setups upstream alone: no empty (a)-(d) table
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| (")]
+    assert [(row[0].strip()[:3], row[1].strip()) for row in rows] == [
+        ("(e)", "64"), ("(f)", "64"), ("(e)", "1"), ("(f)", "1")]
+    assert [cell.strip() for cell in rows[1][2:]] == [
+        "10.5K", "0.81", "1022.0", "0", "4925 / 157574 (32.0 rows/call)"]
+    assert rows[0][6].strip() == "60010 / 60010 (1.0 rows/call)"
+    assert f"f/e QPS at 64 connections **{r['gateway_vs_direct_qps']:.2f}×**" in table
+    assert "the gateway adds **-0.19 ms** p50 at 1 connection (0.81 vs 1.00 ms" in table
+    assert "merged 157574 requests into 4925 upstream Predicts (32.0 rows each)" in table
+    assert "share core 1" in table and "understates the gateway's gain" in table
+    json.dumps(result)
+
+
+def test_upstream_errors_and_failures_are_loud():
+    result = _upstream_result([
+        _upstream_run("direct", 64, DIRECT, 60000, 0),
+        _upstream_run("gateway", 64, FAILING, 100, 60000),
+        {"setup": "direct", "connections": 1, "error": "wrk failed (1): boom"},
+    ], error="natality front died during natality upstream direct -c1; log tail:\n...")
+    r = result["ratios"]
+    assert r["invalid_because_of_errors"] == ["(f) gateway → upstream at 64"]
+    assert "added_p50_ms_at_1" not in r
+    table = bench.render_upstream("natality", result)
+    assert "**WARNING: (f) gateway → upstream at 64 connections had errors" in table
+    assert "| (e) upstream direct, one row per call | 1 | **FAILED** | – | – | wrk failed (1): boom |" in table
+    assert "**FAILED**: natality front died during natality upstream direct -c1; log tail:" in table
+    nothing = bench.render_upstream("natality", _upstream_result([], error="upstream not ready"))
+    assert "**FAILED**: upstream not ready" in nothing and "| setup |" not in nothing
+
+
+def test_upstream_setup_is_a_setup_for_natality_only():
+    assert "upstream" in bench.parse_args([]).setups
+    assert bench.parse_args(["--setups", "upstream"]).setups == ("upstream",)
+    assert bench.WORKLOADS["natality"].upstream and not bench.WORKLOADS["image_classifier"].upstream
+    up, front = bench.upstream_argvs("natality", bench.REPO / "models" / "natality", 1, 2, 3,
+                                     bench.Pinning((), (), "not pinned"))
+    assert "--port=1" in up and "--rest_api_port=2" in up and "--enable_batching" not in up
+    assert "--upstream=127.0.0.1:1" in front and "--rest_api_port=3" in front
+    assert "--enable_batching" in front and "--port=0" in front
+
+
 def test_servers_are_killed_with_their_process_group(tmp_path):
     """A server and its children die when the benchmark fails while it runs."""
     pid_file = tmp_path / "child.pid"
@@ -206,6 +314,42 @@ def test_tiny_real_run(tmp_path, models_dir):
     assert "| setup | QPS | p50 ms | p99 ms | errors |" in markdown
     assert "(b) no-op FastAPI (HTTP ceiling)" in markdown and "(c) naive FastAPI server" in markdown
     assert (out / "logs" / "natality-naive.log").is_file()
+
+
+@pytest.mark.e2e
+def test_tiny_real_upstream_run(tmp_path, models_dir):
+    """(e) and (f) for one second each: the front gateway really merges onto the upstream."""
+    assert shutil.which("wrk"), "wrk is not installed: apt-get install -y wrk"
+    out = tmp_path / "results"
+    report = bench.main(["--duration", "1", "--warmup", "0", "--connections", "8",
+                         "--models", "natality", "--setups", "upstream",
+                         "--out", str(out), "--models-dir", str(models_dir)])
+    saved = json.loads((out / "latest.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    natality = saved["models"]["natality"]
+    assert "raw" not in natality and natality["setups"] == {}
+    upstream = natality["upstream"]
+    assert "error" not in upstream, upstream["error"]
+    runs = {(r["setup"], r["connections"]): r for r in upstream["runs"]}
+    assert list(runs) == [("direct", 8), ("gateway", 8), ("direct", 1), ("gateway", 1)]
+    for (setup, connections), run in runs.items():
+        assert "error" not in run, run
+        assert run["errors"] == 0 and run["exact"] and run["requests"] > 0, run
+        # Every request wrk counted was answered; a few more may have been in flight when it stopped.
+        clients = run["front_requests"] if setup == "gateway" else run["upstream_predicts"]
+        assert run["requests"] <= clients <= run["requests"] + connections, run
+        if setup == "direct":
+            assert run["front_requests"] == 0
+        else:
+            assert 1 <= run["upstream_predicts"] <= clients
+    # One connection: each request waits for the previous one, so nothing can be merged.
+    assert runs["gateway", 1]["upstream_predicts"] == runs["gateway", 1]["front_requests"]
+    assert set(upstream["ratios"]) == {"gateway_vs_direct_qps", "rows_per_upstream_predict",
+                                       "added_p50_ms_at_1", "added_p99_ms_at_1"}
+    markdown = (out / "latest.md").read_text()
+    assert "### natality, upstream:" in markdown and "| (f) gateway → upstream | 1 |" in markdown
+    for name in ("upstream", "front"):
+        assert (out / "logs" / f"natality-{name}.log").is_file()
 
 
 def test_help_imports_no_tensorflow():

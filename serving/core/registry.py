@@ -91,12 +91,13 @@ class ModelRegistry:
         try:
             selected = await asyncio.to_thread(self._source.versions, config)
         except (OSError, ServingError) as error:
-            self._errors[config.name] = f"Could not find base path {config.base_path}: {error}"
+            self._errors[config.name] = f"Could not list the versions in {self._source.where(config)}: {error}"
             log.error("model %s: %s", config.name, self._errors[config.name])
             return False
         self._errors.pop(config.name, None)
         if not selected and not self._versions[config.name]:
-            self._errors[config.name] = f"No versions of model {config.name} found under {config.base_path}"
+            self._errors[config.name] = (
+                f"No versions of model {config.name} found under {self._source.where(config)}")
             log.error("model %s: %s", config.name, self._errors[config.name])
         versions = self._versions[config.name]
         if config.version_policy.kind == "specific":

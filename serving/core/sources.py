@@ -41,6 +41,9 @@ class ModelSource(Protocol):
 
     def healthy(self) -> bool: ...
 
+    def where(self, config: ModelConfig) -> str:
+        """Where ``config``'s versions are looked for, for messages."""
+
 
 class LocalSource:
     """SavedModels under each model's base path (TF Serving's layout), loaded in process."""
@@ -59,6 +62,9 @@ class LocalSource:
 
     def healthy(self) -> bool:
         return True
+
+    def where(self, config: ModelConfig) -> str:
+        return config.base_path
 
 
 def discover_versions(config: ModelConfig) -> dict[int, str]:

@@ -67,3 +67,6 @@ class UpstreamSource:
 
     def healthy(self) -> bool:
         return not self.client.breaker.open
+
+    def where(self, config: ModelConfig) -> str:
+        return f"the upstream {self.client.target}"

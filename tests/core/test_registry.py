@@ -74,5 +74,5 @@ def test_missing_base_path_is_not_ready_and_not_found(tmp_path):
                              source=LocalSource((1,)))
     load(registry)
     assert not registry.ready()
-    with pytest.raises(NotFound, match="base path"):
+    with pytest.raises(NotFound, match="Could not list the versions"):
         registry.statuses("m")
