@@ -80,6 +80,13 @@ def load(path: str | os.PathLike) -> LoadedModel:
     return LoadedModel(path, specs, defs, runners, keepalive)
 
 
+def read_signatures(path: str | os.PathLike) -> dict[str, SignatureSpec]:
+    """A version's callable signatures, read from its proto without loading the model."""
+    meta_graph = _serving_meta_graph(os.fspath(path))
+    return {name: spec_from_signature_def(name, d)
+            for name, d in meta_graph.signature_def.items() if name != INIT_OP_KEY}
+
+
 def _function_runner(function: Any) -> Runner:
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
@@ -116,7 +123,7 @@ def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) ->
 
 def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
     proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as handle:  # gs:// too
         proto.ParseFromString(handle.read())
     for meta_graph in proto.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:

@@ -1,0 +1,62 @@
+"""``python batch/run.py --input PATTERN --output PREFIX --model_base_path DIR [Beam options]``
+
+Enriches JSON-lines rows with a SavedModel's predictions. Any Beam pipeline option passes
+through (``--runner DataflowRunner --project ... --region ... --temp_location gs://...``);
+without ``--runner`` the fast local FnApiRunner is used.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="file pattern (local or gs://)")
+    parser.add_argument("--output", required=True, help="output prefix; dead letters go to PREFIX-errors-*")
+    parser.add_argument("--model_base_path", required=True, help="folder of numeric version folders")
+    parser.add_argument("--model_version", type=int, help="default: the newest")
+    parser.add_argument("--signature_name", default="serving_default")
+    parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
+    parser.add_argument("--input_format", choices=["jsonl"], default="jsonl")
+    parser.add_argument("--chunk_rows", type=int, default=2048, help="rows per model call")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, int]:
+    args, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from batch.pipeline import NAMESPACE, BatchJob, build
+    from serving.runtime import savedmodel
+    from serving.runtime.beam_handler import latest_version_dir
+
+    if args.model_version is None:
+        version, path = latest_version_dir(args.model_base_path)
+    else:
+        version, path = args.model_version, os.path.join(args.model_base_path, str(args.model_version))
+    signature = savedmodel.read_signatures(path)[args.signature_name]
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = ["--runner=FnApiRunner", *beam_args]
+    job = BatchJob(args.input, args.output, path, version, signature, args.key_field, args.chunk_rows)
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
+    build(pipeline, job)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counts = {name: 0 for name in ("rows_in", "rows_written", "rows_dead_lettered")}
+    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    logging.getLogger("batch").info(
+        "rows in: %d, written: %d, dead-lettered: %d", counts["rows_in"], counts["rows_written"],
+        counts["rows_dead_lettered"])
+    return counts
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Row dicts (JSON objects, CSV rows) -> columnar chunks for a signature, with dtype checks.
+
+Shared by the batch and streaming pipelines. Each malformed row is returned with the
+reason it was refused, never dropped; well-formed rows become one numpy array per input.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from serving.runtime.beam_handler import Chunk
+from serving.runtime.signature import SignatureSpec, TensorSpec
+
+
+def rows_to_chunk(rows: Sequence[Any], spec: SignatureSpec,
+                  key_field: str | None = None) -> tuple[Chunk, list[tuple[Any, str]]]:
+    """Decode ``rows`` (dicts keyed by input name) into a Chunk, and the refused rows.
+
+    Each row is carried whole (``Chunk.passthrough``), so that an output can hold its key
+    or the row, and a dead letter the row itself.
+    """
+    good: list[dict[str, Any]] = []
+    refused: list[tuple[Any, str]] = []
+    for row in rows:
+        reason = row_error(row, spec, key_field)
+        if reason is None:
+            good.append(row)
+        else:
+            refused.append((row, reason))
+    tensors = {name: _column([row[name] for row in good], tensor) for name, tensor in spec.inputs.items()}
+    return Chunk(tensors, good), refused
+
+
+def row_error(row: Any, spec: SignatureSpec, key_field: str | None = None) -> str | None:
+    """Why ``row`` cannot be fed to ``spec``'s inputs, or None."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    if key_field and key_field not in row:
+        return f"missing key field '{key_field}'"
+    missing = sorted(name for name in spec.inputs if name not in row)
+    if missing:
+        return f"missing input(s) {missing}"
+    for name in sorted(spec.inputs):
+        problem = _value_error(row[name], spec.inputs[name])
+        if problem:
+            return f"input '{name}': {problem}"
+    return None
+
+
+def _value_error(value: Any, tensor: TensorSpec) -> str | None:
+    if tensor.shape is not None and len(tensor.shape) > 1:
+        return None if isinstance(value, list) else f"expected a list for shape {list(tensor.shape)}"
+    if tensor.is_string:
+        return None if isinstance(value, (str, bytes)) else f"expected a string, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number ({tensor.dtype_name}), got {value!r}"
+    if tensor.dtype.kind != "f" and not float(value).is_integer():
+        return f"expected an integer ({tensor.dtype_name}), got {value!r}"
+    return None
+
+
+def _column(values: list[Any], tensor: TensorSpec) -> np.ndarray:
+    if tensor.is_string:
+        return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+    return np.asarray(values, dtype=tensor.dtype)

@@ -1,0 +1,99 @@
+"""`batch/run.py` end to end on the natality model, on Beam's local runner."""
+from __future__ import annotations
+
+import glob
+import json
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.util import assert_that
+
+from batch.run import main
+from serving.examples import natality
+from serving.runtime import savedmodel
+from serving.runtime.beam_handler import SavedModelHandler, latest_version_dir
+from serving.runtime.columns import rows_to_chunk
+
+MALFORMED = [
+    "not json",
+    json.dumps({"id": "missing", "is_male": "True"}),
+    json.dumps({"id": "wrong-type", "is_male": "True", "mother_age": "old", "plurality": "Single(1)",
+                "gestation_weeks": 38.0}),
+    json.dumps({"id": "unknown-category", "is_male": "maybe", "mother_age": 20.0,
+                "plurality": "Single(1)", "gestation_weeks": 38.0}),
+    json.dumps([1, 2, 3]),
+]
+
+
+def write_rows(path, n: int, seed: int = 5) -> dict[int, dict]:
+    columns = natality.sample_rows(n, seed=seed)
+    rows = {i: {**{k: v.tolist()[i] for k, v in columns.items()}, "id": i} for i in range(n)}
+    lines = [json.dumps(row) for row in rows.values()]
+    lines[n // 2:n // 2] = MALFORMED  # in the middle of a chunk
+    path.write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def read_jsonl(pattern: str) -> list[dict]:
+    return [json.loads(line) for name in sorted(glob.glob(pattern)) for line in open(name) if line.strip()]
+
+
+def expected(row: dict) -> float:
+    return float(natality.expected_weight(
+        **{k: np.array([row[k]]) for k in ("is_male", "mother_age", "plurality", "gestation_weeks")})[0])
+
+
+def test_jsonl_rows_are_enriched_and_nothing_is_lost(tmp_path, models_dir):
+    rows = write_rows(tmp_path / "in.jsonl", 3000)
+    counts = main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out" / "pred"),
+                   "--model_base_path", str(models_dir / "natality"), "--key_field", "id",
+                   "--chunk_rows", "512"])
+    written = read_jsonl(str(tmp_path / "out" / "pred-0*.jsonl"))
+    errors = read_jsonl(str(tmp_path / "out" / "pred-errors-*.jsonl"))
+    assert counts == {"rows_in": 3005, "rows_written": 3000, "rows_dead_lettered": 5}
+    assert len(written) + len(errors) == 3000 + len(MALFORMED)
+    assert sorted(r["id"] for r in written) == list(range(3000))
+    for record in written:
+        assert set(record) == {"id", "weight_pounds", "model_version"} and record["model_version"] == 1
+        assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
+    reasons = {json.dumps(e["input"]): e["error"] for e in errors}
+    assert "not JSON" in reasons['"not json"']
+    assert "missing input" in reasons[json.dumps({"id": "missing", "is_male": "True"})]
+    assert any("mother_age" in r and "number" in r for r in reasons.values())
+    assert any("inference failed" in r and "maybe" in r for r in reasons.values())
+    assert any("JSON object" in r for r in reasons.values())
+
+
+def test_without_a_key_the_whole_row_is_kept(tmp_path, models_dir):
+    rows = write_rows(tmp_path / "in.jsonl", 10)
+    main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"),
+          "--model_base_path", str(models_dir / "natality")])
+    for record in read_jsonl(str(tmp_path / "out-0*.jsonl")):
+        source = rows[record["id"]]
+        assert {k: record[k] for k in source} == source
+
+
+def test_the_handler_serves_another_pipeline(models_dir):
+    version, path = latest_version_dir(str(models_dir / "natality"))
+    spec = savedmodel.read_signatures(path)["serving_default"]
+    columns = natality.sample_rows(4, seed=9)
+    rows = [{k: v.tolist()[i] for k, v in columns.items()} for i in range(4)]
+    chunk, refused = rows_to_chunk(rows, spec)
+    assert not refused
+
+    def check(results):
+        (result,) = results
+        assert result.ok_rows == [0, 1, 2, 3] and result.model_version == version
+        np.testing.assert_allclose(result.outputs["weight_pounds"], natality.expected_weight(**columns),
+                                   atol=natality.TOLERANCE_POUNDS)
+
+    with beam.Pipeline(runner="FnApiRunner") as pipeline:
+        results = pipeline | beam.Create([chunk]) | RunInference(SavedModelHandler(path, version))
+        assert_that(results, check)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="version"):
+        main(["--input", "x", "--output", str(tmp_path / "o"), "--model_base_path", str(tmp_path)])
