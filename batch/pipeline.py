@@ -1,8 +1,9 @@
 """The batch enrichment pipeline: read rows, decode them in chunks, RunInference, write.
 
-    read (JSON lines) -> chunks of rows -> decode to the signature's inputs (refused rows
-    -> dead letters) -> RunInference(SavedModelHandler) (failed rows -> dead letters) ->
-    one output line per row: its key (or whole input), the outputs, the model version.
+    match files -> blocks of JSON lines -> decode column-wise to the signature's inputs
+    (refused lines -> dead letters) -> RunInference(SavedModelHandler) (failed rows ->
+    dead letters) -> one output line per row: its key (or whole input), the outputs, the
+    model version. Files are the unit of parallelism (each is read by one worker).
 
 Rows in = rows written + rows dead-lettered; Beam counters in the ``tfgw_batch``
 namespace count each.
@@ -14,11 +15,13 @@ from typing import Any, Iterable
 
 import apache_beam as beam
 import orjson
+from apache_beam.io import fileio
 from apache_beam.ml.inference.base import RunInference
+
+from batch.jsonl import decode_block, format_lines, read_blocks
 from apache_beam.metrics import Metrics
 
 from serving.runtime.beam_handler import ChunkResult, SavedModelHandler
-from serving.runtime.columns import rows_to_chunk
 from serving.runtime.signature import SignatureSpec
 
 NAMESPACE = "tfgw_batch"
@@ -38,8 +41,19 @@ class BatchJob:
     chunk_rows: int = 2048
 
 
-class DecodeJsonLines(beam.DoFn):
-    """A list of JSON lines -> one Chunk; lines that are not valid rows -> dead letters."""
+class ReadJsonBlocks(beam.DoFn):
+    """A matched file -> its lines, in blocks of ``lines_per_block``."""
+
+    def __init__(self, lines_per_block: int) -> None:
+        self._lines = lines_per_block
+
+    def process(self, readable_file: Any) -> Iterable[list[bytes]]:
+        with readable_file.open() as handle:
+            yield from read_blocks(handle, self._lines)
+
+
+class DecodeJsonBlock(beam.DoFn):
+    """A block of JSON lines -> one Chunk; lines that are not valid rows -> dead letters."""
 
     def __init__(self, signature: SignatureSpec, key_field: str | None) -> None:
         self._signature = signature
@@ -47,19 +61,12 @@ class DecodeJsonLines(beam.DoFn):
         self._rows_in = Metrics.counter(NAMESPACE, "rows_in")
         self._refused = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
-    def process(self, lines: list[str]) -> Iterable[Any]:
-        rows, refused = [], []
-        for line in lines:
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError as error:
-                refused.append(_dead_letter(line, f"not JSON: {error}"))
-        chunk, bad_rows = rows_to_chunk(rows, self._signature, self._key_field)
-        refused += [_dead_letter(row, reason) for row, reason in bad_rows]
+    def process(self, lines: list[bytes]) -> Iterable[Any]:
+        chunk, refused = decode_block(lines, self._signature, self._key_field)
         self._rows_in.inc(len(lines))
         self._refused.inc(len(refused))
-        for record in refused:
-            yield beam.pvalue.TaggedOutput(REFUSED, record)
+        for line, reason in refused:
+            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(line, reason))
         if len(chunk):
             yield chunk
 
@@ -73,35 +80,35 @@ class FormatResults(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
     def process(self, result: ChunkResult) -> Iterable[Any]:
-        chunk = result.chunk
         for row, reason in result.failures:
-            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(chunk.passthrough[row], f"inference failed: {reason}"))
+            line = result.chunk.passthrough[row]
+            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(line, f"inference failed: {reason}"))
         self._failed.inc(len(result.failures))
-        if result.outputs is None:
+        if result.outputs is None or not result.ok_rows:
             return
-        columns = {name: list(values) for name, values in result.outputs.items()}  # numpy scalars:
-        lines = []                                                                  # float32 prints short
-        for i, row in enumerate(result.ok_rows):
-            carried = chunk.passthrough[row]
-            record = {self._key_field: carried[self._key_field]} if self._key_field else dict(carried)
-            for name, values in columns.items():
-                record[name] = values[i]
-            record["model_version"] = result.model_version
-            lines.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+        lines = format_lines(result.chunk, result.ok_rows, result.outputs, result.model_version,
+                             self._key_field)
         self._written.inc(len(lines))
-        if lines:
-            yield "\n".join(lines)
+        yield b"\n".join(lines).decode()
 
 
-def _dead_letter(record: Any, reason: str) -> str:
-    return orjson.dumps({"input": record, "error": reason}, default=str).decode()
+def _dead_letter(line: bytes, reason: str) -> str:
+    """The input line as it was read (as JSON when it parses) and why it was refused."""
+    try:
+        record: Any = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = line.decode("utf-8", "replace").rstrip("\n")
+    return orjson.dumps({"input": record, "error": reason}).decode()
 
 
 def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     """Add the job's transforms to ``pipeline``."""
-    lines = pipeline | "Read" >> beam.io.ReadFromText(job.input)
-    chunks = lines | "Chunk" >> beam.BatchElements(min_batch_size=job.chunk_rows, max_batch_size=job.chunk_rows)
-    decoded = chunks | "Decode" >> beam.ParDo(DecodeJsonLines(job.signature, job.key_field)).with_outputs(
+    blocks = (pipeline
+              | "Match" >> fileio.MatchFiles(job.input)
+              | "Open" >> fileio.ReadMatches()
+              | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
+              | "ReadBlocks" >> beam.ParDo(ReadJsonBlocks(job.chunk_rows)))
+    decoded = blocks | "Decode" >> beam.ParDo(DecodeJsonBlock(job.signature, job.key_field)).with_outputs(
         REFUSED, main="chunks")
     handler = SavedModelHandler(job.version_path, job.version, job.signature.name)
     results = decoded.chunks | "Predict" >> RunInference(handler)

@@ -27,16 +27,15 @@ _LOCK = threading.Lock()
 
 @dataclass
 class Chunk:
-    """Rows in columnar form, with what each row carries to the output."""
+    """Rows in columnar form, with what each row carries to its output (its input as read)
+    and, if the job names a key field, each row's key."""
 
     tensors: Tensors
     passthrough: list[Any] = field(default_factory=list)
+    keys: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.passthrough)
-
-    def rows(self, start: int, stop: int) -> "Chunk":
-        return Chunk(slice_rows(self.tensors, start, stop), self.passthrough[start:stop])
 
 
 @dataclass

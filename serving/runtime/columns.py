@@ -13,23 +13,25 @@ from serving.runtime.beam_handler import Chunk
 from serving.runtime.signature import SignatureSpec, TensorSpec
 
 
-def rows_to_chunk(rows: Sequence[Any], spec: SignatureSpec,
-                  key_field: str | None = None) -> tuple[Chunk, list[tuple[Any, str]]]:
+def rows_to_chunk(rows: Sequence[Any], spec: SignatureSpec, key_field: str | None = None,
+                  passthrough: Sequence[Any] | None = None) -> tuple[Chunk, list[tuple[Any, str]]]:
     """Decode ``rows`` (dicts keyed by input name) into a Chunk, and the refused rows.
 
-    Each row is carried whole (``Chunk.passthrough``), so that an output can hold its key
-    or the row, and a dead letter the row itself.
+    Each row carries ``passthrough[i]`` (default: the row itself) to its output or dead
+    letter, and its ``key_field`` value as the chunk's key.
     """
-    good: list[dict[str, Any]] = []
+    carried = rows if passthrough is None else passthrough
+    good: list[int] = []
     refused: list[tuple[Any, str]] = []
-    for row in rows:
+    for i, row in enumerate(rows):
         reason = row_error(row, spec, key_field)
         if reason is None:
-            good.append(row)
+            good.append(i)
         else:
-            refused.append((row, reason))
-    tensors = {name: _column([row[name] for row in good], tensor) for name, tensor in spec.inputs.items()}
-    return Chunk(tensors, good), refused
+            refused.append((carried[i], reason))
+    tensors = {name: _column([rows[i][name] for i in good], tensor) for name, tensor in spec.inputs.items()}
+    keys = [rows[i][key_field] for i in good] if key_field else None
+    return Chunk(tensors, [carried[i] for i in good], keys), refused
 
 
 def row_error(row: Any, spec: SignatureSpec, key_field: str | None = None) -> str | None:
