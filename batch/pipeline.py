@@ -10,6 +10,7 @@ namespace count each.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -21,8 +22,11 @@ from apache_beam.ml.inference.base import RunInference
 from batch.jsonl import decode_block, format_lines, read_blocks
 from apache_beam.metrics import Metrics
 
-from serving.runtime.beam_handler import ChunkResult, SavedModelHandler
-from serving.runtime.signature import SignatureSpec
+from serving.runtime.beam_handler import ChunkResult, SavedModelHandler, resolve_version
+from serving.runtime.savedmodel import read_signatures
+from serving.runtime.signature import SignatureSpec, find_signature
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "tfgw_batch"
 REFUSED = "refused"
@@ -34,9 +38,9 @@ class BatchJob:
 
     input: str
     output: str
-    version_path: str
-    version: int
-    signature: SignatureSpec
+    model_base_path: str
+    model_version: int | None = None  # None: the newest when the job starts
+    signature_name: str = "serving_default"
     key_field: str | None = None
     chunk_rows: int = 2048
 
@@ -55,14 +59,26 @@ class ReadJsonBlocks(beam.DoFn):
 class DecodeJsonBlock(beam.DoFn):
     """A block of JSON lines -> one Chunk; lines that are not valid rows -> dead letters."""
 
-    def __init__(self, signature: SignatureSpec, key_field: str | None) -> None:
-        self._signature = signature
-        self._key_field = key_field
+    PROGRESS_EVERY = 200_000
+
+    def __init__(self, job: BatchJob) -> None:
+        self._job = job
+        self._signature: SignatureSpec | None = None
+        self._seen = 0
         self._rows_in = Metrics.counter(NAMESPACE, "rows_in")
         self._refused = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
+    def setup(self) -> None:
+        """Read the signature on the worker: building the job must not touch the model."""
+        version, path = resolve_version(self._job.model_base_path, self._job.model_version)
+        self._signature = find_signature(read_signatures(path), self._job.signature_name)
+
     def process(self, lines: list[bytes]) -> Iterable[Any]:
-        chunk, refused = decode_block(lines, self._signature, self._key_field)
+        assert self._signature is not None
+        chunk, refused = decode_block(lines, self._signature, self._job.key_field)
+        before, self._seen = self._seen, self._seen + len(lines)
+        if before // self.PROGRESS_EVERY != self._seen // self.PROGRESS_EVERY:
+            log.info("decoded %d rows in this worker", self._seen)
         self._rows_in.inc(len(lines))
         self._refused.inc(len(refused))
         for line, reason in refused:
@@ -108,9 +124,8 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
               | "Open" >> fileio.ReadMatches()
               | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
               | "ReadBlocks" >> beam.ParDo(ReadJsonBlocks(job.chunk_rows)))
-    decoded = blocks | "Decode" >> beam.ParDo(DecodeJsonBlock(job.signature, job.key_field)).with_outputs(
-        REFUSED, main="chunks")
-    handler = SavedModelHandler(job.version_path, job.version, job.signature.name)
+    decoded = blocks | "Decode" >> beam.ParDo(DecodeJsonBlock(job)).with_outputs(REFUSED, main="chunks")
+    handler = SavedModelHandler(job.model_base_path, job.model_version, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)
     formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field)).with_outputs(REFUSED, main="lines")
     formatted.lines | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")

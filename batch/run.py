@@ -28,23 +28,15 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     args, beam_args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import os
-
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from batch.pipeline import NAMESPACE, BatchJob, build
-    from serving.runtime import savedmodel
-    from serving.runtime.beam_handler import latest_version_dir
 
-    if args.model_version is None:
-        version, path = latest_version_dir(args.model_base_path)
-    else:
-        version, path = args.model_version, os.path.join(args.model_base_path, str(args.model_version))
-    signature = savedmodel.read_signatures(path)[args.signature_name]
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]
-    job = BatchJob(args.input, args.output, path, version, signature, args.key_field, args.chunk_rows)
+    job = BatchJob(args.input, args.output, args.model_base_path, args.model_version,
+                   args.signature_name, args.key_field, args.chunk_rows)
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
     build(pipeline, job)
     result = pipeline.run()

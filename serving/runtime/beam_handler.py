@@ -49,24 +49,34 @@ class ChunkResult:
     model_version: int
 
 
-def latest_version_dir(base_path: str) -> tuple[int, str]:
-    """The newest numeric version directory under ``base_path`` (local or ``gs://``)."""
+def resolve_version(base_path: str, version: int | None = None) -> tuple[int, str]:
+    """(version, directory) under ``base_path`` (local or ``gs://``): ``version``, or the newest.
+
+    Called on workers, never while a pipeline is built, so building a Dataflow job touches
+    nothing on ``gs://``.
+    """
     import tensorflow as tf
 
     names = {int(e.rstrip("/")): e.rstrip("/") for e in tf.io.gfile.listdir(base_path)
              if e.rstrip("/").isdigit()}
     if not names:
         raise FileNotFoundError(f"no numeric version directories under {base_path}")
-    version = max(names)
-    return version, os.path.join(base_path, names[version])
+    chosen = max(names) if version is None else version
+    if chosen not in names:
+        raise FileNotFoundError(f"no version {chosen} under {base_path}")
+    return chosen, os.path.join(base_path, names[chosen])
 
 
 class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
-    """Loads a SavedModel version with ``tf.saved_model.load`` and runs chunks through it."""
+    """Loads a SavedModel version with ``tf.saved_model.load`` and runs chunks through it.
 
-    def __init__(self, version_path: str, version: int, signature_name: str = "serving_default",
-                 chunks_per_call: int = 1) -> None:
-        self._path = version_path
+    ``version=None`` serves the newest version found under ``base_path`` when the worker
+    loads the model.
+    """
+
+    def __init__(self, base_path: str, version: int | None = None,
+                 signature_name: str = "serving_default", chunks_per_call: int = 1) -> None:
+        self._base_path = base_path
         self._version = version
         self._signature = signature_name
         self._chunks_per_call = chunks_per_call
@@ -74,10 +84,12 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
     def load_model(self) -> Any:
         from serving.runtime import savedmodel
 
-        key = (self._path, self._signature)
+        version, path = resolve_version(self._base_path, self._version)
+        self._version = version
+        key = (path, self._signature)
         with _LOCK:
             if key not in _MODELS:
-                model = savedmodel.load(self._path)
+                model = savedmodel.load(path)
                 model.signature(self._signature)  # fail at load, not per chunk
                 _MODELS[key] = model
             return _MODELS[key]

@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that
 from batch.run import main
 from serving.examples import natality
 from serving.runtime import savedmodel
-from serving.runtime.beam_handler import SavedModelHandler, latest_version_dir
+from serving.runtime.beam_handler import SavedModelHandler, resolve_version
 from serving.runtime.columns import rows_to_chunk
 
 MALFORMED = [
@@ -76,7 +76,7 @@ def test_without_a_key_the_whole_row_is_kept(tmp_path, models_dir):
 
 
 def test_the_handler_serves_another_pipeline(models_dir):
-    version, path = latest_version_dir(str(models_dir / "natality"))
+    version, path = resolve_version(str(models_dir / "natality"))
     spec = savedmodel.read_signatures(path)["serving_default"]
     columns = natality.sample_rows(4, seed=9)
     rows = [{k: v.tolist()[i] for k, v in columns.items()} for i in range(4)]
@@ -90,10 +90,12 @@ def test_the_handler_serves_another_pipeline(models_dir):
                                    atol=natality.TOLERANCE_POUNDS)
 
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
-        results = pipeline | beam.Create([chunk]) | RunInference(SavedModelHandler(path, version))
+        results = pipeline | beam.Create([chunk]) | RunInference(SavedModelHandler(str(models_dir / "natality")))
         assert_that(results, check)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="version"):
-        main(["--input", "x", "--output", str(tmp_path / "o"), "--model_base_path", str(tmp_path)])
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    with pytest.raises(Exception, match="no numeric version directories"):
+        main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
+              "--model_base_path", str(tmp_path)])
