@@ -4,6 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
+from google.cloud import dataflow_v1beta3
 
 from batch.pipeline import BatchJob, build
 
@@ -20,7 +21,7 @@ def test_dataflow_job_builds_offline_with_gs_paths():
     build(pipeline, BatchJob("gs://bucket/in/*.jsonl", "gs://bucket/out/pred",
                              "gs://bucket/models/natality", key_field="id"))
     job = pipeline.run().job
-    assert str(job.proto.type) == "JOB_TYPE_BATCH"
+    assert job.proto.type == dataflow_v1beta3.JobType.JOB_TYPE_BATCH
     graph = job.proto_pipeline
     steps = {t.unique_name for t in graph.components.transforms.values()}
     assert {"Match", "Decode", "Predict", "Format", "Write", "WriteErrors"} <= steps
