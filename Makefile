@@ -8,7 +8,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models tools serve test bench clean
+.PHONY: venv models tools serve test bench bench-batch clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ test: models tools
 
 bench: models tools
 	$(PY) -m loadtests.bench
+
+bench-batch: models
+	$(PY) -m loadtests.bench_batch
 
 clean:
 	rm -rf $(MODELS) $(VENV)

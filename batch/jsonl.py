@@ -50,9 +50,11 @@ def decode_block(lines: list[bytes], spec: SignatureSpec, key_field: str | None)
 
 
 def _decode_columnar(lines: list[bytes], spec: SignatureSpec, key_field: str | None) -> Chunk | None:
+    text = b"".join(lines)
+    if not text.endswith(b"\n"):
+        text += b"\n"
     try:
-        table = pa_json.read_json(io.BytesIO(b"".join(line if line.endswith(b"\n") else line + b"\n"
-                                                       for line in lines)))
+        table = pa_json.read_json(io.BytesIO(text))
     except pa.ArrowInvalid:
         return None
     if table.num_rows != len(lines):
@@ -84,11 +86,15 @@ def _decode_columnar(lines: list[bytes], spec: SignatureSpec, key_field: str | N
 def format_lines(chunk: Chunk, rows: list[int], outputs: dict[str, np.ndarray], model_version: int,
                  key_field: str | None) -> list[bytes]:
     """Output lines for ``rows`` of ``chunk``: the key (or the input object), then the outputs."""
-    columns = {name: _json_values(values) for name, values in outputs.items()}
-    tails = []
-    for i in range(len(rows)):
-        tail = b"".join(b',"%s":%s' % (name.encode(), values[i]) for name, values in columns.items())
-        tails.append(tail + b',"model_version":%d}' % model_version)
+    labels = [b',"%s":' % name.encode() for name in outputs]
+    columns = [_json_values(values) for values in outputs.values()]
+    suffix = b',"model_version":%d}' % model_version
+    if len(columns) == 1:
+        label = labels[0]
+        tails = [label + value + suffix for value in columns[0]]
+    else:
+        tails = [b"".join(part for pair in zip(labels, values) for part in pair) + suffix
+                 for values in zip(*columns)]
     if key_field:
         prefix = b'{"%s":' % key_field.encode()
         return [prefix + orjson.dumps(chunk.keys[row]) + tail for row, tail in zip(rows, tails)]

@@ -1,0 +1,78 @@
+"""``make bench-batch``: rows/s of batch/run.py vs Beam's stock per-element path.
+
+Both run on the same natality JSON-lines input on the same local runner, one after the
+other in this run; each at 100K and 1M rows, and the marginal rate
+(900K rows / difference of the two wall times) excludes start-up and model loading.
+
+    python -m loadtests.bench_batch [--small 100000] [--large 1000000]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "natality"
+
+
+def write_input(path: Path, rows: int) -> None:
+    from serving.examples import natality
+
+    columns = {k: v.tolist() for k, v in natality.sample_rows(rows, seed=11).items()}
+    with path.open("wb") as handle:
+        for i in range(rows):
+            handle.write(orjson.dumps({"id": i, **{k: columns[k][i] for k in columns}}) + b"\n")
+
+
+def timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run(argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    version_dir = str(sorted(p for p in MODEL.iterdir() if p.name.isdigit())[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        inputs = {n: work / f"rows-{n}.jsonl" for n in (args.small, args.large)}
+        for rows, path in inputs.items():
+            write_input(path, rows)
+        setups = {
+            "batch/run.py (chunked, columnar)": lambda n: [
+                sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
+                str(work / f"ours-{n}" / "out"), "--model_base_path", str(MODEL), "--key_field", "id"],
+            "stock per-element RunInference": lambda n: [
+                sys.executable, "-m", "loadtests.baselines.stock_beam", str(inputs[n]),
+                str(work / f"stock-{n}" / "out"), version_dir],
+        }
+        results = {}
+        for name, command in setups.items():
+            seconds = {n: timed(command(n)) for n in inputs}
+            spent = seconds[args.large] - seconds[args.small]
+            marginal = (args.large - args.small) / spent if spent > 0 else float("nan")  # too small to tell
+            results[name] = {"seconds": seconds, "marginal_rows_per_s": marginal}
+            print(f"[bench-batch] {name}: {seconds[args.small]:.1f} s for {args.small}, "
+                  f"{seconds[args.large]:.1f} s for {args.large} rows", file=sys.stderr)
+    ours, stock = (r["marginal_rows_per_s"] for r in results.values())
+    print(f"\n### batch prediction, natality, local FnApiRunner\n")
+    print(f"| pipeline | {args.small} rows s | {args.large} rows s | marginal rows/s |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        s = r["seconds"]
+        print(f"| {name} | {s[args.small]:.1f} | {s[args.large]:.1f} | {r['marginal_rows_per_s']:,.0f} |")
+    print(f"\nbatch/run.py vs stock: **{ours / stock:.1f}×** (goal ≥ 10×)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
