@@ -19,7 +19,7 @@ import orjson
 from apache_beam.io import fileio
 from apache_beam.ml.inference.base import RunInference
 
-from batch.jsonl import decode_block, format_lines, read_blocks
+from batch.columnar import decode_block, decode_table, format_lines, read_blocks
 from apache_beam.metrics import Metrics
 
 from serving.runtime.beam_handler import ChunkResult, SavedModelHandler, resolve_version
@@ -43,6 +43,7 @@ class BatchJob:
     signature_name: str = "serving_default"
     key_field: str | None = None
     chunk_rows: int = 2048
+    input_format: str = "jsonl"  # or "parquet"
 
 
 class ReadJsonBlocks(beam.DoFn):
@@ -56,8 +57,9 @@ class ReadJsonBlocks(beam.DoFn):
             yield from read_blocks(handle, self._lines)
 
 
-class DecodeJsonBlock(beam.DoFn):
-    """A block of JSON lines -> one Chunk; lines that are not valid rows -> dead letters."""
+class Decode(beam.DoFn):
+    """A block of rows (JSON lines, or a Parquet row group) -> one Chunk; rows that are not
+    valid inputs -> dead letters."""
 
     PROGRESS_EVERY = 200_000
 
@@ -70,19 +72,24 @@ class DecodeJsonBlock(beam.DoFn):
 
     def setup(self) -> None:
         """Read the signature on the worker: building the job must not touch the model."""
-        version, path = resolve_version(self._job.model_base_path, self._job.model_version)
+        _, path = resolve_version(self._job.model_base_path, self._job.model_version)
         self._signature = find_signature(read_signatures(path), self._job.signature_name)
 
-    def process(self, lines: list[bytes]) -> Iterable[Any]:
+    def process(self, block: Any) -> Iterable[Any]:
         assert self._signature is not None
-        chunk, refused = decode_block(lines, self._signature, self._job.key_field)
-        before, self._seen = self._seen, self._seen + len(lines)
+        if isinstance(block, list):
+            chunk, refused = decode_block(block, self._signature, self._job.key_field)
+            rows = len(block)
+        else:
+            chunk, refused = decode_table(block, self._signature, self._job.key_field)
+            rows = block.num_rows
+        before, self._seen = self._seen, self._seen + rows
         if before // self.PROGRESS_EVERY != self._seen // self.PROGRESS_EVERY:
             log.info("decoded %d rows in this worker", self._seen)
-        self._rows_in.inc(len(lines))
+        self._rows_in.inc(rows)
         self._refused.inc(len(refused))
-        for line, reason in refused:
-            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(line, reason))
+        for row, reason in refused:
+            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(row, reason))
         if len(chunk):
             yield chunk
 
@@ -108,23 +115,28 @@ class FormatResults(beam.DoFn):
         yield b"\n".join(lines).decode()
 
 
-def _dead_letter(line: bytes, reason: str) -> str:
-    """The input line as it was read (as JSON when it parses) and why it was refused."""
-    try:
-        record: Any = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        record = line.decode("utf-8", "replace").rstrip("\n")
-    return orjson.dumps({"input": record, "error": reason}).decode()
+def _dead_letter(row: Any, reason: str) -> str:
+    """The input row as it was read (a JSON line as JSON when it parses) and why it was refused."""
+    record = row
+    if isinstance(row, bytes):
+        try:
+            record = orjson.loads(row)
+        except orjson.JSONDecodeError:
+            record = row.decode("utf-8", "replace").rstrip("\n")
+    return orjson.dumps({"input": record, "error": reason}, default=str).decode()
 
 
 def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     """Add the job's transforms to ``pipeline``."""
-    blocks = (pipeline
-              | "Match" >> fileio.MatchFiles(job.input)
-              | "Open" >> fileio.ReadMatches()
-              | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
-              | "ReadBlocks" >> beam.ParDo(ReadJsonBlocks(job.chunk_rows)))
-    decoded = blocks | "Decode" >> beam.ParDo(DecodeJsonBlock(job)).with_outputs(REFUSED, main="chunks")
+    if job.input_format == "parquet":
+        blocks = pipeline | "Read" >> beam.io.ReadFromParquetBatched(job.input, validate=False)
+    else:
+        blocks = (pipeline
+                  | "Match" >> fileio.MatchFiles(job.input)
+                  | "Open" >> fileio.ReadMatches()
+                  | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
+                  | "ReadBlocks" >> beam.ParDo(ReadJsonBlocks(job.chunk_rows)))
+    decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(REFUSED, main="chunks")
     handler = SavedModelHandler(job.model_base_path, job.model_version, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)
     formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field)).with_outputs(REFUSED, main="lines")

@@ -1,6 +1,6 @@
 """``python batch/run.py --input PATTERN --output PREFIX --model_base_path DIR [Beam options]``
 
-Enriches JSON-lines rows with a SavedModel's predictions. Any Beam pipeline option passes
+Enriches rows (JSON lines or Parquet) with a SavedModel's predictions, written as JSON lines. Any Beam pipeline option passes
 through (``--runner DataflowRunner --project ... --region ... --temp_location gs://...``);
 without ``--runner`` the fast local FnApiRunner is used.
 """
@@ -20,7 +20,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
-    parser.add_argument("--input_format", choices=["jsonl"], default="jsonl")
+    parser.add_argument("--input_format", choices=["jsonl", "parquet"], default="jsonl")
     parser.add_argument("--chunk_rows", type=int, default=2048, help="rows per model call")
     return parser.parse_known_args(argv)
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]
     job = BatchJob(args.input, args.output, args.model_base_path, args.model_version,
-                   args.signature_name, args.key_field, args.chunk_rows)
+                   args.signature_name, args.key_field, args.chunk_rows, args.input_format)
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
     build(pipeline, job)
     result = pipeline.run()

@@ -99,3 +99,26 @@ def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="no numeric version directories"):
         main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
               "--model_base_path", str(tmp_path)])
+
+
+def test_parquet_rows_are_enriched_and_bad_rows_dead_lettered(tmp_path, models_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = natality.sample_rows(2000, seed=13)
+    data = {k: v.tolist() for k, v in columns.items()}
+    data["id"] = list(range(2000))
+    data["mother_age"][10] = None
+    data["mother_age"][1500] = None
+    data["is_male"][700] = "maybe"
+    pq.write_table(pa.table(data), tmp_path / "in.parquet", row_group_size=1000)
+    counts = main(["--input", str(tmp_path / "in.parquet"), "--input_format", "parquet",
+                   "--output", str(tmp_path / "out"), "--model_base_path", str(models_dir / "natality"),
+                   "--key_field", "id"])
+    assert counts == {"rows_in": 2000, "rows_written": 1997, "rows_dead_lettered": 3}
+    written = read_jsonl(str(tmp_path / "out-0*.jsonl"))
+    errors = read_jsonl(str(tmp_path / "out-errors-*.jsonl"))
+    assert sorted(e["input"]["id"] for e in errors) == [10, 700, 1500]
+    rows = {i: {k: data[k][i] for k in data} for i in range(2000)}
+    for record in written:
+        assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS

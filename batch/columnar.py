@@ -1,10 +1,10 @@
-"""JSON lines in blocks: read whole blocks of lines, decode them column-wise, format output
-lines by splicing the outputs into the input text.
+"""Rows in columnar blocks: decode JSON-lines blocks and Parquet tables column-wise, and
+format output lines by splicing the outputs into each input row's JSON text.
 
-Per row, Python does almost nothing: pyarrow's JSON reader parses a block into columns,
-numpy converts them, and output lines are byte concatenations. A block the fast path
-cannot take whole (a malformed line, a missing field, a wrong type) is decoded line by line
-instead, so each bad line is refused with its own reason.
+Per row, Python does almost nothing: pyarrow parses a block into columns, numpy converts
+them, and output lines are byte concatenations. A block the fast path cannot take whole
+(a malformed line, a missing field, a null, a wrong type) is decoded row by row instead,
+so each bad row is refused with its own reason.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from serving.runtime.beam_handler import Chunk
 from serving.runtime.columns import rows_to_chunk
 from serving.runtime.signature import SignatureSpec
 
-Refused = list[tuple[bytes, str]]
+Refused = list[tuple[Any, str]]
 
 
 def read_blocks(handle: io.BufferedIOBase, lines_per_block: int) -> Iterable[list[bytes]]:
@@ -33,7 +33,7 @@ def read_blocks(handle: io.BufferedIOBase, lines_per_block: int) -> Iterable[lis
 
 def decode_block(lines: list[bytes], spec: SignatureSpec, key_field: str | None) -> tuple[Chunk, Refused]:
     """A block of JSON lines -> a Chunk carrying each raw line, and the refused lines."""
-    chunk = _decode_columnar(lines, spec, key_field)
+    chunk = _decode_json_columnar(lines, spec, key_field)
     if chunk is not None:
         return chunk, []
     rows: list[Any] = []
@@ -49,7 +49,16 @@ def decode_block(lines: list[bytes], spec: SignatureSpec, key_field: str | None)
     return chunk, refused + bad
 
 
-def _decode_columnar(lines: list[bytes], spec: SignatureSpec, key_field: str | None) -> Chunk | None:
+def decode_table(table: pa.Table, spec: SignatureSpec, key_field: str | None) -> tuple[Chunk, Refused]:
+    """A Parquet row group -> a Chunk carrying each row as a dict, and the refused rows."""
+    rows = table.to_pylist()
+    chunk = _decode_columnar(table, rows, spec, key_field)
+    if chunk is not None:
+        return chunk, []
+    return rows_to_chunk(rows, spec, key_field)
+
+
+def _decode_json_columnar(lines: list[bytes], spec: SignatureSpec, key_field: str | None) -> Chunk | None:
     text = b"".join(lines)
     if not text.endswith(b"\n"):
         text += b"\n"
@@ -59,6 +68,11 @@ def _decode_columnar(lines: list[bytes], spec: SignatureSpec, key_field: str | N
         return None
     if table.num_rows != len(lines):
         return None
+    return _decode_columnar(table, lines, spec, key_field)
+
+
+def _decode_columnar(table: pa.Table, passthrough: list[Any], spec: SignatureSpec,
+                     key_field: str | None) -> Chunk | None:
     tensors = {}
     for name, tensor in spec.inputs.items():
         if name not in table.column_names or (tensor.shape is not None and len(tensor.shape) > 1):
@@ -80,7 +94,7 @@ def _decode_columnar(lines: list[bytes], spec: SignatureSpec, key_field: str | N
         if key_field not in table.column_names or table.column(key_field).null_count:
             return None
         keys = table.column(key_field).to_pylist()
-    return Chunk(tensors, lines, keys)
+    return Chunk(tensors, passthrough, keys)
 
 
 def format_lines(chunk: Chunk, rows: list[int], outputs: dict[str, np.ndarray], model_version: int,
@@ -100,7 +114,9 @@ def format_lines(chunk: Chunk, rows: list[int], outputs: dict[str, np.ndarray], 
         return [prefix + orjson.dumps(chunk.keys[row]) + tail for row, tail in zip(rows, tails)]
     lines = []
     for row, tail in zip(rows, tails):
-        body = chunk.passthrough[row].rstrip()[:-1].rstrip()  # the object without its closing brace
+        carried = chunk.passthrough[row]
+        text = carried if isinstance(carried, bytes) else orjson.dumps(carried, default=str)
+        body = text.rstrip()[:-1].rstrip()  # the object without its closing brace
         lines.append(body + (tail[1:] if body.endswith(b"{") else tail))
     return lines
 
