@@ -22,9 +22,8 @@ from apache_beam.ml.inference.base import RunInference
 from batch.columnar import decode_block, decode_table, format_lines, read_blocks
 from apache_beam.metrics import Metrics
 
-from serving.runtime.beam_handler import ChunkResult, SavedModelHandler, resolve_version
-from serving.runtime.savedmodel import read_signatures
-from serving.runtime.signature import SignatureSpec, find_signature
+from serving.runtime.beam_handler import ChunkResult, ModelLocation, SavedModelHandler, open_model
+from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,7 @@ class BatchJob:
 
     input: str
     output: str
-    model_base_path: str
-    model_version: int | None = None  # None: the newest when the job starts
+    model: ModelLocation
     signature_name: str = "serving_default"
     key_field: str | None = None
     chunk_rows: int = 2048
@@ -71,9 +69,10 @@ class Decode(beam.DoFn):
         self._refused = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
     def setup(self) -> None:
-        """Read the signature on the worker: building the job must not touch the model."""
-        _, path = resolve_version(self._job.model_base_path, self._job.model_version)
-        self._signature = find_signature(read_signatures(path), self._job.signature_name)
+        """Open the model on the worker (building the job must not touch it); shared with
+        RunInference's handler in this process."""
+        _, model = open_model(self._job.model)
+        self._signature = model.signature(self._job.signature_name)
 
     def process(self, block: Any) -> Iterable[Any]:
         assert self._signature is not None
@@ -137,7 +136,7 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
                   | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
                   | "ReadBlocks" >> beam.ParDo(ReadJsonBlocks(job.chunk_rows)))
     decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(REFUSED, main="chunks")
-    handler = SavedModelHandler(job.model_base_path, job.model_version, job.signature_name)
+    handler = SavedModelHandler(job.model, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)
     formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field)).with_outputs(REFUSED, main="lines")
     formatted.lines | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")

@@ -16,7 +16,12 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="file pattern (local or gs://)")
     parser.add_argument("--output", required=True, help="output prefix; dead letters go to PREFIX-errors-*")
-    parser.add_argument("--model_base_path", required=True, help="folder of numeric version folders")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model_base_path", help="folder of numeric version folders (local or gs://)")
+    where.add_argument("--prediction_service", metavar="HOST:PORT",
+                       help="call this TF Serving PredictionService (e.g. the gateway) instead of "
+                            "loading the model: the 'microservice' approach, for comparison")
+    parser.add_argument("--model_name", default="default", help="the model's name at --prediction_service")
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
@@ -32,11 +37,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from batch.pipeline import NAMESPACE, BatchJob, build
+    from serving.runtime.beam_handler import ModelLocation
 
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]
-    job = BatchJob(args.input, args.output, args.model_base_path, args.model_version,
-                   args.signature_name, args.key_field, args.chunk_rows, args.input_format)
+    model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version)
+    job = BatchJob(args.input, args.output, model, args.signature_name, args.key_field, args.chunk_rows,
+                   args.input_format)
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
     build(pipeline, job)
     result = pipeline.run()

@@ -21,7 +21,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from serving.batching.rows import Tensors, concat, slice_rows
 from serving.errors import ServingError
 
-_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS: dict[Any, tuple[int, Any]] = {}
 _LOCK = threading.Lock()
 
 
@@ -67,32 +67,68 @@ def resolve_version(base_path: str, version: int | None = None) -> tuple[int, st
     return chosen, os.path.join(base_path, names[chosen])
 
 
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where a pipeline's model is: SavedModels under ``base_path`` (loaded in the worker),
+    or a TF Serving PredictionService at ``service`` (the "microservice" approach)."""
+
+    base_path: str | None = None
+    service: str | None = None
+    model_name: str = "default"
+    version: int | None = None  # None: the newest
+
+    def __post_init__(self) -> None:
+        if (self.base_path is None) == (self.service is None):
+            raise ValueError("give exactly one of a model base path and a prediction service")
+
+
+def open_model(location: ModelLocation) -> tuple[int, Any]:
+    """(version, model) for ``location``, loaded once per process."""
+    with _LOCK:
+        if location not in _MODELS:
+            _MODELS[location] = _open(location)
+        return _MODELS[location]
+
+
+def _open(location: ModelLocation) -> tuple[int, Any]:
+    if location.service is not None:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        from serving.upstream.client import UpstreamClient
+        from serving.upstream.source import UpstreamModel
+
+        client = UpstreamClient(location.service, max_message_bytes=1 << 30)
+        status = client.status(location.model_name, timeout_s=30)
+        available = [s.version for s in status.model_version_status
+                     if s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE]
+        version = location.version if location.version is not None else max(available, default=None)
+        if version is None or version not in available:
+            raise FileNotFoundError(f"{location.service} serves no version {location.version or ''} "
+                                    f"of {location.model_name}")
+        return version, UpstreamModel(client, location.model_name, version,
+                                      client.metadata(location.model_name, version, timeout_s=30))
+    from serving.runtime import savedmodel
+
+    assert location.base_path is not None
+    version, path = resolve_version(location.base_path, location.version)
+    return version, savedmodel.load(path)
+
+
 class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
-    """Loads a SavedModel version with ``tf.saved_model.load`` and runs chunks through it.
+    """Runs chunks through a SavedModel version, loaded in the worker with
+    ``tf.saved_model.load``, or served by a PredictionService (see ``ModelLocation``)."""
 
-    ``version=None`` serves the newest version found under ``base_path`` when the worker
-    loads the model.
-    """
-
-    def __init__(self, base_path: str, version: int | None = None,
-                 signature_name: str = "serving_default", chunks_per_call: int = 1) -> None:
-        self._base_path = base_path
-        self._version = version
+    def __init__(self, location: ModelLocation, signature_name: str = "serving_default",
+                 chunks_per_call: int = 1) -> None:
+        self._location = location
+        self._version: int | None = location.version
         self._signature = signature_name
         self._chunks_per_call = chunks_per_call
 
     def load_model(self) -> Any:
-        from serving.runtime import savedmodel
-
-        version, path = resolve_version(self._base_path, self._version)
-        self._version = version
-        key = (path, self._signature)
-        with _LOCK:
-            if key not in _MODELS:
-                model = savedmodel.load(path)
-                model.signature(self._signature)  # fail at load, not per chunk
-                _MODELS[key] = model
-            return _MODELS[key]
+        self._version, model = open_model(self._location)
+        model.signature(self._signature)  # fail at load, not per chunk
+        return model
 
     def run_inference(self, batch: Sequence[Chunk], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[ChunkResult]:

@@ -7,6 +7,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow_v1beta3
 
 from batch.pipeline import BatchJob, build
+from serving.runtime.beam_handler import ModelLocation
 
 IMAGE = "us-docker.pkg.dev/demo/tf-gateway/beam-worker:latest"
 
@@ -19,7 +20,7 @@ def test_dataflow_job_builds_offline_with_gs_paths():
     ])
     pipeline = beam.Pipeline(options=options)
     build(pipeline, BatchJob("gs://bucket/in/*.jsonl", "gs://bucket/out/pred",
-                             "gs://bucket/models/natality", key_field="id"))
+                             ModelLocation("gs://bucket/models/natality"), key_field="id"))
     job = pipeline.run().job
     assert job.proto.type == dataflow_v1beta3.JobType.JOB_TYPE_BATCH
     graph = job.proto_pipeline

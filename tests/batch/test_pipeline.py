@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that
 from batch.run import main
 from serving.examples import natality
 from serving.runtime import savedmodel
-from serving.runtime.beam_handler import SavedModelHandler, resolve_version
+from serving.runtime.beam_handler import ModelLocation, SavedModelHandler, resolve_version
 from serving.runtime.columns import rows_to_chunk
 
 MALFORMED = [
@@ -90,7 +90,7 @@ def test_the_handler_serves_another_pipeline(models_dir):
                                    atol=natality.TOLERANCE_POUNDS)
 
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
-        results = pipeline | beam.Create([chunk]) | RunInference(SavedModelHandler(str(models_dir / "natality")))
+        results = pipeline | beam.Create([chunk]) | RunInference(SavedModelHandler(ModelLocation(str(models_dir / "natality"))))
         assert_that(results, check)
 
 
@@ -122,3 +122,20 @@ def test_parquet_rows_are_enriched_and_bad_rows_dead_lettered(tmp_path, models_d
     rows = {i: {k: data[k][i] for k in data} for i in range(2000)}
     for record in written:
         assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
+
+
+def test_microservice_approach_calls_the_gateway_instead(tmp_path, models_dir, gateway_factory):
+    from serving.settings import ModelConfig
+    from tests.conftest import free_port
+
+    gateway = gateway_factory(port=free_port(), enable_batching=True,
+                              models=(ModelConfig(name="natality", base_path=str(models_dir / "natality")),))
+    rows = write_rows(tmp_path / "in.jsonl", 500)
+    counts = main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out"),
+                   "--prediction_service", gateway.grpc_target, "--model_name", "natality",
+                   "--key_field", "id", "--chunk_rows", "128"])
+    assert counts == {"rows_in": 505, "rows_written": 500, "rows_dead_lettered": 5}
+    for record in read_jsonl(str(tmp_path / "out-0*.jsonl")):
+        assert record["model_version"] == 1
+        assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
+    assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK") >= 4
