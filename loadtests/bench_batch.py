@@ -1,19 +1,27 @@
-"""``make bench-batch``: rows/s of batch/run.py vs Beam's stock per-element path.
+"""``make bench-batch``: rows/s of batch/run.py vs Beam's stock per-element path, and the
+model loaded in the pipeline vs called through the online gateway (the comparison of
+Google's "Comparing machine learning models for predictions in Cloud Dataflow pipelines").
 
-Both run on the same natality JSON-lines input on the same local runner, one after the
+All run on the same natality JSON-lines input on the same local runner, one after the
 other in this run; each at 100K and 1M rows, and the marginal rate
-(900K rows / difference of the two wall times) excludes start-up and model loading.
+(900K rows / difference of the two wall times) excludes start-up and model loading. The
+gateway shares the machine's cores with the pipeline.
 
     python -m loadtests.bench_batch [--small 100000] [--large 1000000]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 
@@ -30,6 +38,37 @@ def write_input(path: Path, rows: int) -> None:
             handle.write(orjson.dumps({"id": i, **{k: columns[k][i] for k in columns}}) + b"\n")
 
 
+@contextlib.contextmanager
+def gateway() -> Iterator[str]:
+    """The online gateway serving natality over gRPC, for the 'microservice' approach."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving", f"--port={port}", f"--rest_api_port={free_port()}",
+         "--model_name=natality", f"--model_base_path={MODEL}", "--enable_batching",
+         "--batching_parameters_file=serving/examples/batching.config"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the gateway did not start")
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def timed(argv: list[str]) -> float:
     started = time.monotonic()
     subprocess.run(argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -42,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--large", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     version_dir = str(sorted(p for p in MODEL.iterdir() if p.name.isdigit())[-1])
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, gateway() as service:
         work = Path(tmp)
         inputs = {n: work / f"rows-{n}.jsonl" for n in (args.small, args.large)}
         for rows, path in inputs.items():
@@ -51,6 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
             "batch/run.py (chunked, columnar)": lambda n: [
                 sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
                 str(work / f"ours-{n}" / "out"), "--model_base_path", str(MODEL), "--key_field", "id"],
+            "batch/run.py calling the gateway (microservice)": lambda n: [
+                sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
+                str(work / f"service-{n}" / "out"), "--prediction_service", service,
+                "--model_name", "natality", "--key_field", "id"],
             "stock per-element RunInference": lambda n: [
                 sys.executable, "-m", "loadtests.baselines.stock_beam", str(inputs[n]),
                 str(work / f"stock-{n}" / "out"), version_dir],
@@ -63,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[name] = {"seconds": seconds, "marginal_rows_per_s": marginal}
             print(f"[bench-batch] {name}: {seconds[args.small]:.1f} s for {args.small}, "
                   f"{seconds[args.large]:.1f} s for {args.large} rows", file=sys.stderr)
-    ours, stock = (r["marginal_rows_per_s"] for r in results.values())
+    ours, _, stock = (r["marginal_rows_per_s"] for r in results.values())
     print(f"\n### batch prediction, natality, local FnApiRunner\n")
     print(f"| pipeline | {args.small} rows s | {args.large} rows s | marginal rows/s |")
     print("|---|---:|---:|---:|")
