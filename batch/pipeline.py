@@ -20,9 +20,11 @@ from apache_beam.io import fileio
 from apache_beam.ml.inference.base import RunInference
 
 from batch.columnar import decode_block, decode_table, format_lines, read_blocks
+from batch.records import csv_blocks, examples_to_rows, typed_csv_row
 from apache_beam.metrics import Metrics
 
 from serving.runtime.beam_handler import ChunkResult, ModelLocation, SavedModelHandler, open_model
+from serving.runtime.columns import rows_to_chunk
 from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)
@@ -41,18 +43,20 @@ class BatchJob:
     signature_name: str = "serving_default"
     key_field: str | None = None
     chunk_rows: int = 2048
-    input_format: str = "jsonl"  # or "parquet"
+    input_format: str = "jsonl"  # or "parquet", "csv", "tfrecord" (of tf.Example)
 
 
-class ReadJsonBlocks(beam.DoFn):
-    """A matched file -> its lines, in blocks of ``lines_per_block``."""
+class ReadBlocks(beam.DoFn):
+    """A matched file -> its rows in blocks: JSON lines as bytes, CSV rows as dicts."""
 
-    def __init__(self, lines_per_block: int) -> None:
-        self._lines = lines_per_block
+    def __init__(self, input_format: str, rows_per_block: int) -> None:
+        self._format = input_format
+        self._rows = rows_per_block
 
-    def process(self, readable_file: Any) -> Iterable[list[bytes]]:
+    def process(self, readable_file: Any) -> Iterable[list[Any]]:
         with readable_file.open() as handle:
-            yield from read_blocks(handle, self._lines)
+            blocks = csv_blocks if self._format == "csv" else read_blocks
+            yield from blocks(handle, self._rows)
 
 
 class Decode(beam.DoFn):
@@ -75,13 +79,22 @@ class Decode(beam.DoFn):
         self._signature = model.signature(self._job.signature_name)
 
     def process(self, block: Any) -> Iterable[Any]:
-        assert self._signature is not None
-        if isinstance(block, list):
-            chunk, refused = decode_block(block, self._signature, self._job.key_field)
+        spec, key_field = self._signature, self._job.key_field
+        assert spec is not None
+        if self._job.input_format == "parquet":
+            chunk, refused = decode_table(block, spec, key_field)
+            rows = block.num_rows
+        elif self._job.input_format == "jsonl":
+            chunk, refused = decode_block(block, spec, key_field)
+            rows = len(block)
+        elif self._job.input_format == "csv":
+            chunk, refused = rows_to_chunk([typed_csv_row(row, spec) for row in block], spec, key_field)
             rows = len(block)
         else:
-            chunk, refused = decode_table(block, self._signature, self._job.key_field)
-            rows = block.num_rows
+            parsed, unreadable = examples_to_rows(block)
+            chunk, refused = rows_to_chunk(parsed, spec, key_field)
+            refused = unreadable + refused
+            rows = len(block)
         before, self._seen = self._seen, self._seen + rows
         if before // self.PROGRESS_EVERY != self._seen // self.PROGRESS_EVERY:
             log.info("decoded %d rows in this worker", self._seen)
@@ -129,12 +142,16 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     """Add the job's transforms to ``pipeline``."""
     if job.input_format == "parquet":
         blocks = pipeline | "Read" >> beam.io.ReadFromParquetBatched(job.input, validate=False)
+    elif job.input_format == "tfrecord":
+        blocks = (pipeline
+                  | "Read" >> beam.io.ReadFromTFRecord(job.input, validate=False)
+                  | "Block" >> beam.BatchElements(min_batch_size=job.chunk_rows, max_batch_size=job.chunk_rows))
     else:
         blocks = (pipeline
                   | "Match" >> fileio.MatchFiles(job.input)
                   | "Open" >> fileio.ReadMatches()
                   | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
-                  | "ReadBlocks" >> beam.ParDo(ReadJsonBlocks(job.chunk_rows)))
+                  | "ReadBlocks" >> beam.ParDo(ReadBlocks(job.input_format, job.chunk_rows)))
     decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(REFUSED, main="chunks")
     handler = SavedModelHandler(job.model, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)

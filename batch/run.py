@@ -1,6 +1,7 @@
 """``python batch/run.py --input PATTERN --output PREFIX --model_base_path DIR [Beam options]``
 
-Enriches rows (JSON lines or Parquet) with a SavedModel's predictions, written as JSON lines. Any Beam pipeline option passes
+Enriches rows (JSON lines, Parquet, CSV or TFRecords of tf.Example) with a SavedModel's
+predictions, written as JSON lines. Any Beam pipeline option passes
 through (``--runner DataflowRunner --project ... --region ... --temp_location gs://...``);
 without ``--runner`` the fast local FnApiRunner is used.
 """
@@ -25,7 +26,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
-    parser.add_argument("--input_format", choices=["jsonl", "parquet"], default="jsonl")
+    parser.add_argument("--input_format", choices=["jsonl", "parquet", "csv", "tfrecord"], default="jsonl",
+                        help="csv: with a header line; tfrecord: of tf.Example")
     parser.add_argument("--chunk_rows", type=int, default=2048, help="rows per model call")
     return parser.parse_known_args(argv)
 

@@ -139,3 +139,38 @@ def test_microservice_approach_calls_the_gateway_instead(tmp_path, models_dir, g
         assert record["model_version"] == 1
         assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
     assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK") >= 4
+
+
+def test_csv_and_tfrecord_inputs(tmp_path, models_dir):
+    import csv as csv_module
+
+    import tensorflow as tf
+
+    rows = write_rows(tmp_path / "unused.jsonl", 300)
+    fields = ["id", "is_male", "mother_age", "plurality", "gestation_weeks"]
+    with open(tmp_path / "in.csv", "w", newline="") as handle:
+        writer = csv_module.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows.values():
+            writer.writerow(row)
+        writer.writerow({"id": 900, "is_male": "True", "mother_age": "old", "plurality": "Single(1)",
+                         "gestation_weeks": 38})
+    with tf.io.TFRecordWriter(str(tmp_path / "in.tfrecord")) as writer:
+        for row in rows.values():
+            feature = {
+                "id": tf.train.Feature(int64_list=tf.train.Int64List(value=[row["id"]])),
+                "mother_age": tf.train.Feature(float_list=tf.train.FloatList(value=[row["mother_age"]])),
+                "gestation_weeks": tf.train.Feature(float_list=tf.train.FloatList(value=[row["gestation_weeks"]])),
+                "is_male": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row["is_male"].encode()])),
+                "plurality": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row["plurality"].encode()])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        writer.write(b"not an example")
+    for fmt, name in (("csv", "in.csv"), ("tfrecord", "in.tfrecord")):
+        counts = main(["--input", str(tmp_path / name), "--input_format", fmt, "--output", str(tmp_path / fmt),
+                       "--model_base_path", str(models_dir / "natality"), "--key_field", "id"])
+        assert counts == {"rows_in": 301, "rows_written": 300, "rows_dead_lettered": 1}, fmt
+        for record in read_jsonl(str(tmp_path / f"{fmt}-0*.jsonl")):
+            source = rows[int(record["id"])]
+            assert abs(record["weight_pounds"] - expected(source)) < natality.TOLERANCE_POUNDS, fmt
+        assert len(read_jsonl(str(tmp_path / f"{fmt}-errors-*.jsonl"))) == 1
