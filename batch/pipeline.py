@@ -20,6 +20,7 @@ from apache_beam.io import fileio
 from apache_beam.ml.inference.base import RunInference
 
 from batch.columnar import decode_block, decode_table, format_lines, read_blocks
+from batch.parquet_sink import ParquetSink, result_table
 from batch.records import csv_blocks, examples_to_rows, typed_csv_row
 from apache_beam.metrics import Metrics
 
@@ -44,6 +45,7 @@ class BatchJob:
     key_field: str | None = None
     chunk_rows: int = 2048
     input_format: str = "jsonl"  # or "parquet", "csv", "tfrecord" (of tf.Example)
+    output_format: str = "jsonl"  # or "parquet"
 
 
 class ReadBlocks(beam.DoFn):
@@ -107,10 +109,12 @@ class Decode(beam.DoFn):
 
 
 class FormatResults(beam.DoFn):
-    """A ChunkResult -> one text element of output lines, and dead letters for failed rows."""
+    """A ChunkResult -> one output element (a text of lines, or a pyarrow table), and dead
+    letters for failed rows."""
 
-    def __init__(self, key_field: str | None) -> None:
+    def __init__(self, key_field: str | None, output_format: str) -> None:
         self._key_field = key_field
+        self._format = output_format
         self._written = Metrics.counter(NAMESPACE, "rows_written")
         self._failed = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
@@ -121,9 +125,12 @@ class FormatResults(beam.DoFn):
         self._failed.inc(len(result.failures))
         if result.outputs is None or not result.ok_rows:
             return
+        self._written.inc(len(result.ok_rows))
+        if self._format == "parquet":
+            yield result_table(result, self._key_field)
+            return
         lines = format_lines(result.chunk, result.ok_rows, result.outputs, result.model_version,
                              self._key_field)
-        self._written.inc(len(lines))
         yield b"\n".join(lines).decode()
 
 
@@ -155,7 +162,13 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(REFUSED, main="chunks")
     handler = SavedModelHandler(job.model, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)
-    formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field)).with_outputs(REFUSED, main="lines")
-    formatted.lines | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")
+    formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field, job.output_format)).with_outputs(
+        REFUSED, main="rows")
+    if job.output_format == "parquet":
+        directory, prefix = job.output.rsplit("/", 1) if "/" in job.output else (".", job.output)
+        formatted.rows | "Write" >> fileio.WriteToFiles(
+            directory, file_naming=fileio.default_file_naming(prefix, ".parquet"), sink=lambda _: ParquetSink())
+    else:
+        formatted.rows | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")
     ((decoded[REFUSED], formatted[REFUSED]) | "DeadLetters" >> beam.Flatten()
      | "WriteErrors" >> beam.io.WriteToText(job.output + "-errors", file_name_suffix=".jsonl"))

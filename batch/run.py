@@ -1,7 +1,7 @@
 """``python batch/run.py --input PATTERN --output PREFIX --model_base_path DIR [Beam options]``
 
 Enriches rows (JSON lines, Parquet, CSV or TFRecords of tf.Example) with a SavedModel's
-predictions, written as JSON lines. Any Beam pipeline option passes
+predictions, written as JSON lines or Parquet. Any Beam pipeline option passes
 through (``--runner DataflowRunner --project ... --region ... --temp_location gs://...``);
 without ``--runner`` the fast local FnApiRunner is used.
 """
@@ -28,6 +28,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
     parser.add_argument("--input_format", choices=["jsonl", "parquet", "csv", "tfrecord"], default="jsonl",
                         help="csv: with a header line; tfrecord: of tf.Example")
+    parser.add_argument("--output_format", choices=["jsonl", "parquet"], default="jsonl")
     parser.add_argument("--chunk_rows", type=int, default=2048, help="rows per model call")
     return parser.parse_known_args(argv)
 
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
         beam_args = ["--runner=FnApiRunner", *beam_args]
     model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version)
     job = BatchJob(args.input, args.output, model, args.signature_name, args.key_field, args.chunk_rows,
-                   args.input_format)
+                   args.input_format, args.output_format)
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
     build(pipeline, job)
     result = pipeline.run()

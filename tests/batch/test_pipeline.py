@@ -174,3 +174,19 @@ def test_csv_and_tfrecord_inputs(tmp_path, models_dir):
             source = rows[int(record["id"])]
             assert abs(record["weight_pounds"] - expected(source)) < natality.TOLERANCE_POUNDS, fmt
         assert len(read_jsonl(str(tmp_path / f"{fmt}-errors-*.jsonl"))) == 1
+
+
+def test_parquet_output(tmp_path, models_dir):
+    import pyarrow.parquet as pq
+
+    rows = write_rows(tmp_path / "in.jsonl", 1000)
+    counts = main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out" / "pred"),
+                   "--output_format", "parquet", "--model_base_path", str(models_dir / "natality"),
+                   "--chunk_rows", "256"])
+    assert counts["rows_written"] == 1000
+    table = pq.read_table(sorted((tmp_path / "out").glob("pred*.parquet")))
+    assert table.num_rows == 1000
+    assert {"id", "is_male", "weight_pounds", "model_version"} <= set(table.column_names)
+    for record in table.to_pylist():
+        assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
+    assert len(read_jsonl(str(tmp_path / "out" / "pred-errors-*.jsonl"))) == len(MALFORMED)
