@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 from serving.errors import DeadlineExceeded, Unavailable, error_for_grpc_code
 from serving.upstream.breaker import CircuitBreaker
 
-_BREAKING = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_BREAKING = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 class UpstreamClient:
@@ -92,6 +92,8 @@ class UpstreamClient:
                         continue
                 if code in _BREAKING:
                     self.breaker.failure()
+                if code == grpc.StatusCode.CANCELLED:  # we never cancel: the upstream went away
+                    code = grpc.StatusCode.UNAVAILABLE
                 raise error_for_grpc_code(code.name, f"upstream {self.target}: {error.details()}") from None
             self.breaker.success()
             return response

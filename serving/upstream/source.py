@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
+from serving.errors import NotFound, Unavailable
 from serving.grpc.tensors import to_numpy, to_proto
 from serving.runtime.savedmodel import INIT_OP_KEY, spec_from_signature_def
 from serving.runtime.signature import SignatureSpec, find_signature
@@ -44,7 +45,12 @@ class UpstreamModel:
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(to_proto(value))
         deadline = deadline if deadline is not None else time.monotonic() + _DEFAULT_TIMEOUT_S
-        response = self._client.predict(request, deadline)
+        try:
+            response = self._client.predict(request, deadline)
+        except NotFound as error:
+            # We mirror this version as AVAILABLE, so the upstream is restarting or
+            # reloading: a transient 503, not a 404 for a model the client rightly asked for.
+            raise Unavailable(f"{error.message} (the upstream is not serving it right now)") from None
         return {key: to_numpy(key, proto) for key, proto in response.outputs.items()}
 
 
