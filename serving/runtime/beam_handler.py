@@ -10,6 +10,7 @@ DoFns per bundle in streaming, and would otherwise reload the model every bundle
 """
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from serving.batching.rows import Tensors, concat, slice_rows
+from serving.batching.rows import Tensors, concat, merge_key, slice_rows
 from serving.errors import ServingError
 
 _MODELS: dict[Any, tuple[int, Any]] = {}
@@ -119,11 +120,14 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
     ``tf.saved_model.load``, or served by a PredictionService (see ``ModelLocation``)."""
 
     def __init__(self, location: ModelLocation, signature_name: str = "serving_default",
-                 chunks_per_call: int = 1) -> None:
+                 chunks_per_call: int = 1, max_wait_s: float | None = None) -> None:
+        """``chunks_per_call`` chunks (e.g. messages) may share one model call; in streaming,
+        ``max_wait_s`` bounds how long Beam holds one back to form that batch."""
         self._location = location
         self._version: int | None = location.version
         self._signature = signature_name
         self._chunks_per_call = chunks_per_call
+        self._max_wait_s = max_wait_s
 
     def load_model(self) -> Any:
         self._version, model = open_model(self._location)
@@ -132,13 +136,25 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
 
     def run_inference(self, batch: Sequence[Chunk], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[ChunkResult]:
+        """One model call for all chunks of the batch whose row shapes agree (minibatching
+        across elements, e.g. Pub/Sub messages); each chunk gets its own result back."""
+        groups: dict[Any, list[Chunk]] = {}
         for chunk in batch:
-            yield self._run_chunk(chunk, model)
+            groups.setdefault(merge_key(chunk.tensors), []).append(chunk)
+        results: dict[int, ChunkResult] = {}
+        for chunks in groups.values():
+            merged = Chunk(concat([c.tensors for c in chunks]), [p for c in chunks for p in c.passthrough])
+            whole = self._run_chunk(merged, model)
+            start = 0
+            for chunk in chunks:
+                results[id(chunk)] = _part(whole, chunk, start)
+                start += len(chunk)
+        return [results[id(chunk)] for chunk in batch]
 
     def _run_chunk(self, chunk: Chunk, model: Any) -> ChunkResult:
         ok: list[int] = []
         failures: list[tuple[int, str]] = []
-        parts: list[Tensors] = []
+        parts: list[tuple[int, Tensors]] = []
         pending = [(0, len(chunk))]
         while pending:
             start, stop = pending.pop()
@@ -156,8 +172,11 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
         ok.sort()
         return ChunkResult(chunk, outputs, ok, sorted(failures), self._version)
 
-    def batch_elements_kwargs(self) -> dict[str, int]:
-        return {"min_batch_size": 1, "max_batch_size": self._chunks_per_call}
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"min_batch_size": 1, "max_batch_size": self._chunks_per_call}
+        if self._max_wait_s is not None:
+            kwargs["max_batch_duration_secs"] = self._max_wait_s
+        return kwargs
 
     def get_num_bytes(self, batch: Sequence[Chunk]) -> int:
         return sum(sum(t.nbytes for t in c.tensors.values()) for c in batch)
@@ -169,6 +188,11 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
         return False
 
 
-def as_object_strings(values: Sequence[Any]) -> np.ndarray:
-    """DT_STRING column from Python values (str or bytes)."""
-    return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+def _part(whole: ChunkResult, chunk: Chunk, start: int) -> ChunkResult:
+    """The share of a merged result that belongs to ``chunk`` (rows ``start:start+len``)."""
+    stop = start + len(chunk)
+    first, last = bisect.bisect_left(whole.ok_rows, start), bisect.bisect_left(whole.ok_rows, stop)
+    outputs = None if whole.outputs is None or first == last else slice_rows(whole.outputs, first, last)
+    ok = [row - start for row in whole.ok_rows[first:last]]
+    failures = [(row - start, reason) for row, reason in whole.failures if start <= row < stop]
+    return ChunkResult(chunk, outputs, ok, failures, whole.model_version)
