@@ -115,7 +115,16 @@ def _open(location: ModelLocation) -> tuple[int, Any]:
     return version, savedmodel.load(path)
 
 
-class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
+@dataclass(frozen=True)
+class VersionedModel:
+    """What the handler loads: the model and its version (kept together, since Beam may run
+    inference through another copy of the handler than the one that loaded the model)."""
+
+    version: int
+    model: Any
+
+
+class SavedModelHandler(ModelHandler[Chunk, ChunkResult, VersionedModel]):
     """Runs chunks through a SavedModel version, loaded in the worker with
     ``tf.saved_model.load``, or served by a PredictionService (see ``ModelLocation``)."""
 
@@ -124,17 +133,16 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
         """``chunks_per_call`` chunks (e.g. messages) may share one model call; in streaming,
         ``max_wait_s`` bounds how long Beam holds one back to form that batch."""
         self._location = location
-        self._version: int | None = location.version
         self._signature = signature_name
         self._chunks_per_call = chunks_per_call
         self._max_wait_s = max_wait_s
 
-    def load_model(self) -> Any:
-        self._version, model = open_model(self._location)
+    def load_model(self) -> VersionedModel:
+        version, model = open_model(self._location)
         model.signature(self._signature)  # fail at load, not per chunk
-        return model
+        return VersionedModel(version, model)
 
-    def run_inference(self, batch: Sequence[Chunk], model: Any,
+    def run_inference(self, batch: Sequence[Chunk], model: VersionedModel,
                       inference_args: dict[str, Any] | None = None) -> Iterable[ChunkResult]:
         """One model call for all chunks of the batch whose row shapes agree (minibatching
         across elements, e.g. Pub/Sub messages); each chunk gets its own result back."""
@@ -151,7 +159,8 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
                 start += len(chunk)
         return [results[id(chunk)] for chunk in batch]
 
-    def _run_chunk(self, chunk: Chunk, model: Any) -> ChunkResult:
+    def _run_chunk(self, chunk: Chunk, versioned: VersionedModel) -> ChunkResult:
+        model = versioned.model
         ok: list[int] = []
         failures: list[tuple[int, str]] = []
         parts: list[tuple[int, Tensors]] = []
@@ -170,7 +179,7 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, Any]):
         parts.sort(key=lambda p: p[0])
         outputs = concat([p for _, p in parts]) if parts else None
         ok.sort()
-        return ChunkResult(chunk, outputs, ok, sorted(failures), self._version)
+        return ChunkResult(chunk, outputs, ok, sorted(failures), versioned.version)
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"min_batch_size": 1, "max_batch_size": self._chunks_per_call}

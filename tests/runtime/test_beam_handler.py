@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from serving.examples import natality
-from serving.runtime.beam_handler import Chunk, ModelLocation, SavedModelHandler
+from serving.runtime.beam_handler import Chunk, ModelLocation, SavedModelHandler, VersionedModel
 from serving.runtime.columns import rows_to_chunk
 
 
@@ -37,10 +37,11 @@ def chunks(spec, *sizes: int, bad: tuple[int, int] | None = None) -> list[Chunk]
 
 def test_chunks_of_a_batch_share_one_call_and_get_their_own_rows(models_dir):
     handler = SavedModelHandler(ModelLocation(str(models_dir / "natality")), chunks_per_call=8)
-    model = Counting(handler.load_model())
+    loaded = handler.load_model()
+    model = Counting(loaded.model)
     spec = model.signature("serving_default")
     batch = chunks(spec, 3, 2, 1)
-    results = list(handler.run_inference(batch, model))
+    results = list(handler.run_inference(batch, VersionedModel(loaded.version, model)))
     assert model.calls == 1
     for chunk, result in zip(batch, results):
         assert result.chunk is chunk and result.ok_rows == list(range(len(chunk)))
@@ -51,7 +52,7 @@ def test_chunks_of_a_batch_share_one_call_and_get_their_own_rows(models_dir):
 def test_a_failing_row_fails_alone(models_dir):
     handler = SavedModelHandler(ModelLocation(str(models_dir / "natality")), chunks_per_call=8)
     model = handler.load_model()
-    batch = chunks(model.signature("serving_default"), 3, 2, 1, bad=(1, 1))
+    batch = chunks(model.model.signature("serving_default"), 3, 2, 1, bad=(1, 1))
     first, second, third = handler.run_inference(batch, model)
     assert first.ok_rows == [0, 1, 2] and first.failures == []
     assert second.ok_rows == [0] and [row for row, _ in second.failures] == [1]

@@ -1,0 +1,1 @@
+"""Streaming enrichment: Pub/Sub messages in, predictions or dead letters out, on Beam."""

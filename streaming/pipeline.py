@@ -1,0 +1,115 @@
+"""Pub/Sub -> SavedModel -> Pub/Sub, with a dead-letter topic.
+
+Each message holds a JSON row or a list of rows. Messages are decoded with the batch
+pipeline's row decoding, minibatched across messages by RunInference (one model call for
+the messages Beam gathers within ``max_wait_s``), and answered one for one: every input
+message yields exactly one output message or one dead-letter message (with the reason in
+its ``error`` attribute). Attributes are carried over, plus ``input_message_id`` and
+``model_version``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+from serving.runtime.beam_handler import ChunkResult, ModelLocation, SavedModelHandler, open_model
+from serving.runtime.columns import rows_to_chunk
+from serving.runtime.signature import SignatureSpec
+
+NAMESPACE = "tfgw_streaming"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    output_topic: str
+    dead_letter_topic: str
+    model: ModelLocation
+    input_subscription: str | None = None
+    input_topic: str | None = None
+    signature_name: str = "serving_default"
+    max_wait_s: float = 0.01
+    messages_per_call: int = 256
+
+
+class DecodeMessage(beam.DoFn):
+    """A message -> a Chunk of its rows (each carrying the message); bad ones -> dead letters."""
+
+    def __init__(self, job: StreamJob) -> None:
+        self._job = job
+        self._signature: SignatureSpec | None = None
+        self._dead = Metrics.counter(NAMESPACE, "messages_dead_lettered")
+
+    def setup(self) -> None:
+        _, model = open_model(self._job.model)
+        self._signature = model.signature(self._job.signature_name)
+
+    def process(self, message: PubsubMessage) -> Iterable[Any]:
+        assert self._signature is not None
+        try:
+            doc = orjson.loads(message.data)
+        except orjson.JSONDecodeError as error:
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, f"not JSON: {error}"))
+            return
+        rows = doc if isinstance(doc, list) else [doc]
+        if not rows:
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, "no rows"))
+            return
+        chunk, refused = rows_to_chunk(rows, self._signature, passthrough=[message] * len(rows))
+        if refused:
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, refused[0][1]))
+            return
+        yield chunk
+
+
+class FormatMessage(beam.DoFn):
+    """A message's result -> its output message, or a dead letter if a row failed."""
+
+    def __init__(self) -> None:
+        self._out = Metrics.counter(NAMESPACE, "messages_out")
+        self._dead = Metrics.counter(NAMESPACE, "messages_dead_lettered")
+
+    def process(self, result: ChunkResult) -> Iterable[Any]:
+        message: PubsubMessage = result.chunk.passthrough[0]
+        if result.failures or result.outputs is None:
+            self._dead.inc()
+            reason = result.failures[0][1] if result.failures else "no output"
+            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, f"inference failed: {reason}"))
+            return
+        columns = {name: list(values) for name, values in result.outputs.items()}
+        rows = [{name: values[i] for name, values in columns.items()} for i in range(len(result.ok_rows))]
+        doc = orjson.loads(message.data)
+        body = {"predictions": rows if isinstance(doc, list) else rows[0],
+                "model_version": result.model_version}
+        if isinstance(doc, dict) and "id" in doc:
+            body["id"] = doc["id"]
+        attributes = {**(message.attributes or {}), "input_message_id": message.message_id or "",
+                      "model_version": str(result.model_version)}
+        self._out.inc()
+        yield PubsubMessage(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), attributes)
+
+
+def dead_letter(message: PubsubMessage, reason: str) -> PubsubMessage:
+    attributes = {**(message.attributes or {}), "input_message_id": message.message_id or "",
+                  "error": reason[:1024]}
+    return PubsubMessage(message.data, attributes)
+
+
+def build(pipeline: beam.Pipeline, job: StreamJob) -> None:
+    source = (beam.io.ReadFromPubSub(subscription=job.input_subscription, with_attributes=True)
+              if job.input_subscription else beam.io.ReadFromPubSub(topic=job.input_topic, with_attributes=True))
+    messages = pipeline | "Read" >> source
+    decoded = messages | "Decode" >> beam.ParDo(DecodeMessage(job)).with_outputs(DEAD, main="chunks")
+    handler = SavedModelHandler(job.model, job.signature_name, chunks_per_call=job.messages_per_call,
+                                max_wait_s=job.max_wait_s)
+    results = decoded.chunks | "Predict" >> RunInference(handler)
+    formatted = results | "Format" >> beam.ParDo(FormatMessage()).with_outputs(DEAD, main="out")
+    formatted.out | "Write" >> beam.io.WriteToPubSub(job.output_topic, with_attributes=True)
+    ((decoded[DEAD], formatted[DEAD]) | "DeadLetters" >> beam.Flatten()
+     | "WriteDead" >> beam.io.WriteToPubSub(job.dead_letter_topic, with_attributes=True))

@@ -1,0 +1,114 @@
+"""Pub/Sub -> natality -> Pub/Sub on Beam's local streaming runner, against the real Pub/Sub
+emulator (started here; a missing emulator fails the test, it never skips)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from serving.examples import natality
+from serving.runtime.beam_handler import ModelLocation
+from streaming.pipeline import StreamJob, build
+from tests.conftest import free_port, poll
+
+PROJECT = "demo-project"
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    gcloud = shutil.which("gcloud")
+    assert gcloud, "gcloud (with the Pub/Sub emulator) is required for the streaming tests"
+    port = free_port()
+    process = subprocess.Popen(
+        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def up() -> bool:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1).read() == b"Ok\n"
+        except OSError:
+            return False
+
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    try:
+        poll(up, timeout=60, what="the Pub/Sub emulator")
+        os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}"
+    finally:
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+        os.killpg(process.pid, signal.SIGTERM)  # gcloud spawns a java child
+        process.wait(timeout=30)
+
+
+def topic_and_subscription(publisher, subscriber, name: str) -> tuple[str, str]:
+    topic = publisher.topic_path(PROJECT, f"{name}-topic")
+    subscription = subscriber.subscription_path(PROJECT, f"{name}-sub")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic)
+    return topic, subscription
+
+
+def test_messages_are_answered_or_dead_lettered_one_for_one(emulator, models_dir):
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    source, source_sub = topic_and_subscription(publisher, subscriber, "in")
+    output, output_sub = topic_and_subscription(publisher, subscriber, "out")
+    dead, dead_sub = topic_and_subscription(publisher, subscriber, "dead")
+    job = StreamJob(output_topic=output, dead_letter_topic=dead, input_subscription=source_sub,
+                    model=ModelLocation(str(models_dir / "natality")))
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"]))
+    build(pipeline, job)
+    result = pipeline.run()
+    try:
+        columns = natality.sample_rows(24, seed=31)
+        rows = [{k: v.tolist()[i] for k, v in columns.items()} for i in range(24)]
+        good = [{"id": i, **rows[i]} for i in range(16)] + [[rows[16], rows[17]], [rows[18]]]
+        bad = [b"not json", json.dumps({"id": 99, "is_male": "True"}).encode(),
+               json.dumps({**rows[19], "is_male": "maybe"}).encode(), b"[]"]
+        sent = {}
+        for n, body in enumerate([json.dumps(g).encode() for g in good] + bad):
+            message_id = publisher.publish(source, body, origin="test", n=str(n)).result(timeout=30)
+            sent[message_id] = body
+        received: dict[str, list] = {"out": [], "dead": []}
+
+        def drain() -> bool:
+            for kind, sub in (("out", output_sub), ("dead", dead_sub)):
+                response = subscriber.pull(subscription=sub, max_messages=50, timeout=5,
+                                           return_immediately=True)
+                if response.received_messages:
+                    subscriber.acknowledge(subscription=sub, ack_ids=[m.ack_id for m in response.received_messages])
+                    received[kind] += [m.message for m in response.received_messages]
+            return len(received["out"]) + len(received["dead"]) >= len(sent)
+
+        poll(drain, timeout=180, what="every message answered")
+    finally:
+        result.cancel()
+    assert len(received["out"]) == len(good) and len(received["dead"]) == len(bad)
+    answered = [m.attributes["input_message_id"] for m in received["out"] + received["dead"]]
+    assert sorted(answered) == sorted(sent)  # one for one
+    for message in received["out"]:
+        assert message.attributes["origin"] == "test" and message.attributes["model_version"] == "1"
+        body = json.loads(message.data)
+        source_doc = json.loads(sent[message.attributes["input_message_id"]])
+        inputs = source_doc if isinstance(source_doc, list) else [source_doc]
+        predictions = body["predictions"] if isinstance(source_doc, list) else [body["predictions"]]
+        expected = natality.expected_weight(**{k: np.array([r[k] for r in inputs]) for k in columns})
+        got = np.array([p["weight_pounds"] for p in predictions])
+        assert np.abs(got - expected).max() < natality.TOLERANCE_POUNDS
+    reasons = sorted(m.attributes["error"].split(":")[0] for m in received["dead"])
+    assert reasons == ["inference failed", "missing input(s) ['gestation_weeks', 'mother_age', 'plurality']",
+                       "no rows", "not JSON"]
+    assert all(m.data == sent[m.attributes["input_message_id"]] for m in received["dead"])
