@@ -1,0 +1,58 @@
+"""``python streaming/run.py --input_subscription projects/P/subscriptions/S --output_topic
+projects/P/topics/T --dead_letter_topic projects/P/topics/D --model_base_path DIR [Beam options]``
+
+Enriches Pub/Sub messages (a JSON row or a list of rows each) with a SavedModel's
+predictions. Streaming by default; any Beam option passes through (``--runner
+DataflowRunner --project ... --region ... --temp_location gs://...``).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Sequence
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input_subscription", help="projects/P/subscriptions/S")
+    source.add_argument("--input_topic", help="projects/P/topics/T (a temporary subscription is made)")
+    parser.add_argument("--output_topic", required=True)
+    parser.add_argument("--dead_letter_topic", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model_base_path", help="folder of numeric version folders (local or gs://)")
+    where.add_argument("--prediction_service", metavar="HOST:PORT", help="call this PredictionService instead")
+    parser.add_argument("--model_name", default="default", help="the model's name at --prediction_service")
+    parser.add_argument("--model_version", type=int, help="default: the newest")
+    parser.add_argument("--signature_name", default="serving_default")
+    parser.add_argument("--max_wait_ms", type=float, default=10.0,
+                        help="how long a message may wait to share a model call")
+    parser.add_argument("--messages_per_call", type=int, default=256)
+    return parser.parse_known_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    args, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from serving.runtime.beam_handler import ModelLocation
+    from streaming.pipeline import StreamJob, build
+
+    if "--streaming" not in beam_args:
+        beam_args = ["--streaming", *beam_args]
+    job = StreamJob(
+        output_topic=args.output_topic, dead_letter_topic=args.dead_letter_topic,
+        model=ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version),
+        input_subscription=args.input_subscription, input_topic=args.input_topic,
+        signature_name=args.signature_name, max_wait_s=args.max_wait_ms / 1000.0,
+        messages_per_call=args.messages_per_call)
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
+    build(pipeline, job)
+    return pipeline.run()
+
+
+if __name__ == "__main__":
+    main().wait_until_finish()
