@@ -36,6 +36,7 @@ class StreamJob:
     signature_name: str = "serving_default"
     max_wait_s: float = 0.01
     messages_per_call: int = 256
+    refresh_interval_s: float = 60.0  # how often base_path is checked for new versions; 0: never
 
 
 class DecodeMessage(beam.DoFn):
@@ -107,7 +108,7 @@ def build(pipeline: beam.Pipeline, job: StreamJob) -> None:
     messages = pipeline | "Read" >> source
     decoded = messages | "Decode" >> beam.ParDo(DecodeMessage(job)).with_outputs(DEAD, main="chunks")
     handler = SavedModelHandler(job.model, job.signature_name, chunks_per_call=job.messages_per_call,
-                                max_wait_s=job.max_wait_s)
+                                max_wait_s=job.max_wait_s, refresh_s=job.refresh_interval_s or None)
     results = decoded.chunks | "Predict" >> RunInference(handler)
     formatted = results | "Format" >> beam.ParDo(FormatMessage()).with_outputs(DEAD, main="out")
     formatted.out | "Write" >> beam.io.WriteToPubSub(job.output_topic, with_attributes=True)

@@ -11,8 +11,11 @@ DoFns per bundle in streaming, and would otherwise reload the model every bundle
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -21,6 +24,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from serving.batching.rows import Tensors, concat, merge_key, slice_rows
 from serving.errors import ServingError
+
+log = logging.getLogger(__name__)
 
 _MODELS: dict[Any, tuple[int, Any]] = {}
 _LOCK = threading.Lock()
@@ -129,13 +134,20 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, VersionedModel]):
     ``tf.saved_model.load``, or served by a PredictionService (see ``ModelLocation``)."""
 
     def __init__(self, location: ModelLocation, signature_name: str = "serving_default",
-                 chunks_per_call: int = 1, max_wait_s: float | None = None) -> None:
+                 chunks_per_call: int = 1, max_wait_s: float | None = None,
+                 refresh_s: float | None = None) -> None:
         """``chunks_per_call`` chunks (e.g. messages) may share one model call; in streaming,
-        ``max_wait_s`` bounds how long Beam holds one back to form that batch."""
+        ``max_wait_s`` bounds how long Beam holds one back to form that batch, and every
+        ``refresh_s`` the base path is checked for a newer version, which then serves
+        (unless a version is pinned). Beam's WatchFilePattern side input would do this, but
+        its Watch transform does not run on the local streaming runner."""
         self._location = location
         self._signature = signature_name
         self._chunks_per_call = chunks_per_call
         self._max_wait_s = max_wait_s
+        self._refresh_s = refresh_s if location.base_path and location.version is None else None
+        self._next_check = 0.0
+        self._newer: VersionedModel | None = None
 
     def load_model(self) -> VersionedModel:
         version, model = open_model(self._location)
@@ -146,6 +158,7 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, VersionedModel]):
                       inference_args: dict[str, Any] | None = None) -> Iterable[ChunkResult]:
         """One model call for all chunks of the batch whose row shapes agree (minibatching
         across elements, e.g. Pub/Sub messages); each chunk gets its own result back."""
+        model = self._freshest(model)
         groups: dict[Any, list[Chunk]] = {}
         for chunk in batch:
             groups.setdefault(merge_key(chunk.tensors), []).append(chunk)
@@ -158,6 +171,21 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, VersionedModel]):
                 results[id(chunk)] = _part(whole, chunk, start)
                 start += len(chunk)
         return [results[id(chunk)] for chunk in batch]
+
+    def _freshest(self, model: VersionedModel) -> VersionedModel:
+        if self._refresh_s is None:
+            return model
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self._refresh_s
+            assert self._location.base_path is not None
+            latest, _ = resolve_version(self._location.base_path)
+            current = max(model.version, self._newer.version if self._newer else 0)
+            if latest > current:
+                version, loaded = open_model(dataclasses.replace(self._location, version=latest))
+                log.info("serving version %d from %s", version, self._location.base_path)
+                self._newer = VersionedModel(version, loaded)
+        return self._newer if self._newer and self._newer.version > model.version else model
 
     def _run_chunk(self, chunk: Chunk, versioned: VersionedModel) -> ChunkResult:
         model = versioned.model

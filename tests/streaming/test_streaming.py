@@ -112,3 +112,38 @@ def test_messages_are_answered_or_dead_lettered_one_for_one(emulator, models_dir
     assert reasons == ["inference failed", "missing input(s) ['gestation_weeks', 'mother_age', 'plurality']",
                        "no rows", "not JSON"]
     assert all(m.data == sent[m.attributes["input_message_id"]] for m in received["dead"])
+
+
+def test_a_new_version_is_picked_up_mid_stream(emulator, models_dir, tmp_path):
+    from google.cloud import pubsub_v1
+
+    base = tmp_path / "natality"
+    shutil.copytree(models_dir / "natality" / "1", base / "1")
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    source, source_sub = topic_and_subscription(publisher, subscriber, "v-in")
+    output, output_sub = topic_and_subscription(publisher, subscriber, "v-out")
+    dead, _ = topic_and_subscription(publisher, subscriber, "v-dead")
+    job = StreamJob(output_topic=output, dead_letter_topic=dead, input_subscription=source_sub,
+                    model=ModelLocation(str(base)), refresh_interval_s=1)
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"]))
+    build(pipeline, job)
+    result = pipeline.run()
+    row = {k: v.tolist()[0] for k, v in natality.sample_rows(1, seed=3).items()}
+    versions: list[str] = []
+
+    def answered_by(version: str) -> bool:
+        publisher.publish(source, json.dumps(row).encode()).result(timeout=30)
+        response = subscriber.pull(subscription=output_sub, max_messages=50, timeout=5, return_immediately=True)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=output_sub, ack_ids=[m.ack_id for m in response.received_messages])
+            versions.extend(m.message.attributes["model_version"] for m in response.received_messages)
+        return version in versions
+
+    try:
+        poll(lambda: answered_by("1"), timeout=180, what="answers from version 1")
+        shutil.copytree(models_dir / "natality" / "1", tmp_path / "staging")
+        (tmp_path / "staging").rename(base / "2")
+        poll(lambda: answered_by("2"), timeout=180, what="answers from version 2")
+    finally:
+        result.cancel()
+    assert versions[0] == "1" and versions[-1] == "2"
