@@ -8,7 +8,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models tools serve test bench bench-batch clean
+.PHONY: venv models tools serve test bench bench-batch bench-streaming clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ bench: models tools
 
 bench-batch: models
 	$(PY) -m loadtests.bench_batch
+
+bench-streaming: models
+	$(PY) -m loadtests.bench_streaming
 
 clean:
 	rm -rf $(MODELS) $(VENV)

@@ -34,7 +34,7 @@ class StreamJob:
     input_subscription: str | None = None
     input_topic: str | None = None
     signature_name: str = "serving_default"
-    max_wait_s: float = 0.01
+    max_wait_s: float | None = 0.01
     messages_per_call: int = 256
     refresh_interval_s: float = 60.0  # how often base_path is checked for new versions; 0: never
 

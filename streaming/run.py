@@ -27,7 +27,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--max_wait_ms", type=float, default=10.0,
-                        help="how long a message may wait to share a model call")
+                        help="how long a message may wait to share a model call (0: no waiting)")
     parser.add_argument("--messages_per_call", type=int, default=256)
     return parser.parse_known_args(argv)
 
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
         output_topic=args.output_topic, dead_letter_topic=args.dead_letter_topic,
         model=ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version),
         input_subscription=args.input_subscription, input_topic=args.input_topic,
-        signature_name=args.signature_name, max_wait_s=args.max_wait_ms / 1000.0,
+        signature_name=args.signature_name, max_wait_s=(args.max_wait_ms / 1000.0) or None,
         messages_per_call=args.messages_per_call)
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
     build(pipeline, job)
