@@ -12,28 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from loadtests.emulator import pubsub_emulator
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "bench-project"
 SETTINGS = {"minibatched (10 ms, up to 256 messages)": ["--max_wait_ms=10", "--messages_per_call=256"],
             "one message per call": ["--max_wait_ms=0", "--messages_per_call=1"]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:
@@ -42,23 +35,6 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > end:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.1)
-
-
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [shutil.which("gcloud") or "gcloud", "beta", "emulators", "pubsub", "start",
-         f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def up() -> bool:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1).read() == b"Ok\n"
-        except OSError:
-            return False
-
-    wait_until(up, 60, "the Pub/Sub emulator")
-    return process, f"127.0.0.1:{port}"
 
 
 def measure(setting: list[str], rate: float, seconds: float, run_id: str) -> dict:
@@ -120,18 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rates", default="20,100", help="messages per second, comma separated")
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
-    emulator, host = start_emulator()
-    os.environ["PUBSUB_EMULATOR_HOST"] = host
     results: dict = {}
-    try:
+    with pubsub_emulator(PROJECT):
         for rate in (float(r) for r in args.rates.split(",")):
             for index, (name, setting) in enumerate(SETTINGS.items()):
                 run_id = f"r{int(rate)}-s{index}-{int(time.time())}"
                 results[(name, rate)] = measure(setting, rate, args.seconds, run_id)
                 print(f"[bench-streaming] {name} at {rate:g} msg/s: {results[(name, rate)]}", file=sys.stderr)
-    finally:
-        os.killpg(emulator.pid, signal.SIGTERM)
-        emulator.wait(timeout=30)
     print("\n### streaming, natality, local DirectRunner via the Pub/Sub emulator\n")
     print("| setting | rate msg/s | messages | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|")

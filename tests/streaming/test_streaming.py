@@ -3,53 +3,26 @@ emulator (started here; a missing emulator fails the test, it never skips)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import time
-import urllib.request
 
 import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from loadtests.emulator import pubsub_emulator
 from serving.examples import natality
 from serving.runtime.beam_handler import ModelLocation
 from streaming.pipeline import StreamJob, build
-from tests.conftest import free_port, poll
+from tests.conftest import poll
 
 PROJECT = "demo-project"
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    gcloud = shutil.which("gcloud")
-    assert gcloud, "gcloud (with the Pub/Sub emulator) is required for the streaming tests"
-    port = free_port()
-    process = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def up() -> bool:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1).read() == b"Ok\n"
-        except OSError:
-            return False
-
-    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-    try:
-        poll(up, timeout=60, what="the Pub/Sub emulator")
-        os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
-        yield f"127.0.0.1:{port}"
-    finally:
-        if previous is None:
-            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-        else:
-            os.environ["PUBSUB_EMULATOR_HOST"] = previous
-        os.killpg(process.pid, signal.SIGTERM)  # gcloud spawns a java child
-        process.wait(timeout=30)
+    with pubsub_emulator(PROJECT) as host:
+        yield host
 
 
 def topic_and_subscription(publisher, subscriber, name: str) -> tuple[str, str]:
