@@ -39,6 +39,15 @@ class StreamJob:
     refresh_interval_s: float = 60.0  # how often base_path is checked for new versions; 0: never
 
 
+@dataclass(frozen=True)
+class Origin:
+    """What each row of a message carries to the answer: the message, and how to shape it."""
+
+    message: PubsubMessage
+    listed: bool  # the message held a list of rows (answer with a list)
+    key: Any = None  # the row's "id", when a single row had one
+
+
 class DecodeMessage(beam.DoFn):
     """A message -> a Chunk of its rows (each carrying the message); bad ones -> dead letters."""
 
@@ -62,7 +71,9 @@ class DecodeMessage(beam.DoFn):
         if not rows:
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, "no rows"))
             return
-        chunk, refused = rows_to_chunk(rows, self._signature, passthrough=[message] * len(rows))
+        key = doc.get("id") if isinstance(doc, dict) else None
+        origin = Origin(message, isinstance(doc, list), key)
+        chunk, refused = rows_to_chunk(rows, self._signature, passthrough=[origin] * len(rows))
         if refused:
             yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, refused[0][1]))
             return
@@ -77,7 +88,8 @@ class FormatMessage(beam.DoFn):
         self._dead = Metrics.counter(NAMESPACE, "messages_dead_lettered")
 
     def process(self, result: ChunkResult) -> Iterable[Any]:
-        message: PubsubMessage = result.chunk.passthrough[0]
+        origin: Origin = result.chunk.passthrough[0]
+        message = origin.message
         if result.failures or result.outputs is None:
             self._dead.inc()
             reason = result.failures[0][1] if result.failures else "no output"
@@ -85,11 +97,9 @@ class FormatMessage(beam.DoFn):
             return
         columns = {name: list(values) for name, values in result.outputs.items()}
         rows = [{name: values[i] for name, values in columns.items()} for i in range(len(result.ok_rows))]
-        doc = orjson.loads(message.data)
-        body = {"predictions": rows if isinstance(doc, list) else rows[0],
-                "model_version": result.model_version}
-        if isinstance(doc, dict) and "id" in doc:
-            body["id"] = doc["id"]
+        body = {"predictions": rows if origin.listed else rows[0], "model_version": result.model_version}
+        if origin.key is not None:
+            body["id"] = origin.key
         attributes = {**(message.attributes or {}), "input_message_id": message.message_id or "",
                       "model_version": str(result.model_version)}
         self._out.inc()
