@@ -80,13 +80,6 @@ def load(path: str | os.PathLike) -> LoadedModel:
     return LoadedModel(path, specs, defs, runners, keepalive)
 
 
-def read_signatures(path: str | os.PathLike) -> dict[str, SignatureSpec]:
-    """A version's callable signatures, read from its proto without loading the model."""
-    meta_graph = _serving_meta_graph(os.fspath(path))
-    return {name: spec_from_signature_def(name, d)
-            for name, d in meta_graph.signature_def.items() if name != INIT_OP_KEY}
-
-
 def _function_runner(function: Any) -> Runner:
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})

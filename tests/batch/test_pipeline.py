@@ -12,8 +12,7 @@ from apache_beam.testing.util import assert_that
 
 from batch.run import main
 from serving.examples import natality
-from serving.runtime import savedmodel
-from serving.runtime.beam_handler import ModelLocation, SavedModelHandler, resolve_version
+from serving.runtime.beam_handler import ModelLocation, SavedModelHandler, open_model
 from serving.runtime.columns import rows_to_chunk
 
 MALFORMED = [
@@ -76,8 +75,8 @@ def test_without_a_key_the_whole_row_is_kept(tmp_path, models_dir):
 
 
 def test_the_handler_serves_another_pipeline(models_dir):
-    version, path = resolve_version(str(models_dir / "natality"))
-    spec = savedmodel.read_signatures(path)["serving_default"]
+    version, model = open_model(ModelLocation(str(models_dir / "natality")))
+    spec = model.signature("serving_default")
     columns = natality.sample_rows(4, seed=9)
     rows = [{k: v.tolist()[i] for k, v in columns.items()} for i in range(4)]
     chunk, refused = rows_to_chunk(rows, spec)
