@@ -42,7 +42,6 @@ This module imports no TensorFlow (the raw measurement runs in a pinned subproce
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -50,8 +49,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,7 +57,11 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
+
+from loadtests.payloads import check, instances, predict_body
+from loadtests.processes import Pinning, Server, free_port, running, terminate_on_sigterm
 
 REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
@@ -86,7 +87,6 @@ GOAL_MODEL = "natality"
 WRK_TIMEOUT = "30s"
 """wrk leaves requests slower than its timeout (2 s by default) out of the latency figures
 and counts them as timeouts; 30 s keeps slow servers' tails in the percentiles."""
-SERVER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
 def log(message: str) -> None:
@@ -183,112 +183,6 @@ def _apply_exact(result: WrkResult, doc: dict[str, Any]) -> None:
     result.exact = True
 
 
-# --- machine, processes, ports -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pinning:
-    """Which cores the load generator and the servers run on."""
-
-    loadgen: tuple[str, ...]
-    server: tuple[str, ...]
-    note: str
-
-    @classmethod
-    def detect(cls) -> "Pinning":
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        if len(cores) >= 2 and shutil.which("taskset"):
-            load, serve = cores[0], cores[1]
-            return cls(("taskset", "-c", str(load)), ("taskset", "-c", str(serve)),
-                       f"wrk pinned to core {load}, every server to core {serve}")
-        why = "taskset is missing" if len(cores) >= 2 else f"only {len(cores) or '?'} core(s)"
-        return cls((), (), f"NOT PINNED ({why}): load generator and servers share the CPU, "
-                           "so figures are pessimistic and noisier")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A server subprocess in its own process group, logging to a file."""
-
-    def __init__(self, name: str, argv: Sequence[str], port: int, log_path: Path) -> None:
-        self.name = name
-        self.port = port
-        self.log_path = log_path
-        self.url = f"http://127.0.0.1:{port}"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            list(argv), cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **SERVER_ENV})
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 25) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time used so far by the server (``taskset`` execs it: same pid)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        # utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 after "pid (comm)"
-        return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-    def wait_ready(self, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before "
-                                   f"it was ready; log tail:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(self.url + path, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it if it lingers."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers in the group, if any
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        self._log.close()
-
-
-@contextlib.contextmanager
-def running(name: str, argv: Sequence[str], port: int, log_path: Path) -> Iterator[Server]:
-    server = Server(name, argv, port, log_path)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _terminate_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so every ``finally`` (server cleanup) runs."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 # --- workloads ------------------------------------------------------------------------------
 
 
@@ -311,60 +205,19 @@ class Workload:
 
 
 def natality_bodies(n: int = 300, seed: int = 2024) -> list[dict[str, Any]]:
-    from serving.examples.natality import sample_rows
-
-    rows = sample_rows(n, seed)
-    return [{"instances": [{
-        "is_male": str(rows["is_male"][i]),
-        "mother_age": round(float(rows["mother_age"][i]), 1),
-        "plurality": str(rows["plurality"][i]),
-        "gestation_weeks": round(float(rows["gestation_weeks"][i]), 1),
-    }]} for i in range(n)]
-
-
-def check_natality(body: dict[str, Any], response: dict[str, Any]) -> str | None:
-    from serving.examples.natality import TOLERANCE_POUNDS, expected_weight
-
-    row = body["instances"][0]
-    want = float(expected_weight([row["is_male"]], [row["mother_age"]], [row["plurality"]],
-                                 [row["gestation_weeks"]])[0])
-    try:
-        (got,) = response["predictions"]
-        got = float(got)
-    except (KeyError, TypeError, ValueError):
-        return f"not one weight: {response}"
-    if not abs(got - want) <= TOLERANCE_POUNDS:
-        return f"predicted {got:.3f} lb for {row}, expected {want:.3f}"
-    return None
+    return [predict_body([row]) for row in instances("natality", n, seed)]
 
 
 def image_bodies(n: int = 100, seed: int = 2025) -> list[dict[str, Any]]:
-    from serving.examples.image import sample_jpegs
-
-    return [{"instances": [{"b64": base64.b64encode(jpeg).decode()}]}
-            for jpeg in sample_jpegs(n, seed)]
-
-
-def check_image(body: dict[str, Any], response: dict[str, Any]) -> str | None:
-    from serving.examples.image import NUM_CLASSES, TOP_K
-
-    try:
-        (prediction,) = response["predictions"]
-        scores, classes = prediction["scores"], prediction["classes"]
-    except (KeyError, TypeError, ValueError):
-        return f"not one {{scores, classes}} prediction: {str(response)[:200]}"
-    if len(scores) != TOP_K or len(classes) != TOP_K or not all(
-            0 <= c < NUM_CLASSES for c in classes) or scores != sorted(scores, reverse=True):
-        return f"not a top-{TOP_K}: {prediction}"
-    return None
+    return [predict_body([row]) for row in instances("image_classifier", n, seed)]
 
 
 WORKLOADS = {
-    "natality": Workload("natality", natality_bodies, check_natality,
+    "natality": Workload("natality", natality_bodies, partial(check, "natality"),
                          raw_batch_sizes=(1, 8, 32, 128, 512), raw_calls=1000, upstream=True),
     # 100 distinct 224x224 JPEGs (about 17 KB each): the model costs ~10 ms per image here,
     # so fewer bodies and 2/3 of the time still give hundreds of requests.
-    "image_classifier": Workload("image_classifier", image_bodies, check_image,
+    "image_classifier": Workload("image_classifier", image_bodies, partial(check, "image_classifier"),
                                  raw_batch_sizes=(1, 4, 16, 32), raw_calls=10,
                                  duration_scale=2 / 3),
 }
@@ -1090,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                           [int(b) for b in args.raw_batch_sizes], args.raw_calls)
         print("RAW_JSON " + json.dumps(raw), flush=True)
         return None
-    _terminate_on_sigterm()
+    terminate_on_sigterm()
     plan = Plan(models=args.models, setups=args.setups, duration=args.duration,
                 warmup=args.warmup, connections=args.connections, out=args.out.resolve(),
                 models_dir=args.models_dir.resolve(), pinning=Pinning.detect())

@@ -25,6 +25,8 @@ from typing import Iterator
 
 import orjson
 
+from loadtests.processes import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "natality"
 
@@ -61,12 +63,6 @@ def gateway() -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def timed(argv: list[str]) -> float:
@@ -107,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[bench-batch] {name}: {seconds[args.small]:.1f} s for {args.small}, "
                   f"{seconds[args.large]:.1f} s for {args.large} rows", file=sys.stderr)
     ours, _, stock = (r["marginal_rows_per_s"] for r in results.values())
-    print(f"\n### batch prediction, natality, local FnApiRunner\n")
+    print("\n### batch prediction, natality, local FnApiRunner\n")
     print(f"| pipeline | {args.small} rows s | {args.large} rows s | marginal rows/s |")
     print("|---|---:|---:|---:|")
     for name, r in results.items():

@@ -1,0 +1,149 @@
+"""Request payloads for the example models, shared by ``make bench`` and ``make loadtest``.
+
+Rows come from the models' own samplers (``serving.examples``), whose right answers are
+known, so any response can be checked. A request carries k rows; ``RowsMix`` says how often
+each k is drawn. The same rows feed the REST API (TF Serving's row format, JPEGs as
+``{"b64": ...}``) and the gRPC API (columns as numpy arrays, turned into TensorProtos by the
+caller). This module imports no TensorFlow.
+"""
+from __future__ import annotations
+
+import base64
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Instance = dict[str, Any]
+"""One row in TF Serving's JSON row format."""
+
+MODELS = ("natality", "image_classifier")
+DISTINCT_ROWS = {"natality": 300, "image_classifier": 100}
+"""Distinct rows per pool: enough that caches cannot help; JPEGs cost ~2 ms each to make."""
+
+
+def instances(model: str, n: int, seed: int) -> list[Instance]:
+    """``n`` distinct rows of ``model``'s serving signature, in TF Serving's row format."""
+    if model == "natality":
+        from serving.examples.natality import sample_rows
+
+        rows = sample_rows(n, seed)
+        return [{"is_male": str(rows["is_male"][i]),
+                 "mother_age": round(float(rows["mother_age"][i]), 1),
+                 "plurality": str(rows["plurality"][i]),
+                 "gestation_weeks": round(float(rows["gestation_weeks"][i]), 1)}
+                for i in range(n)]
+    if model == "image_classifier":
+        from serving.examples.image import sample_jpegs
+
+        return [{"b64": base64.b64encode(jpeg).decode()} for jpeg in sample_jpegs(n, seed)]
+    raise ValueError(f"no payloads for model {model!r}; known: {', '.join(MODELS)}")
+
+
+def predict_body(rows: list[Instance]) -> dict[str, Any]:
+    return {"instances": rows}
+
+
+def columns(model: str, rows: list[Instance]) -> dict[str, np.ndarray]:
+    """The same rows as the signature's input columns (what a gRPC client sends)."""
+    if model == "image_classifier":
+        from serving.examples.image import INPUT
+
+        return {INPUT: np.array([base64.b64decode(row["b64"]) for row in rows], dtype=object)}
+    return {name: (np.array(values, dtype=np.float32) if isinstance(values[0], float)
+                   else np.array(values, dtype=object))
+            for name, values in ((name, [row[name] for row in rows]) for name in rows[0])}
+
+
+def check(model: str, body: dict[str, Any], response: dict[str, Any]) -> str | None:
+    """None if ``response`` holds the right prediction for every row of ``body``, else why not."""
+    rows = body["instances"]
+    predictions = response.get("predictions") if isinstance(response, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != len(rows):
+        return f"not {len(rows)} predictions: {str(response)[:200]}"
+    checker = _check_natality if model == "natality" else _check_image
+    for row, prediction in zip(rows, predictions):
+        if (why := checker(row, prediction)) is not None:
+            return why
+    return None
+
+
+def _check_natality(row: Instance, prediction: Any) -> str | None:
+    from serving.examples.natality import TOLERANCE_POUNDS, expected_weight
+
+    want = float(expected_weight([row["is_male"]], [row["mother_age"]], [row["plurality"]],
+                                 [row["gestation_weeks"]])[0])
+    try:
+        got = float(prediction)
+    except (TypeError, ValueError):
+        return f"not a weight: {prediction}"
+    if not abs(got - want) <= TOLERANCE_POUNDS:
+        return f"predicted {got:.3f} lb for {row}, expected {want:.3f}"
+    return None
+
+
+def _check_image(row: Instance, prediction: Any) -> str | None:
+    from serving.examples.image import NUM_CLASSES, TOP_K
+
+    try:
+        scores, classes = prediction["scores"], prediction["classes"]
+    except (KeyError, TypeError):
+        return f"not a {{scores, classes}} prediction: {str(prediction)[:200]}"
+    if len(scores) != TOP_K or len(classes) != TOP_K or not all(
+            0 <= c < NUM_CLASSES for c in classes) or scores != sorted(scores, reverse=True):
+        return f"not a top-{TOP_K}: {prediction}"
+    return None
+
+
+@dataclass(frozen=True)
+class RowsMix:
+    """How many rows a request carries: ``"1"`` always one, ``"1:0.9,8:0.1"`` one row nine
+    times in ten and eight rows otherwise."""
+
+    sizes: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> "RowsMix":
+        sizes, weights = [], []
+        try:
+            for part in text.split(","):
+                size, _, weight = part.partition(":")
+                sizes.append(int(size))
+                weights.append(float(weight) if weight else 1.0)
+        except ValueError:
+            raise ValueError(f"rows mix {text!r} is not SIZE[:WEIGHT],...") from None
+        if not sizes or min(sizes) < 1 or min(weights) <= 0 or len(set(sizes)) != len(sizes):
+            raise ValueError(f"rows mix {text!r}: sizes must be distinct and >= 1, weights > 0")
+        total = sum(weights)
+        return cls(tuple(sizes), tuple(w / total for w in weights))
+
+    @property
+    def mean_rows(self) -> float:
+        return sum(s * w for s, w in zip(self.sizes, self.weights))
+
+    def __str__(self) -> str:
+        return ",".join(f"{s}:{w:.3g}" for s, w in zip(self.sizes, self.weights))
+
+
+class RequestPool:
+    """Pre-built requests of every size in a mix, drawn at random (seeded) at send time.
+
+    Each request's rows are a random pick of the pool's distinct rows, so k-row requests
+    differ from one another without generating new payloads while the load runs.
+    """
+
+    def __init__(self, model: str, mix: RowsMix, seed: int = 2024, per_size: int = 64) -> None:
+        rows = instances(model, DISTINCT_ROWS[model], seed)
+        rng = random.Random(seed)
+        self.model = model
+        self.mix = mix
+        self.requests = {size: [rng.sample(rows, size) if size <= len(rows)
+                                else rng.choices(rows, k=size) for _ in range(per_size)]
+                         for size in mix.sizes}
+        self._rng = rng
+
+    def draw(self) -> list[Instance]:
+        (size,) = self._rng.choices(self.mix.sizes, self.mix.weights)
+        return self._rng.choice(self.requests[size])
