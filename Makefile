@@ -8,7 +8,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models tools serve test bench bench-batch bench-streaming clean
+.PHONY: venv models tools serve test bench bench-batch bench-streaming loadtest clean
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ bench-batch: models
 
 bench-streaming: models
 	$(PY) -m loadtests.bench_streaming
+
+# Locust: SLO max-QPS per batching setting, upstream and gRPC comparisons, spike and ramp
+# (about 8 minutes); writes loadtests/results/loadtest.md and sweep.png for the README.
+loadtest: models
+	$(PY) -m loadtests.run local --short
 
 clean:
 	rm -rf $(MODELS) $(VENV)

@@ -61,7 +61,8 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 from loadtests.payloads import check, instances, predict_body
-from loadtests.processes import Pinning, Server, free_port, running, terminate_on_sigterm
+from loadtests.processes import (Pinning, Server, free_port, git_commit, running,
+                                 terminate_on_sigterm)
 
 REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
@@ -858,17 +859,6 @@ def bench_model(workload: Workload, plan: Plan) -> dict[str, Any]:
     return result
 
 
-def _commit() -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        if proc.returncode == 0:
-            return proc.stdout.strip() + ("+dirty" if dirty else "")
-    return "?"
-
-
 def run(plan: Plan) -> dict[str, Any]:
     """Benchmark every model of the plan; write and return the report."""
     if shutil.which("wrk") is None:
@@ -877,7 +867,7 @@ def run(plan: Plan) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     report: dict[str, Any] = {"meta": {
         "started": started, "cpus": os.cpu_count(), "pinning": plan.pinning.note,
-        "wrk": wrk_version(), "python": platform.python_version(), "commit": _commit(),
+        "wrk": wrk_version(), "python": platform.python_version(), "commit": git_commit(),
         "duration": plan.duration, "warmup": plan.warmup, "connections": plan.connections,
         "setups": list(plan.setups), "wrk_timeout": WRK_TIMEOUT,
     }, "models": {}}

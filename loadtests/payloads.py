@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Generic, TypeVar
 
 import numpy as np
 
 Instance = dict[str, Any]
 """One row in TF Serving's JSON row format."""
+Payload = TypeVar("Payload")
 
 MODELS = ("natality", "image_classifier")
 DISTINCT_ROWS = {"natality": 300, "image_classifier": 100}
@@ -127,23 +128,24 @@ class RowsMix:
         return ",".join(f"{s}:{w:.3g}" for s, w in zip(self.sizes, self.weights))
 
 
-class RequestPool:
-    """Pre-built requests of every size in a mix, drawn at random (seeded) at send time.
+class RequestPool(Generic[Payload]):
+    """Pre-encoded requests of every size in a mix, drawn at random (seeded) at send time.
 
     Each request's rows are a random pick of the pool's distinct rows, so k-row requests
-    differ from one another without generating new payloads while the load runs.
+    differ from one another, and nothing is generated or encoded while the load runs.
     """
 
-    def __init__(self, model: str, mix: RowsMix, seed: int = 2024, per_size: int = 64) -> None:
+    def __init__(self, model: str, mix: RowsMix, encode: Callable[[list[Instance]], Payload],
+                 seed: int = 2024, per_size: int = 64) -> None:
         rows = instances(model, DISTINCT_ROWS[model], seed)
         rng = random.Random(seed)
-        self.model = model
         self.mix = mix
-        self.requests = {size: [rng.sample(rows, size) if size <= len(rows)
-                                else rng.choices(rows, k=size) for _ in range(per_size)]
+        self.requests = {size: [encode(rng.sample(rows, size) if size <= len(rows)
+                                       else rng.choices(rows, k=size)) for _ in range(per_size)]
                          for size in mix.sizes}
         self._rng = rng
 
-    def draw(self) -> list[Instance]:
+    def draw(self) -> tuple[int, Payload]:
+        """(rows, encoded request)."""
         (size,) = self._rng.choices(self.mix.sizes, self.mix.weights)
-        return self._rng.choice(self.requests[size])
+        return size, self._rng.choice(self.requests[size])

@@ -1,0 +1,243 @@
+"""Locust scenarios, SLO searches and the batching knob sweep.
+
+Against any server speaking TF Serving's APIs (a gateway, TF Serving itself, a cluster)::
+
+    python -m loadtests.run scenario --host http://HOST:8501 --schedule spike --rate 800
+    python -m loadtests.run scenario --user grpc --host HOST:8500 --rows 1:0.9,8:0.1
+    python -m loadtests.run slo --host http://HOST:8501 --slo-ms 25
+
+On this machine, starting each server itself (``make loadtest`` runs it with ``--short``)::
+
+    python -m loadtests.run local [--short] [--slo-ms 25] [--out loadtests/results]
+
+``local`` SLO-searches the gateway at each ``max_batch_size`` x batch timeout of a grid,
+with batching off, and the naive one-call-per-request server; the gateway in front of an
+upstream (a second process playing TF Serving without batching) against that upstream
+called directly; the gateway's gRPC API; then a spike and a step ramp around the best
+rate. It writes ``OUT/loadtest.json``, ``OUT/loadtest.md``, ``OUT/sweep.png``, each run's
+Locust CSV/HTML and raw samples under ``OUT/runs/`` and the servers' logs under
+``OUT/logs/``. The load generator is pinned to one core and every server to another.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from loadtests import report
+from loadtests.bench import log
+from loadtests.processes import REPO, Pinning, git_commit, machine, terminate_on_sigterm
+from loadtests.scenario import USERS, Scenario, run as run_scenario
+from loadtests.schedules import SCHEDULES
+from loadtests.slo import SearchPlan, search
+from loadtests.sweep import BATCHING_OFF, NAIVE, Setting, grid, search_setting, serve
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """What ``local`` runs; ``--short`` is ``make loadtest``."""
+
+    batch_sizes: tuple[int, ...]
+    timeouts_ms: tuple[float, ...]
+    seconds: float
+    """Each measured step (and each spike/ramp phase)."""
+    warmup: float
+    tolerance: float
+    max_steps: int
+
+
+FULL = LocalPlan((8, 32, 128, 512), (0.5, 2.0, 8.0), seconds=20, warmup=5, tolerance=0.05,
+                 max_steps=8)
+SHORT = LocalPlan((16, 128), (2.0, 8.0), seconds=4, warmup=2, tolerance=0.1, max_steps=6)
+
+
+def local(args: argparse.Namespace) -> dict[str, Any]:
+    plan = replace(SHORT if args.short else FULL, **{
+        name: getattr(args, name) for name in LocalPlan.__dataclass_fields__
+        if getattr(args, name) is not None})
+    pinning = Pinning.detect()
+    out: Path = args.out
+    model_dir = args.model_dir or REPO / "models" / args.model
+    base = Scenario("rest", "", args.model, args.rows, seconds=plan.seconds, warmup=plan.warmup)
+    slo_plan = SearchPlan(slo_ms=args.slo_ms, start_rate=args.start_rate,
+                          tolerance=plan.tolerance, max_steps=plan.max_steps)
+    log(f"{machine()}; {pinning.note}")
+    began = time.monotonic()
+
+    def searched(settings: Sequence[Setting], user: str = "rest") -> list[dict[str, Any]]:
+        results, start = [], args.start_rate
+        for setting in settings:
+            result = search_setting(setting, replace(base, user=user),
+                                    replace(slo_plan, start_rate=start), model_dir, pinning, out)
+            results.append(result)
+            start = result["max_qps"] or start
+        return results
+
+    # Each search starts from the previous one's answer; the naive server from scratch.
+    sweep = [*searched([BATCHING_OFF, *grid(plan.batch_sizes, plan.timeouts_ms)]),
+             *searched([NAIVE])]
+    batched = [r for r in sweep if r["setting"]["max_batch_size"]]
+    best = max(batched, key=lambda r: r["max_qps"] or 0)
+    best_setting = Setting(**best["setting"])
+    upstream = searched([Setting(f"gateway → upstream ({best_setting.name})", "upstream",
+                                 best_setting.max_batch_size, best_setting.timeout_ms)])
+    grpc = searched([replace(best_setting, name=f"{best_setting.name}, gRPC")], user="grpc")
+    rate = best["max_qps"] or args.start_rate
+    shapes = {  # the spike peaks at 1.5x the best rate at SLO; the ramp climbs to it
+        f"spike, {best_setting.name}": (best_setting, "spike", rate),
+        "spike, batching off": (BATCHING_OFF, "spike", rate),
+        f"ramp, {best_setting.name}": (best_setting, "ramp", 1.5 * rate),
+    }
+    shaped = {}
+    for label, (setting, schedule, top) in shapes.items():
+        log(f"{label}, {top:.0f}/s")
+        with serve(setting, args.model, model_dir, pinning, out) as target:
+            shaped[label] = run_scenario(
+                replace(base, host=target.rest, schedule=schedule, rate=top),
+                out / "runs" / Setting(label, "").slug, pinning.loadgen)
+    results = {
+        "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+                 "pinning": pinning.note, "python": platform.python_version(),
+                 "commit": git_commit(), "model": args.model, "rows": args.rows,
+                 "plan": plan.__dict__, "slo_ms": args.slo_ms,
+                 "command": "python -m loadtests.run " + " ".join(sys.argv[1:])},
+        "sweep": sweep, "upstream": upstream, "grpc": grpc, "shapes": shaped,
+    }
+    results["meta"]["seconds"] = time.monotonic() - began
+    write_report(results, out)
+    return results
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    meta = results["meta"]
+    slo = meta["slo_ms"]
+    sweep = results["sweep"]
+    png = report.plot(sweep, slo, f"{meta['model']}, REST, {meta['rows']} row(s) per request, "
+                                  f"{meta['machine']}; {meta['pinning']}", out / "sweep.png")
+    by_name = {r["setting"]["name"]: r for r in sweep}
+    off, naive = by_name[BATCHING_OFF.name]["max_qps"], by_name[NAIVE.name]["max_qps"]
+    best = max((r for r in sweep if r["setting"]["max_batch_size"]),
+               key=lambda r: r["max_qps"] or 0)
+    ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "–"  # noqa: E731
+    text = [
+        f"### Load test: {meta['model']}, p99 ≤ {slo:g} ms (`{meta['command']}`)",
+        "",
+        f"{meta['machine']}; {meta['pinning']}. Open-loop Poisson arrivals (Locust), latency "
+        "from when each request was due; a step passes when ≥ 98% of offered requests are "
+        "answered, < 0.1% fail and p99 ≤ SLO. "
+        f"Steps of {meta['plan']['seconds']:g} s after {meta['plan']['warmup']:g} s warm-up; "
+        f"commit {meta['commit']}, {meta['seconds'] / 60:.1f} min.",
+        "",
+        f"**Batching on ({best['setting']['name']}): {best['max_qps'] or 0:,.0f} req/s at SLO; "
+        f"batching off: {off or 0:,.0f} ({ratio(best['max_qps'], off)}); naive server: "
+        f"{naive or 0:,.0f} ({ratio(best['max_qps'], naive)}).**",
+        "",
+        report.search_table(sweep),
+        "",
+        f"![batching trade-off]({png.name})",
+        "",
+        "Gateway in front of an upstream vs calling the upstream directly (the upstream is "
+        "the gateway without batching, standing in for TF Serving; it is the 'batching off' "
+        "server above; both processes share the server core):",
+        "",
+        report.search_table([by_name[BATCHING_OFF.name], *results["upstream"]]),
+        "",
+        "The gateway's gRPC API (same settings, TF Serving's Predict stub under gevent):",
+        "",
+        report.search_table(results["grpc"]),
+    ]
+    for label, summary in results["shapes"].items():
+        text += ["", f"{label.capitalize()} (base {summary['scenario']['rate']:,.0f} req/s):", "",
+                 report.phases_table(summary)]
+    markdown = "\n".join(text) + "\n"
+    (out / "loadtest.md").write_text(markdown)
+    (out / "loadtest.json").write_text(json.dumps(results, indent=1))
+    print(markdown, flush=True)
+    log(f"wrote {out / 'loadtest.md'}, {out / 'loadtest.json'}, {png}")
+
+
+def remote_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    summary = run_scenario(_scenario(args), args.out, Pinning.detect().loadgen if args.pin else ())
+    print(report.phases_table(summary))
+    return summary
+
+
+def remote_slo(args: argparse.Namespace) -> dict[str, Any]:
+    scenario = _scenario(args)
+    loadgen = Pinning.detect().loadgen if args.pin else ()
+    counter = itertools.count(1)
+    result = search(lambda rate: run_scenario(scenario.at(rate), args.out / f"{next(counter)}-{rate:.0f}",
+                                              loadgen)["measured"],
+                    SearchPlan(slo_ms=args.slo_ms, start_rate=args.start_rate,
+                               tolerance=args.tolerance, max_steps=args.max_steps))
+    result["setting"] = {"name": f"{args.user} {args.host}", "server": "remote",
+                         "max_batch_size": None}
+    (args.out / "slo.json").write_text(json.dumps(result, indent=1))
+    print(report.search_table([result]))
+    return result
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    return Scenario(args.user, args.host, args.model, args.rows, args.schedule, args.rate,
+                    args.seconds, args.warmup, args.ramp_steps)
+
+
+def _numbers(kind: type) -> Any:
+    return lambda text: tuple(kind(part) for part in text.split(","))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default="natality")
+    common.add_argument("--rows", default="1", help="rows per request: SIZE[:WEIGHT],...")
+    common.add_argument("--slo-ms", type=float, default=25.0)
+    common.add_argument("--start-rate", type=float, default=500.0)
+    remote = argparse.ArgumentParser(add_help=False, parents=[common])
+    remote.add_argument("--user", choices=sorted(USERS), default="rest")
+    remote.add_argument("--host", required=True,
+                        help="http://HOST:PORT (rest) or HOST:PORT (grpc)")
+    remote.add_argument("--schedule", choices=sorted(SCHEDULES), default="steady")
+    remote.add_argument("--rate", type=float, default=100.0)
+    remote.add_argument("--seconds", type=float, default=20.0)
+    remote.add_argument("--warmup", type=float, default=5.0)
+    remote.add_argument("--ramp-steps", type=int, default=4)
+    remote.add_argument("--tolerance", type=float, default=0.05)
+    remote.add_argument("--max-steps", type=int, default=8)
+    remote.add_argument("--pin", action="store_true",
+                        help="pin the generator to one core (when the server shares the machine)")
+    remote.add_argument("--out", type=Path, default=Path("loadtest-results"))
+    commands.add_parser("scenario", parents=[remote], help="one Locust run").set_defaults(
+        func=remote_scenario)
+    commands.add_parser("slo", parents=[remote], help="SLO search against --host").set_defaults(
+        func=remote_slo)
+    here = commands.add_parser("local", parents=[common],
+                               help="sweep and comparisons, starting the servers here")
+    here.add_argument("--short", action="store_true", help="make loadtest: small grid, short steps")
+    here.add_argument("--model-dir", type=Path)
+    here.add_argument("--batch-sizes", type=_numbers(int), help="max_batch_size grid, e.g. 8,128")
+    here.add_argument("--timeouts-ms", type=_numbers(float), help="batch timeout grid, e.g. 1,8")
+    for name, kind in (("seconds", float), ("warmup", float), ("tolerance", float),
+                       ("max-steps", int)):
+        here.add_argument(f"--{name}", type=kind, help=f"overrides the plan's {name}")
+    here.add_argument("--out", type=Path, default=REPO / "loadtests" / "results")
+    here.set_defaults(func=local)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    terminate_on_sigterm()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Raw per-request samples and the summary computed from them.
+
+Every request the generator was scheduled to send is one sample, including those it could
+not send (in-flight cap) and those unanswered when the run ended: nothing is left out of
+the error rate. Percentiles are computed exactly from the samples (nearest rank: always a
+latency that some request saw), not from Locust's histogram, which rounds to about two
+significant digits.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from loadtests.schedules import Phase
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+
+
+@dataclass(slots=True)
+class Sample:
+    phase: int
+    """Index of the schedule phase the request was *scheduled* in."""
+    intended_s: float
+    """When it was due, seconds after the start: latency counts from here, so a generator
+    that falls behind shows up as latency instead of hiding it."""
+    lag_ms: float
+    """Sent this late (generator overload, or waiting for a free connection)."""
+    latency_ms: float
+    """Due until answered: what a user arriving at ``intended_s`` waits."""
+    rows: int
+    ok: bool
+    error: str = ""
+
+    @property
+    def service_ms(self) -> float:
+        """Sent until answered: what the server (and network) took."""
+        return self.latency_ms - self.lag_ms
+
+
+def write_csv(path: Path, samples: Iterable[Sample]) -> None:
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(f.name for f in fields(Sample))
+        writer.writerows(astuple(s) for s in samples)
+
+
+def read_csv(path: Path) -> list[Sample]:
+    with open(path, newline="") as src:
+        return [Sample(int(r["phase"]), float(r["intended_s"]), float(r["lag_ms"]),
+                       float(r["latency_ms"]), int(r["rows"]), r["ok"] == "True", r["error"])
+                for r in csv.DictReader(src)]
+
+
+def distribution(values: Sequence[float]) -> dict[str, float | None]:
+    if not len(values):
+        return {**{name: None for name in PERCENTILES}, "max": None, "mean": None}
+    array = np.asarray(values, dtype=np.float64)
+    out: dict[str, float | None] = {
+        name: float(np.percentile(array, q, method="inverted_cdf"))
+        for name, q in PERCENTILES.items()}
+    return {**out, "max": float(array.max()), "mean": float(array.mean())}
+
+
+def summarize(phase: Phase, samples: Sequence[Sample], generator_cpu: float | None) -> dict[str, Any]:
+    """One phase (or several pooled into one ``phase``) from its samples.
+
+    ``offered_rate`` counts the arrivals actually scheduled (a Poisson draw around
+    ``phase.rate``), so "achieved >= 98% of offered" does not fail on the draw's noise.
+    """
+    ok = [s for s in samples if s.ok]
+    errors: dict[str, int] = {}
+    for s in samples:
+        if not s.ok:
+            errors[s.error] = errors.get(s.error, 0) + 1
+    return {
+        "phase": phase.name, "nominal_rate": phase.rate, "seconds": phase.seconds,
+        "requests": len(samples), "ok": len(ok), "errors": len(samples) - len(ok),
+        "error_rate": (len(samples) - len(ok)) / len(samples) if samples else 0.0,
+        "offered_rate": len(samples) / phase.seconds,
+        "achieved_rate": len(ok) / phase.seconds,
+        "rows_per_s": sum(s.rows for s in ok) / phase.seconds,
+        "latency_ms": distribution([s.latency_ms for s in ok]),
+        "service_ms": distribution([s.service_ms for s in ok]),
+        "lag_ms": distribution([s.lag_ms for s in samples]),
+        "generator_cpu": generator_cpu,
+        "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
+    }

@@ -1,0 +1,74 @@
+"""One headless Locust run of ``loadtests/locustfile.py``, as a pinned subprocess.
+
+Locust monkey-patches the standard library with gevent when imported, so it never runs in
+the orchestrating process: each scenario is its own ``locust`` process, and its
+``summary.json`` is the result. Locust's CSV and HTML reports sit next to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from loadtests.processes import REPO, SERVER_ENV
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+USERS = {"rest": "RestUser", "grpc": "GrpcUser"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    user: str
+    """``rest`` or ``grpc``."""
+    host: str
+    """``http://HOST:PORT`` for rest, ``HOST:PORT`` for grpc."""
+    model: str = "natality"
+    rows: str = "1"
+    schedule: str = "steady"
+    rate: float = 100.0
+    seconds: float = 10.0
+    warmup: float = 3.0
+    ramp_steps: int = 4
+    drain: float = 10.0
+    max_in_flight: int = 1000
+    timeout: float = 10.0
+
+    def at(self, rate: float) -> "Scenario":
+        return replace(self, rate=rate)
+
+    def argv(self, out: Path, loadgen: Sequence[str] = ()) -> list[str]:
+        if self.user not in USERS:
+            raise ValueError(f"unknown user {self.user!r}; known: {', '.join(USERS)}")
+        return [*loadgen, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+                USERS[self.user], "--host", self.host, "--model", self.model, "--rows", self.rows,
+                "--schedule", self.schedule, "--rate", f"{self.rate:g}",
+                "--seconds", f"{self.seconds:g}", "--warmup", f"{self.warmup:g}",
+                "--ramp-steps", str(self.ramp_steps), "--drain", f"{self.drain:g}",
+                "--max-in-flight", str(self.max_in_flight), "--timeout", f"{self.timeout:g}",
+                "--out-dir", str(out), "--csv", str(out / "locust"),
+                "--html", str(out / "locust.html"), "--logfile", str(out / "locust.log"),
+                "--exit-code-on-error", "0", "--only-summary"]
+
+
+def run(scenario: Scenario, out: Path, loadgen: Sequence[str] = ()) -> dict[str, Any]:
+    """Run ``scenario`` (on the ``loadgen`` cores, e.g. ``taskset -c 0``) and return its
+    summary, with where its files are."""
+    out.mkdir(parents=True, exist_ok=True)
+    limit = scenario.warmup + scenario.seconds * (
+        scenario.ramp_steps if scenario.schedule == "ramp" else 3) + scenario.drain + 120
+    process = subprocess.run(scenario.argv(out, loadgen), cwd=REPO, env={**os.environ, **SERVER_ENV},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit)
+    (out / "locust.out").write_bytes(process.stdout)
+    summary_file = out / "summary.json"
+    if process.returncode != 0 or not summary_file.exists():
+        tail = process.stdout.decode(errors="replace").splitlines()[-20:]
+        raise RuntimeError(f"locust exited with {process.returncode} and no summary:\n"
+                           + "\n".join(tail))
+    summary = json.loads(summary_file.read_text())
+    summary["files"] = {name: str(out / name) for name in (
+        "summary.json", "samples.csv", "locust_stats.csv", "locust.html", "locust.log")}
+    return summary

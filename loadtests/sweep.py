@@ -1,0 +1,168 @@
+"""Servers to search: the gateway at each batching setting, batching off, the naive server,
+and the gateway in front of an upstream; each started on the server core and SLO-searched.
+
+A setting's batching knobs go into a TF Serving ``BatchingParameters`` file, the same file
+``make serve`` and TF Serving read. The search of each setting starts from the previous
+setting's answer, which saves most bracketing steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from loadtests import scenario as locust_scenario
+from loadtests.bench import Counters, log, scrape, validate
+from loadtests.payloads import RowsMix, check, instances, predict_body
+from loadtests.processes import Pinning, Server, free_port, running
+from loadtests.scenario import Scenario
+from loadtests.slo import SearchPlan, search
+
+QUEUE_ROWS = 8192
+"""Rows a gateway queues before answering 429, whatever its max_batch_size (as make serve)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    server: str
+    """``gateway``, ``naive`` (one model call per request) or ``upstream`` (the gateway,
+    batching, in front of a second process playing TF Serving without batching)."""
+    max_batch_size: int | None = None
+    timeout_ms: float | None = None
+    """None with ``server="gateway"``: batching off."""
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size is not None
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+    def batching_config(self) -> str:
+        assert self.max_batch_size is not None and self.timeout_ms is not None
+        return (f"# {self.name}\nmax_batch_size {{ value: {self.max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {round(self.timeout_ms * 1000)} }}\n"
+                f"max_enqueued_batches {{ value: {math.ceil(QUEUE_ROWS / self.max_batch_size)} }}\n"
+                "num_batch_threads { value: 1 }\n")
+
+
+BATCHING_OFF = Setting("batching off", "gateway")
+NAIVE = Setting("naive server", "naive")
+MAKE_SERVE = Setting("batch 128, 2 ms (make serve)", "gateway", 128, 2.0)
+"""The settings of serving/examples/batching.config."""
+
+
+def grid(batch_sizes: tuple[int, ...], timeouts_ms: tuple[float, ...]) -> list[Setting]:
+    return [Setting(f"batch {b}, {t:g} ms", "gateway", b, t)
+            for b, t in itertools.product(batch_sizes, timeouts_ms)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running server under test."""
+
+    rest: str
+    grpc: str | None
+    servers: tuple[Server, ...]
+    """What to watch: (front,) or (front, upstream)."""
+
+
+@contextlib.contextmanager
+def serve(setting: Setting, model: str, model_dir: Path, pinning: Pinning,
+          out: Path) -> Iterator[Target]:
+    """Start ``setting``'s server(s) on the server core; yield once they answer right."""
+    python = [*pinning.server, sys.executable, "-m"]
+    rest, grpc = free_port(), free_port()
+    model_flags = [f"--model_name={model}", f"--model_base_path={model_dir}"]
+    batching: list[str] = []
+    if setting.batching:
+        config = out / f"{setting.slug}.batching.config"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(setting.batching_config())
+        batching = ["--enable_batching", f"--batching_parameters_file={config}"]
+    with contextlib.ExitStack() as stack:
+        if setting.server == "naive":
+            starts = [([*python, "loadtests.baselines.naive_server", f"--port={rest}",
+                        *model_flags], rest)]
+        elif setting.server == "upstream":  # the upstream first: the front asks it for versions
+            upstream_grpc, upstream_rest = free_port(), free_port()
+            starts = [([*python, "serving", f"--port={upstream_grpc}",
+                        f"--rest_api_port={upstream_rest}", *model_flags], upstream_rest),
+                      ([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
+                        f"--upstream=127.0.0.1:{upstream_grpc}", f"--model_name={model}",
+                        "--model_base_path=unused", *batching], rest)]
+        else:
+            starts = [([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
+                        *model_flags, *batching], rest)]
+        servers: list[Server] = []
+        for index, (argv, port) in enumerate(starts):
+            server = stack.enter_context(running(f"{setting.slug}-{index}", argv, port,
+                                                 out / "logs" / f"{setting.slug}-{index}.log"))
+            server.wait_ready("/readyz", timeout=300)
+            servers.append(server)
+        front = servers[-1]
+        url = f"{front.url}/v1/models/{model}:predict"
+        validate(url, [predict_body(instances(model, k, seed=k)) for k in (1, 3, 8)],
+                 lambda body, response: check(model, body, response))
+        yield Target(front.url, None if setting.server == "naive" else f"127.0.0.1:{grpc}",
+                     tuple(reversed(servers)))
+
+
+def measure_step(target: Target, base: Scenario, rate: float, out: Path,
+                 pinning: Pinning, model: str) -> dict[str, Any]:
+    """One steady step at ``rate``: the load's summary plus the servers' CPU and, for the
+    gateway, how many rows each model call carried."""
+    cpu_before = [s.cpu_seconds() for s in target.servers]
+    counters_before = _counters(target, model)
+    summary = locust_scenario.run(base.at(rate), out, pinning.loadgen)
+    step = summary["measured"]
+    for server in target.servers:
+        if not server.alive():
+            raise RuntimeError(f"{server.name} died at {rate:g}/s; log tail:\n{server.log_tail()}")
+    seconds = base.warmup + base.seconds  # CPU is read around the whole run: close enough
+    step["server_cpu"] = [None if a is None or b is None else (b - a) / seconds
+                          for a, b in zip(cpu_before, (s.cpu_seconds() for s in target.servers))]
+    counters_after = _counters(target, model)
+    if counters_before and counters_after and counters_after.batches > counters_before.batches:
+        step["rows_per_model_call"] = ((counters_after.batch_rows - counters_before.batch_rows)
+                                       / (counters_after.batches - counters_before.batches))
+    step["files"] = summary["files"]
+    return step
+
+
+def _counters(target: Target, model: str) -> Counters | None:
+    try:
+        return scrape(target.servers[-1], model)  # the process that runs the model
+    except (ValueError, OSError):
+        return None  # the naive server exports no metrics
+
+
+def search_setting(setting: Setting, base: Scenario, plan: SearchPlan, model_dir: Path,
+                   pinning: Pinning, out: Path) -> dict[str, Any]:
+    """Start ``setting``, SLO-search it with ``base`` (its user and rows) and stop it."""
+    log(f"{setting.name}: starting")
+    with serve(setting, base.model, model_dir, pinning, out) as target:
+        host = target.rest if base.user == "rest" else target.grpc
+        assert host is not None, f"{setting.name} has no {base.user} API"
+        counter = itertools.count(1)
+
+        def measure(rate: float) -> dict[str, Any]:
+            step = measure_step(target, replace(base, host=host), rate,
+                                out / "runs" / setting.slug / f"{next(counter)}-{rate:.0f}",
+                                pinning, base.model)
+            log(f"{setting.name}: {rate:.0f}/s -> achieved {step['achieved_rate']:.0f}/s, "
+                f"p99 {step['latency_ms']['p99'] or float('nan'):.1f} ms, "
+                f"errors {step['errors']}, generator CPU {step['generator_cpu'] or 0:.0%}")
+            return step
+
+        result = search(measure, plan)
+    log(f"{setting.name}: max {result['max_qps']} req/s at p99 <= {plan.slo_ms:g} ms")
+    return {"setting": asdict(setting),
+            "user": base.user, "rows": str(RowsMix.parse(base.rows)), **result}

@@ -1,0 +1,141 @@
+"""Smoke tests of the Locust scenarios (``make loadtest``, ``python -m loadtests.run``).
+
+Each user (REST, gRPC) and load shape (steady, step ramp, spike) runs for a few seconds
+against a real gateway in its own process; the SLO search and the whole local sweep run in
+miniature. Checked: the outputs exist, and the summary agrees exactly with the raw samples
+and with Locust's own per-phase counts. No timing is asserted.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from loadtests.payloads import RowsMix
+from loadtests.processes import Pinning
+from loadtests.samples import read_csv, summarize
+from loadtests.scenario import Scenario, run
+from loadtests.schedules import SCHEDULES, Phase
+from loadtests.slo import verdict
+from loadtests.sweep import Setting, Target, serve
+from tests.conftest import REPO
+
+NOT_PINNED = Pinning((), (), "not pinned")
+
+
+@pytest.fixture(scope="module")
+def gateway(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    with serve(Setting("batch 32, 2 ms", "gateway", 32, 2.0), "natality",
+               models_dir / "natality", NOT_PINNED, tmp_path_factory.mktemp("gateway")) as target:
+        yield target
+
+
+def _locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
+    with open(stats_csv, newline="") as src:
+        return {row["Name"]: (int(row["Request Count"]), int(row["Failure Count"]))
+                for row in csv.DictReader(src)}
+
+
+@pytest.mark.parametrize("user, schedule, rows", [
+    ("rest", "steady", "1"),
+    ("rest", "ramp", "1:0.7,4:0.3"),
+    ("rest", "spike", "1"),
+    ("grpc", "steady", "1:0.8,3:0.2"),
+])
+def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, schedule, rows):
+    host = gateway.rest if user == "rest" else gateway.grpc
+    scenario = Scenario(user, host, rows=rows, schedule=schedule, rate=40, seconds=1.5,
+                        warmup=0.5, ramp_steps=2)
+    summary = run(scenario, tmp_path)
+
+    for name in ("summary.json", "samples.csv", "locust_stats.csv", "locust.html"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    plan = SCHEDULES[schedule](40, 1.5, 0.5, **({"steps": 2} if schedule == "ramp" else {}))
+    assert [p["phase"] for p in summary["phases"]] == [p.name for p in plan.phases]
+    assert summary["scenario"]["rows"] == str(RowsMix.parse(rows))
+
+    samples = read_csv(tmp_path / "samples.csv")
+    assert samples and all(s.ok for s in samples), {s.error for s in samples if not s.ok}
+    assert {s.rows for s in samples} <= set(RowsMix.parse(rows).sizes)
+    assert all(0 <= s.lag_ms <= s.latency_ms for s in samples)
+    assert [s.intended_s for s in samples] == sorted(s.intended_s for s in samples)
+
+    counts = _locust_counts(tmp_path / "locust_stats.csv")
+    for index, (phase, reported) in enumerate(zip(plan.phases, summary["phases"])):
+        mine = [s for s in samples if s.phase == index]
+        assert mine, f"no requests in phase {phase.name}"
+        assert all(sum(p.seconds for p in plan.phases[:index]) <= s.intended_s
+                   < sum(p.seconds for p in plan.phases[:index + 1]) for s in mine)
+        assert reported == {"measured": phase.measured,
+                            **summarize(phase, mine, reported["generator_cpu"])}
+        assert counts[f"natality:predict [{phase.name}]"] == (len(mine), 0)
+
+    measured = [(p, i) for i, p in enumerate(plan.phases) if p.measured]
+    seconds = sum(p.seconds for p, _ in measured)
+    pooled = Phase("measured", sum(p.rate * p.seconds for p, _ in measured) / seconds, seconds)
+    assert summary["measured"] == summarize(
+        pooled, [s for s in samples if plan.phases[s.phase].measured],
+        summary["measured"]["generator_cpu"])
+    assert summary["measured"]["requests"] == sum(
+        n for name, (n, _) in counts.items() if name.startswith("natality:") and "warm-up" not in name)
+
+
+def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
+    """Nothing listens on the port: every request due is a sample, and each one failed."""
+    from loadtests.processes import free_port
+
+    summary = run(Scenario("rest", f"http://127.0.0.1:{free_port()}", rate=30, seconds=1,
+                           warmup=0, timeout=2), tmp_path)
+    samples = read_csv(tmp_path / "samples.csv")
+    assert samples and not any(s.ok for s in samples)
+    step = summary["measured"]
+    assert step["errors"] == step["requests"] == len(samples) and step["achieved_rate"] == 0
+    assert verdict(step, 1000).startswith("achieved 0/s")
+    assert _locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
+        len(samples), len(samples))
+
+
+def _cli(*args: str, out: Path) -> None:
+    subprocess.run([sys.executable, "-m", "loadtests.run", *args, "--out", str(out)],
+                   cwd=REPO, check=True, timeout=900)
+
+
+def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
+    _cli("slo", "--host", gateway.rest, "--start-rate", "30", "--slo-ms", "5000",
+         "--max-steps", "2", "--seconds", "1", "--warmup", "0.5", out=tmp_path)
+    result = json.loads((tmp_path / "slo.json").read_text())
+    assert [s["rate"] for s in result["steps"]] == [30, 45]  # passed at 30: up by 1.5x
+    for index, step in enumerate(result["steps"], 1):
+        run_summary = json.loads((tmp_path / f"{index}-{step['rate']}" / "summary.json").read_text())
+        assert {k: step[k] for k in run_summary["measured"]} == run_summary["measured"]
+        assert step["passed"] == (verdict(step, 5000) is None)
+    assert result["max_qps"] == max(s["rate"] for s in result["steps"] if s["passed"])
+
+
+def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
+    _cli("local", "--batch-sizes", "32", "--timeouts-ms", "2", "--seconds", "1",
+         "--warmup", "0.5", "--max-steps", "1", "--start-rate", "40", out=tmp_path)
+    results = json.loads((tmp_path / "loadtest.json").read_text())
+    markdown = (tmp_path / "loadtest.md").read_text()
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![batching trade-off](sweep.png)" in markdown
+    names = [r["setting"]["name"] for r in results["sweep"]]
+    assert names == ["batching off", "batch 32, 2 ms", "naive server"]
+    for result in results["sweep"] + results["upstream"] + results["grpc"]:
+        (step,) = result["steps"]
+        assert result["max_qps"] == (step["rate"] if step["passed"] else None)
+        cell = f"{result['max_qps']:,.0f}" if result["max_qps"] else "–"
+        assert f"| {result['setting']['name']} | **{cell}** |" in markdown
+        assert Path(step["files"]["samples.csv"]).stat().st_size > 0
+    assert set(results["shapes"]) == {"spike, batch 32, 2 ms", "spike, batching off",
+                                      "ramp, batch 32, 2 ms"}
+    for label, summary in results["shapes"].items():
+        assert label.capitalize() in markdown
+        assert [p["phase"] for p in summary["phases"] if p["measured"]] == (
+            ["before", "spike", "after"] if label.startswith("spike") else
+            [f"step {i}/4" for i in range(1, 5)])
