@@ -51,6 +51,14 @@ def phases_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def shapes_section(shapes: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for label, summary in shapes.items():
+        lines += ["", f"{label.capitalize()} (base {summary['scenario']['rate']:,.0f} req/s):", "",
+                  phases_table(summary)]
+    return lines
+
+
 def plot(results: list[dict[str, Any]], slo_ms: float, title: str, path: Path) -> Path:
     """Left: the highest rate within the SLO per setting. Right: p99 against offered load for
     every step the searches ran (the trade-off curve of each setting)."""

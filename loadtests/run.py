@@ -5,6 +5,8 @@ Against any server speaking TF Serving's APIs (a gateway, TF Serving itself, a c
     python -m loadtests.run scenario --host http://HOST:8501 --schedule spike --rate 800
     python -m loadtests.run scenario --user grpc --host HOST:8500 --rows 1:0.9,8:0.1
     python -m loadtests.run slo --host http://HOST:8501 --slo-ms 25
+    python -m loadtests.run cluster --host http://GATEWAY:8501 --grpc-host GATEWAY:8500 \
+        --tfserving-host http://TF_SERVING:8501
 
 On this machine, starting each server itself (``make loadtest`` runs it with ``--short``)::
 
@@ -152,9 +154,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         "",
         report.search_table(results["grpc"]),
     ]
-    for label, summary in results["shapes"].items():
-        text += ["", f"{label.capitalize()} (base {summary['scenario']['rate']:,.0f} req/s):", "",
-                 report.phases_table(summary)]
+    text += report.shapes_section(results["shapes"])
     markdown = "\n".join(text) + "\n"
     (out / "loadtest.md").write_text(markdown)
     (out / "loadtest.json").write_text(json.dumps(results, indent=1))
@@ -163,24 +163,58 @@ def write_report(results: dict[str, Any], out: Path) -> None:
 
 
 def remote_scenario(args: argparse.Namespace) -> dict[str, Any]:
-    summary = run_scenario(_scenario(args), args.out, Pinning.detect().loadgen if args.pin else ())
+    summary = run_scenario(_scenario(args), args.out, _loadgen(args))
     print(report.phases_table(summary))
     return summary
 
 
 def remote_slo(args: argparse.Namespace) -> dict[str, Any]:
-    scenario = _scenario(args)
-    loadgen = Pinning.detect().loadgen if args.pin else ()
-    counter = itertools.count(1)
-    result = search(lambda rate: run_scenario(scenario.at(rate), args.out / f"{next(counter)}-{rate:.0f}",
-                                              loadgen)["measured"],
-                    SearchPlan(slo_ms=args.slo_ms, start_rate=args.start_rate,
-                               tolerance=args.tolerance, max_steps=args.max_steps))
-    result["setting"] = {"name": f"{args.user} {args.host}", "server": "remote",
-                         "max_batch_size": None}
+    result = _search_remote(f"{args.user} {args.host}", _scenario(args), _search_plan(args),
+                            args.out, _loadgen(args))
     (args.out / "slo.json").write_text(json.dumps(result, indent=1))
     print(report.search_table([result]))
     return result
+
+
+def cluster(args: argparse.Namespace) -> dict[str, Any]:
+    """Deployed servers: SLO searches of the gateway's REST and gRPC APIs and of TF Serving
+    called directly, then a spike and a ramp on the gateway around its best rate."""
+    base = Scenario("rest", args.host, args.model, args.rows, seconds=args.seconds,
+                    warmup=args.warmup)
+    targets = {"gateway, REST": ("rest", args.host), "gateway, gRPC": ("grpc", args.grpc_host),
+               "TF Serving direct, REST": ("rest", args.tfserving_host)}
+    searches = [_search_remote(label, replace(base, user=user, host=host), _search_plan(args),
+                               args.out / Setting(label, "").slug, _loadgen(args))
+                for label, (user, host) in targets.items() if host]
+    rate = searches[0]["max_qps"] or args.start_rate
+    shapes = {label: run_scenario(replace(base, schedule=schedule, rate=top),
+                                  args.out / Setting(label, "").slug, _loadgen(args))
+              for label, schedule, top in (("spike, gateway", "spike", rate),
+                                           ("ramp, gateway", "ramp", 1.5 * rate))}
+    text = "\n".join([f"### Load test against {args.host}, p99 ≤ {args.slo_ms:g} ms", "",
+                      report.search_table(searches), *report.shapes_section(shapes)]) + "\n"
+    (args.out / "cluster.md").write_text(text)
+    (args.out / "cluster.json").write_text(json.dumps({"searches": searches, "shapes": shapes},
+                                                      indent=1))
+    print(text)
+    return {"searches": searches, "shapes": shapes}
+
+
+def _search_remote(label: str, scenario: Scenario, plan: SearchPlan, out: Path,
+                   loadgen: Sequence[str]) -> dict[str, Any]:
+    counter = itertools.count(1)
+    result = search(lambda rate: run_scenario(scenario.at(rate), out / f"{next(counter)}-{rate}",
+                                              loadgen)["measured"], plan)
+    return {"setting": {"name": label, "server": "remote", "max_batch_size": None}, **result}
+
+
+def _search_plan(args: argparse.Namespace) -> SearchPlan:
+    return SearchPlan(slo_ms=args.slo_ms, start_rate=args.start_rate, tolerance=args.tolerance,
+                      max_steps=args.max_steps)
+
+
+def _loadgen(args: argparse.Namespace) -> tuple[str, ...]:
+    return Pinning.detect().loadgen if args.pin else ()
 
 
 def _scenario(args: argparse.Namespace) -> Scenario:
@@ -201,24 +235,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     common.add_argument("--rows", default="1", help="rows per request: SIZE[:WEIGHT],...")
     common.add_argument("--slo-ms", type=float, default=25.0)
     common.add_argument("--start-rate", type=float, default=500.0)
-    remote = argparse.ArgumentParser(add_help=False, parents=[common])
+    searching = argparse.ArgumentParser(add_help=False, parents=[common])
+    searching.add_argument("--seconds", type=float, default=20.0, help="each measured step")
+    searching.add_argument("--warmup", type=float, default=5.0)
+    searching.add_argument("--tolerance", type=float, default=0.05)
+    searching.add_argument("--max-steps", type=int, default=8)
+    searching.add_argument("--pin", action="store_true",
+                           help="pin the generator to one core (when the server shares the machine)")
+    searching.add_argument("--out", type=Path, default=Path("loadtest-results"))
+    remote = argparse.ArgumentParser(add_help=False, parents=[searching])
     remote.add_argument("--user", choices=sorted(USERS), default="rest")
     remote.add_argument("--host", required=True,
                         help="http://HOST:PORT (rest) or HOST:PORT (grpc)")
     remote.add_argument("--schedule", choices=sorted(SCHEDULES), default="steady")
     remote.add_argument("--rate", type=float, default=100.0)
-    remote.add_argument("--seconds", type=float, default=20.0)
-    remote.add_argument("--warmup", type=float, default=5.0)
     remote.add_argument("--ramp-steps", type=int, default=4)
-    remote.add_argument("--tolerance", type=float, default=0.05)
-    remote.add_argument("--max-steps", type=int, default=8)
-    remote.add_argument("--pin", action="store_true",
-                        help="pin the generator to one core (when the server shares the machine)")
-    remote.add_argument("--out", type=Path, default=Path("loadtest-results"))
     commands.add_parser("scenario", parents=[remote], help="one Locust run").set_defaults(
         func=remote_scenario)
     commands.add_parser("slo", parents=[remote], help="SLO search against --host").set_defaults(
         func=remote_slo)
+    deployed = commands.add_parser("cluster", parents=[searching],
+                                   help="SLO searches, spike and ramp against deployed servers")
+    deployed.add_argument("--host", required=True, help="the gateway's REST API: http://HOST:8501")
+    deployed.add_argument("--grpc-host", help="the gateway's gRPC API: HOST:8500")
+    deployed.add_argument("--tfserving-host", help="TF Serving's REST API, called directly")
+    deployed.set_defaults(func=cluster)
     here = commands.add_parser("local", parents=[common],
                                help="sweep and comparisons, starting the servers here")
     here.add_argument("--short", action="store_true", help="make loadtest: small grid, short steps")

@@ -139,3 +139,21 @@ def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
         assert [p["phase"] for p in summary["phases"] if p["measured"]] == (
             ["before", "spike", "after"] if label.startswith("spike") else
             [f"step {i}/4" for i in range(1, 5)])
+
+
+def test_cluster_run_takes_hosts_and_ports_as_arguments(gateway, tmp_path):
+    """The run for deployed servers; the module's gateway stands in for the cluster's
+    gateway and for TF Serving called directly (it speaks the same API)."""
+    _cli("cluster", "--host", gateway.rest, "--grpc-host", gateway.grpc, "--tfserving-host",
+         gateway.rest, "--start-rate", "30", "--slo-ms", "5000", "--max-steps", "1",
+         "--seconds", "1", "--warmup", "0.5", out=tmp_path)
+    results = json.loads((tmp_path / "cluster.json").read_text())
+    markdown = (tmp_path / "cluster.md").read_text()
+    assert [r["setting"]["name"] for r in results["searches"]] == [
+        "gateway, REST", "gateway, gRPC", "TF Serving direct, REST"]
+    for result in results["searches"]:
+        (step,) = result["steps"]
+        assert step["passed"] == (verdict(step, 5000) is None)
+        assert f"| {result['setting']['name']} | **" in markdown
+    assert {label: s["scenario"]["schedule"] for label, s in results["shapes"].items()} == {
+        "spike, gateway": "spike", "ramp, gateway": "ramp"}
