@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     build(pipeline, job)
     result = pipeline.run()
     result.wait_until_finish()
+    if getattr(result, "has_job", True) is False:
+        # A Flex Template launcher runs this to write the job description: nothing ran here.
+        logging.getLogger("batch").info("job description written; no job ran here to count")
+        return {}
     counts = {name: 0 for name in ("rows_in", "rows_written", "rows_dead_lettered")}
     for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counts[counter.key.metric.name] += counter.committed or counter.attempted or 0

@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# The gateway image (deploy/base/gateway.yaml runs it):
+#   docker build -f deploy/containers/gateway.Dockerfile \
+#     -t REGION-docker.pkg.dev/PROJECT/tf-gateway/gateway:TAG .
+# Slim Debian Python, the project in a venv built in a first stage (no compilers or pip cache
+# in the result), a non-root user, and `python -m serving`: the entry point of `make serve`.
+ARG PYTHON=3.11
+
+FROM python:${PYTHON}-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml ./
+COPY serving ./serving
+# loadtests: the Locust scenarios can run from a pod of this image against the cluster.
+COPY loadtests ./loadtests
+RUN /opt/venv/bin/pip install . && /opt/venv/bin/python -c "import serving.cli"
+
+FROM python:${PYTHON}-slim-bookworm
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin gateway
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    HOME=/tmp
+USER 10001:10001
+EXPOSE 8500 8501
+# One process, one uvicorn worker (serving.server runs exactly one): Prometheus gauges stay
+# exact and Kubernetes scales with replicas. TF Serving's flags follow as arguments.
+ENTRYPOINT ["python", "-m", "serving"]

@@ -1,0 +1,116 @@
+"""Render kustomizations and validate them as a cluster would, offline; read rendered objects.
+
+``kubectl kustomize`` renders (``kubectl apply --dry-run=client`` would need a cluster) and
+``kubernetes-validate --strict`` checks every built-in kind against the API schemas of
+Kubernetes 1.30, rejecting unknown fields. Both run as subprocesses, exactly as in CI.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+DEPLOY = REPO / "deploy"
+OVERLAYS = ("dev", "prod", "prod-canary")
+KUBERNETES_VERSION = "1.30"
+
+Obj = dict[str, Any]
+
+
+def _tool(path: str | None, name: str, how: str) -> str:
+    if path is None or not Path(path).is_file():
+        pytest.fail(f"{name} is needed to check deploy/ and was not found ({how})")
+    return path
+
+
+def kustomize(directory: Path) -> list[Obj]:
+    kubectl = _tool(shutil.which("kubectl"), "kubectl", "install kubectl >= 1.27 on PATH")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def schema_errors(objects: list[Obj]) -> list[str]:
+    """kubernetes-validate's errors; custom resources have no schema there (see custom_resources)."""
+    validator = _tool(str(Path(sys.executable).with_name("kubernetes-validate")),
+                      "kubernetes-validate", "pip install -e '.[test]' in the venv")
+    result = subprocess.run(
+        [validator, "--strict", "-k", KUBERNETES_VERSION, "--quiet", "--no-warn", "-"],
+        input=yaml.safe_dump_all(objects), capture_output=True, text=True, timeout=120)
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert (result.returncode != 0) == bool(errors), result.stdout + result.stderr
+    return errors
+
+
+# --- reading rendered objects -------------------------------------------------------------
+
+def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def named(objects: list[Obj], kind: str, name: str) -> Obj | None:
+    return next((o for o in of_kind(objects, kind) if o["metadata"]["name"] == name), None)
+
+
+def pod_spec(deployment: Obj) -> Obj:
+    return deployment["spec"]["template"]["spec"]
+
+
+def pod_labels(deployment: Obj) -> dict[str, str]:
+    return deployment["spec"]["template"]["metadata"].get("labels", {})
+
+
+def containers(deployment: Obj, init: bool = True) -> Iterator[Obj]:
+    spec = pod_spec(deployment)
+    yield from spec.get("initContainers", []) if init else ()
+    yield from spec["containers"]
+
+
+def all_containers(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
+    """(deployment, container) for every container, init containers included."""
+    for deployment in of_kind(objects, "Deployment"):
+        for container in containers(deployment):
+            yield deployment, container
+
+
+def where(deployment: Obj, container: Obj | None = None) -> str:
+    name = f"Deployment {deployment['metadata']['name']}"
+    return f"{name}, container {container['name']}" if container else name
+
+
+def selects(selector: Obj | None, labels: dict[str, str]) -> bool:
+    """A LabelSelector ({} selects all) or a Service's plain map matches these labels."""
+    if selector is None:
+        return False
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        present = key in labels
+        if {"In": present and labels[key] in values,
+            "NotIn": not present or labels[key] not in values,
+            "Exists": present, "DoesNotExist": not present}[op] is False:
+            return False
+    return True
+
+
+def selected_deployments(objects: list[Obj], selector: Obj | None) -> list[Obj]:
+    return [d for d in of_kind(objects, "Deployment") if selects(selector, pod_labels(d))]
+
+
+def container_port(container: Obj, port: int | str) -> int | None:
+    """The number of a container port given by name or number, or None if it has no such port."""
+    for declared in container.get("ports", []):
+        if port in (declared.get("name"), declared["containerPort"]):
+            return declared["containerPort"]
+    return None

@@ -1,0 +1,112 @@
+"""The container builds agree with the project and the manifests (no Docker engine here, so
+the Dockerfiles are read, not built): entry point, user, ports, pinned versions, build
+context, and the Flex Template's parameters."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+
+import pytest
+
+from batch.run import parse as parse_batch_args
+from tests.conftest import REPO
+from tests.deploy.manifests import DEPLOY, OVERLAYS, Obj, named, pod_spec
+from tests.deploy.workloads import flags
+
+CONTAINERS = DEPLOY / "containers"
+DOCKERFILES = sorted(CONTAINERS.glob("*.Dockerfile"))
+
+
+def instructions(dockerfile) -> list[tuple[str, str]]:
+    """(INSTRUCTION, rest) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    lines = (line.strip() for line in text.splitlines())
+    return [(word.upper(), rest.strip()) for word, _, rest in
+            (line.partition(" ") for line in lines if line and not line.startswith("#"))]
+
+
+def last(dockerfile, instruction: str) -> str:
+    return [rest for word, rest in instructions(dockerfile) if word == instruction][-1]
+
+
+def _pins() -> dict[str, str]:
+    """name -> version prefix of pyproject's `name==X.Y.*` dependencies."""
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return {m[1]: m[2] for d in dependencies if (m := re.match(r"([\w-]+)(?:\[.*\])?==([\d.]+)\.\*", d))}
+
+
+def _make_serve() -> list[str]:
+    """The words of `make serve`'s command, continuation lines joined."""
+    makefile = re.sub(r"\\\n\s*", " ", (REPO / "Makefile").read_text())
+    recipe = re.search(r"^serve:.*\n\t(.*)$", makefile, re.MULTILINE)[1]
+    return shlex.split(recipe)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_runs_the_entry_point_and_flags_of_make_serve(rendered, overlay):
+    words = _make_serve()
+    module = words[words.index("-m"):words.index("-m") + 2]
+    entry_point = json.loads(last(CONTAINERS / "gateway.Dockerfile", "ENTRYPOINT"))
+    assert entry_point == ["python", *module]
+    container = pod_spec(named(rendered[overlay], "Deployment", "gateway"))["containers"][0]
+    assert container["command"] == entry_point
+    make_flags = {w[2:].partition("=")[0] for w in words if w.startswith("--")}
+    assert make_flags <= set(flags(container))
+
+
+def test_gateway_image_user_and_ports_are_the_pods(rendered):
+    dockerfile = CONTAINERS / "gateway.Dockerfile"
+    deployment = named(rendered["prod"], "Deployment", "gateway")
+    uid = int(last(dockerfile, "USER").split(":")[0])
+    assert uid != 0 and uid == pod_spec(deployment)["securityContext"]["runAsUser"]
+    exposed = {int(p) for p in last(dockerfile, "EXPOSE").split()}
+    assert exposed == {p["containerPort"] for p in pod_spec(deployment)["containers"][0]["ports"]}
+
+
+def test_tf_serving_is_the_release_of_tensorflow_serving_api(rendered):
+    container = pod_spec(named(rendered["prod"], "Deployment", "tf-serving"))["containers"][0]
+    image, _, tag = container["image"].partition(":")
+    assert image == "tensorflow/serving"
+    assert tag.startswith(_pins()["tensorflow-serving-api"] + ".")
+
+
+def test_beam_image_matches_pyproject_and_the_flex_launcher():
+    dockerfile = CONTAINERS / "beam-worker.Dockerfile"
+    launcher, sdk = [rest.split()[0] for word, rest in instructions(dockerfile) if word == "FROM"]
+    python, beam = re.fullmatch(r"apache/beam_python(\d+\.\d+)_sdk:([\d.]+)", sdk).groups()
+    assert beam.startswith(_pins()["apache-beam"] + ".")
+    assert f"/python{python.replace('.', '')}-template-launcher-base:" in launcher
+    workdir = last(dockerfile, "WORKDIR")
+    assert last(dockerfile, "ENV") == f"FLEX_TEMPLATE_PYTHON_PY_FILE={workdir}/batch/run.py"
+    assert ("COPY", "batch ./batch") in instructions(dockerfile)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_build_context_holds_what_each_dockerfile_copies(dockerfile):
+    lines = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*"  # everything out, then what the build copies back in
+    for word, rest in instructions(dockerfile):
+        if word == "COPY" and not rest.startswith("--from"):
+            for source in rest.split()[:-1]:
+                assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source}: not in the repo (models/: `make models`)"
+                assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, (
+                    f"{dockerfile.name}: COPY {source} is excluded by its .dockerignore")
+
+
+def test_flex_template_parameters_are_batch_run_options():
+    metadata = json.loads((CONTAINERS / "flex-template-metadata.json").read_text())
+    parameters = {p["name"]: p for p in metadata["parameters"]}
+    args, passed_to_beam = parse_batch_args(["--input=i", "--output=o", "--model_base_path=m"])
+    assert passed_to_beam == []
+    assert set(parameters) == set(vars(args))  # every option, and nothing batch/run.py lacks
+    required = {n for n, p in parameters.items() if not p.get("isOptional", False)}
+    assert required == {"input", "output"}
+    for missing in required:
+        with pytest.raises(SystemExit):
+            parse_batch_args([f"--{n}=x" for n in required - {missing}] + ["--model_base_path=m"])
+    for parameter in parameters.values():
+        assert {"name", "label", "helpText"} <= set(parameter)
+        assert all(re.compile(r) for r in parameter.get("regexes", []))
