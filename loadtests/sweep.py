@@ -139,7 +139,8 @@ def measure_step(target: Target, base: Scenario, rate: float, out: Path,
 
 def _counters(target: Target, model: str) -> Counters | None:
     try:
-        return scrape(target.servers[-1], model)  # the process that runs the model
+        return scrape(target.servers[0], model)  # the front: its batches are the model calls
+                                                  # (upstream Predicts when it has an upstream)
     except (ValueError, OSError):
         return None  # the naive server exports no metrics
 
