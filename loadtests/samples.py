@@ -37,7 +37,8 @@ class Sample:
 
     @property
     def service_ms(self) -> float:
-        """Sent until answered: what the server (and network) took."""
+        """Sent until answered: the server and the network, and any wait for a free
+        connection of the generator's pool (``--connections``)."""
         return self.latency_ms - self.lag_ms
 
 
