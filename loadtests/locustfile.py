@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import logging
 import os
 import platform
 import random
@@ -35,13 +36,15 @@ import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 import locust
+import locust.stats
 import orjson
+from gevent.pool import Group
 from locust import FastHttpUser, LoadTestShape, User, events, task
 from locust.env import Environment
 
 from loadtests.payloads import Instance, RequestPool, RowsMix, predict_body
 from loadtests.samples import Sample, summarize, write_csv
-from loadtests.schedules import SCHEDULES, Phase, Schedule
+from loadtests.schedules import SCHEDULES, Schedule
 
 grpc_gevent.init_gevent()  # before any gRPC object: gRPC's I/O must yield to gevent
 
@@ -61,12 +64,14 @@ def _options(parser: Any) -> None:
     group.add_argument("--seconds", type=float, default=20.0, help="each measured phase")
     group.add_argument("--warmup", type=float, default=5.0, help="warm-up, not measured")
     group.add_argument("--ramp-steps", type=int, default=4)
-    group.add_argument("--drain", type=float, default=10.0,
-                       help="after the last phase, wait this long for answers, then count the "
-                            "rest as errors")
+    group.add_argument("--drain", type=float, default=15.0,
+                       help="after the last phase, wait this long for answers (longer than "
+                            "--timeout), then count the rest as errors")
     group.add_argument("--max-in-flight", type=int, default=1000)
     group.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
-    group.add_argument("--connections", type=int, default=256, help="REST connection pool")
+    group.add_argument("--connections", type=int,
+                       help="REST connection pool (default: --max-in-flight, so a request in "
+                            "flight never waits for a connection)")
     group.add_argument("--seed", type=int, default=2024)
     group.add_argument("--out-dir", default="loadtest-out", help="summary.json, samples.csv")
 
@@ -82,39 +87,58 @@ class OpenLoop:
         self.names = [f"{options.model}:predict [{p.name}]" for p in self.schedule.phases]
         self.samples: list[Sample] = []
         self.in_flight: dict[int, tuple[int, float, int]] = {}
-        """id -> (phase, intended_s, rows) of every request sent and not yet answered."""
-        self.cpu_at_ends: list[float | None] = [None] * len(self.schedule.phases)
+        """id -> (phase, intended_s, rows) of every request spawned and not yet answered."""
+        self.cpu_marks: list[tuple[float, float]] = []
+        """(clock, generator CPU seconds) at the start and at each phase's end."""
+        self.arrivals_done = False
+        self.request_type = ""
+        self._requests = Group()
         self._ids = itertools.count()
         self._rng = random.Random(options.seed)
         self._t0: float | None = None
+        self._phase = 0
         self._due = 0.0
         """When the next request is due, seconds after the start."""
-        self._stopped = False
-        self.arrivals_done = False
-        self.request_type = ""
+        self.finished_at: float | None = None
+        """When ``finish`` booked what was left (clock seconds)."""
 
     def clock(self) -> float:
-        assert self._t0 is not None, "the shape starts the clock"
+        assert self._t0 is not None, "the first user starts the clock"
         return time.perf_counter() - self._t0
 
-    def start(self) -> None:
+    @property
+    def started(self) -> bool:
+        return self._t0 is not None
+
+    def _start(self) -> None:
         if self._t0 is None:
             # Full collections walking every sample and imported module stalled the
             # generator for tens of ms (p99 137 -> 11 ms at 4K req/s once frozen).
             gc.collect()
             gc.freeze()
             self._t0 = time.perf_counter()
-            self._cpu_start = _cpu_seconds()
+            self.cpu_marks.append((0.0, _cpu_seconds()))
+            self._next_arrival()
             gevent.spawn(self._mark_phase_ends)
 
-    @property
-    def started(self) -> bool:
-        return self._t0 is not None
-
     def _mark_phase_ends(self) -> None:
-        for index, end in enumerate(self.schedule.ends()):
+        for end in self.schedule.ends():
             gevent.sleep(max(0.0, end - self.clock()))
-            self.cpu_at_ends[index] = _cpu_seconds()
+            self.cpu_marks.append((self.clock(), _cpu_seconds()))
+
+    def _next_arrival(self) -> None:
+        """Advance ``_due`` by an exponential gap at the current phase's rate; a gap that
+        crosses a phase's end restarts there at the next phase's rate (arrivals are
+        memoryless, so this is exactly Poisson at each phase's rate)."""
+        ends = self.schedule.ends()
+        while self._phase < len(ends):
+            due = self._due + self._rng.expovariate(self.schedule.phases[self._phase].rate)
+            if due < ends[self._phase]:
+                self._due = due
+                return
+            self._due = ends[self._phase]
+            self._phase += 1
+        self._due = ends[-1]  # the schedule is over
 
     def drive(self, send: Send, pool: RequestPool, request_type: str) -> None:
         """Send requests at the schedule's rate until it ends (a user's only task).
@@ -123,25 +147,25 @@ class OpenLoop:
         TensorFlow for its protos): the warm-up is load, not set-up.
         """
         self.request_type = request_type
-        self.start()
-        while (phase := self.schedule.phase_at(self._due)) is not None and not self._stopped:
+        self._start()
+        while True:
             gevent.sleep(max(0.0, self._due - self.clock()))
+            if self.finished_at is not None or self._phase == len(self.schedule.phases):
+                break
             rows, payload = pool.draw()
             if len(self.in_flight) >= self.options.max_in_flight:
-                self._fail_unsent(phase, self._due, rows, "in-flight cap")
+                self._fail(self._phase, self._due, rows, "in-flight cap")
             else:
-                gevent.spawn(self._one, send, phase, self._due, rows, payload)
-            self._next_arrival(phase)
+                key = next(self._ids)
+                self.in_flight[key] = (self._phase, self._due, rows)
+                self._requests.spawn(self._one, key, send, payload)
+            self._next_arrival()
         self.arrivals_done = True
         while True:  # the schedule is over: idle until the shape stops this user
             gevent.sleep(1.0)
 
-    def _next_arrival(self, phase: int) -> None:
-        self._due += self._rng.expovariate(self.schedule.phases[phase].rate)
-
-    def _one(self, send: Send, phase: int, due: float, rows: int, payload: Any) -> None:
-        key = next(self._ids)
-        self.in_flight[key] = (phase, due, rows)
+    def _one(self, key: int, send: Send, payload: Any) -> None:
+        phase, due, rows = self.in_flight[key]
         sent = self.clock()
         try:
             why = send(rows, payload, self.names[phase])
@@ -152,41 +176,42 @@ class OpenLoop:
         self.samples.append(Sample(phase, due, (sent - due) * 1e3, (done - due) * 1e3, rows,
                                    why is None, why or ""))
 
-    def _fail_unsent(self, phase: int, due: float, rows: int, why: str) -> None:
+    def _fail(self, phase: int, due: float, rows: int, why: str) -> None:
         """A request that got no answer from the server: a sample, and a Locust failure."""
         self.samples.append(Sample(phase, due, 0.0, 0.0, rows, False, why))
         events.request.fire(request_type=self.request_type, name=self.names[phase],
                             response_time=0, response_length=0, exception=RuntimeError(why),
                             context={})
 
-    def finish(self) -> None:
+    def finish(self) -> int:
         """Count what is unanswered, or was due but never sent (a generator that fell
-        behind), as failed: nothing leaves the error rate."""
-        self._stopped = True
-        for phase, due, rows in list(self.in_flight.values()):
-            self._fail_unsent(phase, due, rows, "no answer before the run ended")
+        behind), as failed: nothing leaves the error rate. The requests still out are
+        killed first, so none can also report an answer later. Returns how many failed
+        here; 0 once done."""
+        if self.finished_at is not None:
+            return 0
+        self.finished_at = self.clock()
+        self._requests.kill(block=True)
+        late = len(self.samples)
+        for phase, due, rows in self.in_flight.values():
+            self._fail(phase, due, rows, "no answer before the run ended")
         self.in_flight.clear()
-        while (phase := self.schedule.phase_at(self._due)) is not None:
-            self._fail_unsent(phase, self._due, 0, "not sent before the run ended")
-            self._next_arrival(phase)
+        while self._phase < len(self.schedule.phases):
+            self._fail(self._phase, self._due, 0, "not sent before the run ended")
+            self._next_arrival()
         self.samples.sort(key=lambda s: s.intended_s)  # the order samples.csv has
+        return len(self.samples) - late
 
     def summary(self) -> dict[str, Any]:
         by_phase: list[list[Sample]] = [[] for _ in self.schedule.phases]
         for s in self.samples:
             by_phase[s.phase].append(s)
-        starts = [self._cpu_start, *self.cpu_at_ends[:-1]]
-        phases = []
-        for phase, samples, start, end in zip(self.schedule.phases, by_phase, starts,
-                                              self.cpu_at_ends):
-            cpu = (end - start) / phase.seconds if start is not None and end is not None else None
-            phases.append({"measured": phase.measured, **summarize(phase, samples, cpu)})
-        measured = [(p, s) for p, s in zip(self.schedule.phases, phases) if p.measured]
-        seconds = sum(p.seconds for p, _ in measured)
-        pooled = Phase("measured", sum(p.rate * p.seconds for p, _ in measured) / seconds, seconds)
-        cpus = [s["generator_cpu"] for _, s in measured]
-        pooled_cpu = (None if None in cpus else
-                      sum(c * p.seconds for c, (p, _) in zip(cpus, measured)) / seconds)
+        phases = [{"measured": phase.measured,
+                   **summarize(phase, start, samples, self.samples, self._cpu(index, index + 1))}
+                  for index, (phase, start, samples)
+                  in enumerate(zip(self.schedule.phases, self.schedule.starts(), by_phase))]
+        pooled, start = self.schedule.measured()
+        first = next(i for i, p in enumerate(self.schedule.phases) if p.measured)
         options = self.options
         return {
             "scenario": {"user": self.request_type, "host": options.host, "model": options.model,
@@ -197,9 +222,18 @@ class OpenLoop:
             "generator": {"pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0)),
                           "python": platform.python_version(), "locust": locust.__version__},
             "phases": phases,
-            "measured": summarize(pooled, [s for s in self.samples
-                                           if self.schedule.phases[s.phase].measured], pooled_cpu),
+            "measured": summarize(pooled, start,
+                                  [s for s in self.samples if self.schedule.phases[s.phase].measured],
+                                  self.samples, self._cpu(first, len(self.schedule.phases))),
         }
+
+    def _cpu(self, begin: int, end: int) -> float | None:
+        """The generator's CPU use (1.0 = one core) from mark ``begin`` to mark ``end``,
+        over the time that really passed between them."""
+        if end >= len(self.cpu_marks):
+            return None
+        (t0, cpu0), (t1, cpu1) = self.cpu_marks[begin], self.cpu_marks[end]
+        return (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else None
 
 
 def _cpu_seconds() -> float:
@@ -213,11 +247,11 @@ def _attach(environment: Environment, **_: Any) -> None:
     if options is not None:
         environment.open_loop = OpenLoop(options)
         # FastHttpUser sizes its connection pool and timeouts from class attributes.
-        RestUser.concurrency = options.connections
+        RestUser.concurrency = options.connections or options.max_in_flight
         RestUser.network_timeout = RestUser.connection_timeout = options.timeout
 
 
-@events.test_stop.add_listener
+@events.test_stopping.add_listener
 def _write(environment: Environment, **_: Any) -> None:
     run: OpenLoop | None = getattr(environment, "open_loop", None)
     if run is None or not run.started:
@@ -229,36 +263,86 @@ def _write(environment: Environment, **_: Any) -> None:
     (out / "summary.json").write_text(json.dumps(run.summary(), indent=1))
 
 
+CSV_SETTLE_S = 2 * locust.stats.CSV_STATS_INTERVAL_SEC
+
+
 class OpenLoopShape(LoadTestShape):
     """Keeps one open-loop user alive while it plays the ``--schedule`` (its rates) and
     stops once every request is sent and answered, or the drain after the schedule is over."""
 
     def tick(self) -> tuple[int, float] | None:
         run: OpenLoop = self.runner.environment.open_loop
-        if run.started and (run.arrivals_done and not run.in_flight
-                            or run.clock() >= run.schedule.seconds + run.options.drain):
-            return None
-        return 1, 1.0
+        if not run.started:
+            return 1, 1.0
+        now = run.clock()
+        if run.finished_at is None:
+            if not (run.arrivals_done and not run.in_flight
+                    or now >= run.schedule.seconds + run.options.drain):
+                return 1, 1.0
+            if not run.finish():
+                return None
+        # Locust writes its CSV once a second: keep running until it has the late failures.
+        return (1, 1.0) if now < run.finished_at + CSV_SETTLE_S else None
+
+
+class RequestTimeout(Exception):
+    """``--timeout`` passed before the whole request was answered."""
+
+
+def _drive(user: User, prepare: Callable[[], tuple[Send, RequestPool]], kind: str) -> None:
+    """Build the user's payloads, then send at the schedule's rate. A set-up that fails
+    stops the run (Locust would otherwise retry the task forever)."""
+    try:
+        send, pool = prepare()
+    except Exception:  # noqa: BLE001 - whatever it is, there is nothing to measure
+        logging.exception("the %s user could not be set up; stopping", kind)
+        user.environment.runner.quit()
+        return
+    user.environment.open_loop.drive(send, pool, kind)
+
+
+def _report_failure(kind: str, name: str, started: float, why: str) -> str:
+    events.request.fire(request_type=kind, name=name, response_length=0,
+                        response_time=(time.perf_counter() - started) * 1e3,
+                        exception=RuntimeError(why), context={})
+    return why
 
 
 class RestUser(FastHttpUser):
-    """``POST /v1/models/MODEL[/versions/V]:predict`` with TF Serving's row-format JSON."""
+    """``POST /v1/models/MODEL:predict`` with TF Serving's row-format JSON."""
 
     @task
     def predict(self) -> None:
+        _drive(self, self._prepare, "POST")
+
+    def _prepare(self) -> tuple[Send, RequestPool]:
         options = self.environment.parsed_options
         path = f"/v1/models/{options.model}:predict"
+        headers = {"Content-Type": "application/json"}
         pool = RequestPool(options.model, RowsMix.parse(options.rows),
                            lambda rows: orjson.dumps(predict_body(rows)), seed=options.seed)
 
         def send(rows: int, body: bytes, name: str) -> str | None:
-            with self.client.post(path, data=body, name=name, catch_response=True,
-                                  headers={"Content-Type": "application/json"}) as response:
+            started = time.perf_counter()
+            # FastHttpUser's timeouts bound each socket operation; this bounds the whole
+            # request, like gRPC's deadline (waiting for a free connection included).
+            deadline = gevent.Timeout.start_new(options.timeout, RequestTimeout())
+            try:
+                answer = self.client.post(path, data=body, name=name, catch_response=True,
+                                          headers=headers)
+            except Exception as error:  # noqa: BLE001 - Locust reports only what it returns
+                return _report_failure("POST", name, started, type(error).__name__)
+            finally:
+                deadline.cancel()
+            with answer as response:
                 why = _rest_error(response, rows)
-                response.failure(why) if why else response.success()
+                if why:
+                    response.failure(why)
+                else:
+                    response.success()
                 return why
 
-        self.environment.open_loop.drive(send, pool, "POST")
+        return send, pool
 
 
 def _rest_error(response: Any, rows: int) -> str | None:
@@ -277,6 +361,9 @@ class GrpcUser(User):
 
     @task
     def predict(self) -> None:
+        _drive(self, self._prepare, "grpc")
+
+    def _prepare(self) -> tuple[Send, RequestPool]:
         # tensorflow-serving-api's protos import TensorFlow: only gRPC runs pay for it.
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -300,18 +387,20 @@ class GrpcUser(User):
 
         def send(rows: int, request: Any, name: str) -> str | None:
             started = time.perf_counter()
-            length, why = 0, None
             try:
                 response = stub.Predict(request, timeout=options.timeout)
-                length = response.ByteSize()
-                shapes = {t.tensor_shape.dim[0].size for t in response.outputs.values()}
-                if shapes != {rows}:
-                    why = f"outputs of {sorted(shapes)} rows for {rows} rows"
             except grpc.RpcError as error:
-                why = f"gRPC {error.code().name}"
-            events.request.fire(request_type="grpc", name=name, response_length=length,
+                return _report_failure("grpc", name, started, f"gRPC {error.code().name}")
+            except Exception as error:  # noqa: BLE001 - every request must be reported once
+                return _report_failure("grpc", name, started, type(error).__name__)
+            shapes = {t.tensor_shape.dim[0].size if t.tensor_shape.dim else None
+                      for t in response.outputs.values()}
+            if shapes != {rows}:
+                return _report_failure("grpc", name, started,
+                                       f"outputs of {sorted(shapes, key=str)} rows for {rows} rows")
+            events.request.fire(request_type="grpc", name=name, response_length=response.ByteSize(),
                                 response_time=(time.perf_counter() - started) * 1e3,
-                                exception=RuntimeError(why) if why else None, context={})
-            return why
+                                exception=None, context={})
+            return None
 
-        self.environment.open_loop.drive(send, pool, "grpc")
+        return send, pool

@@ -54,8 +54,11 @@ def phases_table(summary: dict[str, Any]) -> str:
 def shapes_section(shapes: dict[str, dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for label, summary in shapes.items():
-        lines += ["", f"{label.capitalize()} (base {summary['scenario']['rate']:,.0f} req/s):", "",
-                  phases_table(summary)]
+        if "error" in summary:
+            lines += ["", f"{label.capitalize()}: **FAILED**: {summary['error']}"]
+        else:
+            lines += ["", f"{label.capitalize()} (base {summary['scenario']['rate']:,.0f} req/s):",
+                      "", phases_table(summary)]
     return lines
 
 

@@ -26,6 +26,7 @@ import argparse
 import itertools
 import json
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from loadtests.processes import REPO, Pinning, git_commit, machine, terminate_on
 from loadtests.scenario import USERS, Scenario, run as run_scenario
 from loadtests.schedules import SCHEDULES
 from loadtests.slo import SearchPlan, search
-from loadtests.sweep import BATCHING_OFF, NAIVE, Setting, grid, search_setting, serve
+from loadtests.sweep import BATCHING_OFF, NAIVE, Setting, grid, search_setting, serve, slug
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,14 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
     shaped = {}
     for label, (setting, schedule, top) in shapes.items():
         log(f"{label}, {top:.0f}/s")
-        with serve(setting, args.model, model_dir, pinning, out) as target:
-            shaped[label] = run_scenario(
-                replace(base, host=target.rest, schedule=schedule, rate=top),
-                out / "runs" / Setting(label, "").slug, pinning.loadgen)
+        try:
+            with serve(setting, args.model, model_dir, pinning, out) as target:
+                shaped[label] = run_scenario(
+                    replace(base, host=target.rest, schedule=schedule, rate=top),
+                    out / "runs" / slug(label), pinning.loadgen)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+            log(f"{label}: FAILED: {error}")
+            shaped[label] = {"error": str(error)}
     results = {
         "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                  "pinning": pinning.note, "python": platform.python_version(),
@@ -184,11 +189,11 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
     targets = {"gateway, REST": ("rest", args.host), "gateway, gRPC": ("grpc", args.grpc_host),
                "TF Serving direct, REST": ("rest", args.tfserving_host)}
     searches = [_search_remote(label, replace(base, user=user, host=host), _search_plan(args),
-                               args.out / Setting(label, "").slug, _loadgen(args))
+                               args.out / slug(label), _loadgen(args))
                 for label, (user, host) in targets.items() if host]
     rate = searches[0]["max_qps"] or args.start_rate
     shapes = {label: run_scenario(replace(base, schedule=schedule, rate=top),
-                                  args.out / Setting(label, "").slug, _loadgen(args))
+                                  args.out / slug(label), _loadgen(args))
               for label, schedule, top in (("spike, gateway", "spike", rate),
                                            ("ramp, gateway", "ramp", 1.5 * rate))}
     text = "\n".join([f"### Load test against {args.host}, p99 ≤ {args.slo_ms:g} ms", "",

@@ -28,10 +28,11 @@ class Sample:
     """When it was due, seconds after the start: latency counts from here, so a generator
     that falls behind shows up as latency instead of hiding it."""
     lag_ms: float
-    """Sent this late (generator overload, or waiting for a free connection)."""
+    """Sent this late: the generator was busy (0 for requests it never sent)."""
     latency_ms: float
     """Due until answered: what a user arriving at ``intended_s`` waits."""
     rows: int
+    """0 for a request never sent (its payload was never drawn)."""
     ok: bool
     error: str = ""
 
@@ -66,13 +67,20 @@ def distribution(values: Sequence[float]) -> dict[str, float | None]:
     return {**out, "max": float(array.max()), "mean": float(array.mean())}
 
 
-def summarize(phase: Phase, samples: Sequence[Sample], generator_cpu: float | None) -> dict[str, Any]:
-    """One phase (or several pooled into one ``phase``) from its samples.
+def summarize(phase: Phase, start_s: float, samples: Sequence[Sample],
+              everyone: Sequence[Sample], generator_cpu: float | None) -> dict[str, Any]:
+    """One phase (or several in a row pooled into one ``phase``) starting at ``start_s``.
 
-    ``offered_rate`` counts the arrivals actually scheduled (a Poisson draw around
-    ``phase.rate``), so "achieved >= 98% of offered" does not fail on the draw's noise.
+    ``samples`` are the requests due in the phase: ``offered_rate`` counts them (the Poisson
+    draw around ``phase.rate``, so "achieved >= 98% of offered" does not fail on the draw's
+    noise), and the error rate and latencies are theirs. ``achieved_rate`` counts the answers
+    (of ``everyone``) that *arrived* within the phase, whenever they were due: a server that
+    falls behind achieves less than was offered even if it answers everything later.
     """
+    end_s = start_s + phase.seconds
     ok = [s for s in samples if s.ok]
+    answered = [s for s in everyone
+                if s.ok and start_s <= s.intended_s + s.latency_ms / 1e3 < end_s]
     errors: dict[str, int] = {}
     for s in samples:
         if not s.ok:
@@ -82,11 +90,11 @@ def summarize(phase: Phase, samples: Sequence[Sample], generator_cpu: float | No
         "requests": len(samples), "ok": len(ok), "errors": len(samples) - len(ok),
         "error_rate": (len(samples) - len(ok)) / len(samples) if samples else 0.0,
         "offered_rate": len(samples) / phase.seconds,
-        "achieved_rate": len(ok) / phase.seconds,
-        "rows_per_s": sum(s.rows for s in ok) / phase.seconds,
+        "achieved_rate": len(answered) / phase.seconds,
+        "rows_per_s": sum(s.rows for s in answered) / phase.seconds,
         "latency_ms": distribution([s.latency_ms for s in ok]),
         "service_ms": distribution([s.service_ms for s in ok]),
-        "lag_ms": distribution([s.lag_ms for s in samples]),
+        "lag_ms": distribution([s.lag_ms for s in ok]),
         "generator_cpu": generator_cpu,
         "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loadtests.processes import REPO, SERVER_ENV
+from loadtests.schedules import SCHEDULES
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USERS = {"rest": "RestUser", "grpc": "GrpcUser"}
@@ -33,7 +34,8 @@ class Scenario:
     seconds: float = 10.0
     warmup: float = 3.0
     ramp_steps: int = 4
-    drain: float = 10.0
+    drain: float = 15.0
+    """Longer than ``timeout``: every request sent gets its answer or its timeout."""
     max_in_flight: int = 1000
     timeout: float = 10.0
 
@@ -58,15 +60,18 @@ def run(scenario: Scenario, out: Path, loadgen: Sequence[str] = ()) -> dict[str,
     """Run ``scenario`` (on the ``loadgen`` cores, e.g. ``taskset -c 0``) and return its
     summary, with where its files are."""
     out.mkdir(parents=True, exist_ok=True)
-    limit = scenario.warmup + scenario.seconds * (
-        scenario.ramp_steps if scenario.schedule == "ramp" else 3) + scenario.drain + 120
+    summary_file = out / "summary.json"
+    summary_file.unlink(missing_ok=True)  # never read a previous run's
+    extra = {"steps": scenario.ramp_steps} if scenario.schedule == "ramp" else {}
+    plan = SCHEDULES[scenario.schedule](scenario.rate, scenario.seconds, scenario.warmup, **extra)
+    limit = plan.seconds + scenario.drain + 120  # start-up (TensorFlow for gRPC) and writing
     process = subprocess.run(scenario.argv(out, loadgen), cwd=REPO, env={**os.environ, **SERVER_ENV},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit)
     (out / "locust.out").write_bytes(process.stdout)
-    summary_file = out / "summary.json"
     if process.returncode != 0 or not summary_file.exists():
         tail = process.stdout.decode(errors="replace").splitlines()[-20:]
-        raise RuntimeError(f"locust exited with {process.returncode} and no summary:\n"
+        raise RuntimeError(f"locust exited with {process.returncode}"
+                           f"{'' if summary_file.exists() else ' and wrote no summary'}:\n"
                            + "\n".join(tail))
     summary = json.loads(summary_file.read_text())
     summary["files"] = {name: str(out / name) for name in (

@@ -44,6 +44,17 @@ class Schedule:
             out.append(end)
         return out
 
+    def starts(self) -> list[float]:
+        return [end - phase.seconds for end, phase in zip(self.ends(), self.phases)]
+
+    def measured(self) -> tuple[Phase, float]:
+        """The measured phases (they follow the warm-up without a gap) as one phase at their
+        mean rate, and its start."""
+        measured = [p for p in self.phases if p.measured]
+        seconds = sum(p.seconds for p in measured)
+        return (Phase("measured", sum(p.rate * p.seconds for p in measured) / seconds, seconds),
+                self.seconds - seconds)
+
 
 def _warmup(rate: float, seconds: float) -> tuple[Phase, ...]:
     return (Phase("warm-up", rate, seconds, measured=False),) if seconds > 0 else ()

@@ -16,12 +16,15 @@ from typing import Any, Callable
 MIN_ACHIEVED = 0.98
 MAX_ERROR_RATE = 0.001
 GENERATOR_BOUND_CPU = 0.85
-"""A failing step whose load generator used this much of its core may have failed because
-of the generator, not the server: the result says so."""
+GENERATOR_BOUND_LAG = 0.5
+"""A failing step whose load generator used this much of its core, or sent its requests
+this late (p99, as a share of the SLO), may have failed because of the generator, not the
+server: the result says so."""
 
 SATURATED_START = 0.9
 """Before any step passed, the next rate is at most this fraction of what the failing step
-achieved: a saturated server's throughput is close to its capacity."""
+achieved: a saturated server's throughput is close to its capacity (but never less than
+``1 / factor**2`` of the failing rate: a server that answered nothing says nothing)."""
 
 Measure = Callable[[float], dict[str, Any]]
 """Offered rate -> the ``measured`` part of a Locust run's summary at that rate."""
@@ -57,9 +60,10 @@ def search(measure: Measure, plan: SearchPlan) -> dict[str, Any]:
     """Run steps until the answer is bracketed within ``plan.tolerance``; returns every step
     and the highest passing rate (``max_qps``; None if even ``min_rate`` failed)."""
     steps: list[dict[str, Any]] = []
-    passing: float | None = None
-    failing: float | None = None
-    rate = round(plan.start_rate)
+    passing: int | None = None
+    failing: int | None = None
+    low, high = math.ceil(plan.min_rate), math.floor(plan.max_rate)
+    rate = min(max(round(plan.start_rate), low), high)
     while len(steps) < plan.max_steps:
         step = measure(rate)
         why = verdict(step, plan.slo_ms)
@@ -73,14 +77,14 @@ def search(measure: Measure, plan: SearchPlan) -> dict[str, Any]:
             if failing <= passing * (1 + plan.tolerance) or not passing < rate < failing:
                 break
         elif passing is not None:
-            if rate >= plan.max_rate:
+            if rate >= high:
                 break
-            rate = min(round(rate * plan.factor), plan.max_rate)
-        else:  # a saturated server answers about what it can: start below that
-            if rate <= plan.min_rate:
+            rate = min(round(rate * plan.factor), high)
+        else:
+            if rate <= low:
                 break
             rate = max(round(min(rate / plan.factor, SATURATED_START * step["achieved_rate"])),
-                       plan.min_rate)
+                       round(rate / plan.factor ** 2), low)
     best = max((s for s in steps if s["passed"]), key=lambda s: s["rate"], default=None)
     bound = min((s for s in steps if not s["passed"]), key=lambda s: s["rate"], default=None)
     return {
@@ -88,6 +92,14 @@ def search(measure: Measure, plan: SearchPlan) -> dict[str, Any]:
         "p99_ms_at_max": best["latency_ms"]["p99"] if best else None,
         "first_failing_rate": bound["rate"] if bound else None,
         "failed_because": bound["why"] if bound else None,
-        "generator_bound": bool(bound and (bound.get("generator_cpu") or 0) >= GENERATOR_BOUND_CPU),
+        "converged": bool(best and bound and best["rate"] < bound["rate"]
+                          <= best["rate"] * (1 + plan.tolerance)),
+        "generator_bound": bool(bound and _generator_busy(bound, plan.slo_ms)),
         "steps": steps,
     }
+
+
+def _generator_busy(step: dict[str, Any], slo_ms: float) -> bool:
+    lag = (step.get("lag_ms") or {}).get("p99")
+    return ((step.get("generator_cpu") or 0) >= GENERATOR_BOUND_CPU
+            or (lag is not None and lag > GENERATOR_BOUND_LAG * slo_ms))

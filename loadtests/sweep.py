@@ -11,13 +11,14 @@ import contextlib
 import itertools
 import math
 import re
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from loadtests import scenario as locust_scenario
-from loadtests.bench import Counters, log, scrape, validate
+from loadtests.bench import Counters, log, scrape, settle, validate
 from loadtests.payloads import RowsMix, check, instances, predict_body
 from loadtests.processes import Pinning, Server, free_port, running
 from loadtests.scenario import Scenario
@@ -43,7 +44,7 @@ class Setting:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+        return slug(self.name)
 
     def batching_config(self) -> str:
         assert self.max_batch_size is not None and self.timeout_ms is not None
@@ -51,6 +52,11 @@ class Setting:
                 f"batch_timeout_micros {{ value: {round(self.timeout_ms * 1000)} }}\n"
                 f"max_enqueued_batches {{ value: {math.ceil(QUEUE_ROWS / self.max_batch_size)} }}\n"
                 "num_batch_threads { value: 1 }\n")
+
+
+def slug(text: str) -> str:
+    """A file name for ``text``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 BATCHING_OFF = Setting("batching off", "gateway")
@@ -119,6 +125,8 @@ def measure_step(target: Target, base: Scenario, rate: float, out: Path,
                  pinning: Pinning, model: str) -> dict[str, Any]:
     """One steady step at ``rate``: the load's summary plus the servers' CPU and, for the
     gateway, how many rows each model call carried."""
+    if target.grpc is not None:  # a gateway: a failed step's backlog must clear first
+        settle(target.servers[:1], model, timeout=30)
     cpu_before = [s.cpu_seconds() for s in target.servers]
     counters_before = _counters(target, model)
     summary = locust_scenario.run(base.at(rate), out, pinning.loadgen)
@@ -147,23 +155,30 @@ def _counters(target: Target, model: str) -> Counters | None:
 
 def search_setting(setting: Setting, base: Scenario, plan: SearchPlan, model_dir: Path,
                    pinning: Pinning, out: Path) -> dict[str, Any]:
-    """Start ``setting``, SLO-search it with ``base`` (its user and rows) and stop it."""
+    """Start ``setting``, SLO-search it with ``base`` (its user and rows) and stop it. A
+    setting that fails (a server that dies, a run that times out) is a result that says so."""
     log(f"{setting.name}: starting")
-    with serve(setting, base.model, model_dir, pinning, out) as target:
-        host = target.rest if base.user == "rest" else target.grpc
-        assert host is not None, f"{setting.name} has no {base.user} API"
-        counter = itertools.count(1)
+    head = {"setting": asdict(setting), "user": base.user, "rows": str(RowsMix.parse(base.rows))}
+    try:
+        with serve(setting, base.model, model_dir, pinning, out) as target:
+            host = target.rest if base.user == "rest" else target.grpc
+            assert host is not None, f"{setting.name} has no {base.user} API"
+            counter = itertools.count(1)
 
-        def measure(rate: float) -> dict[str, Any]:
-            step = measure_step(target, replace(base, host=host), rate,
-                                out / "runs" / setting.slug / f"{next(counter)}-{rate:.0f}",
-                                pinning, base.model)
-            log(f"{setting.name}: {rate:.0f}/s -> achieved {step['achieved_rate']:.0f}/s, "
-                f"p99 {step['latency_ms']['p99'] or float('nan'):.1f} ms, "
-                f"errors {step['errors']}, generator CPU {step['generator_cpu'] or 0:.0%}")
-            return step
+            def measure(rate: float) -> dict[str, Any]:
+                step = measure_step(target, replace(base, host=host), rate,
+                                    out / "runs" / setting.slug / f"{next(counter)}-{rate}",
+                                    pinning, base.model)
+                log(f"{setting.name}: {rate}/s -> achieved {step['achieved_rate']:.0f}/s, "
+                    f"p99 {step['latency_ms']['p99'] or float('nan'):.1f} ms, "
+                    f"errors {step['errors']}, generator CPU {step['generator_cpu'] or 0:.0%}")
+                return step
 
-        result = search(measure, plan)
+            result = search(measure, plan)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        log(f"{setting.name}: FAILED: {error}")
+        return {**head, "slo_ms": plan.slo_ms, "max_qps": None, "p99_ms_at_max": None,
+                "first_failing_rate": None, "failed_because": f"FAILED: {error}",
+                "converged": False, "generator_bound": False, "steps": []}
     log(f"{setting.name}: max {result['max_qps']} req/s at p99 <= {plan.slo_ms:g} ms")
-    return {"setting": asdict(setting),
-            "user": base.user, "rows": str(RowsMix.parse(base.rows)), **result}
+    return {**head, **result}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +20,9 @@ import pytest
 
 from loadtests.payloads import RowsMix
 from loadtests.processes import Pinning
-from loadtests.samples import read_csv, summarize
+from loadtests.samples import read_csv
 from loadtests.scenario import Scenario, run
-from loadtests.schedules import SCHEDULES, Phase
+from loadtests.schedules import SCHEDULES
 from loadtests.slo import verdict
 from loadtests.sweep import Setting, Target, serve
 from tests.conftest import REPO
@@ -66,23 +68,40 @@ def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, s
     assert [s.intended_s for s in samples] == sorted(s.intended_s for s in samples)
 
     counts = _locust_counts(tmp_path / "locust_stats.csv")
-    for index, (phase, reported) in enumerate(zip(plan.phases, summary["phases"])):
+    for index, (phase, start, reported) in enumerate(zip(plan.phases, plan.starts(),
+                                                         summary["phases"])):
         mine = [s for s in samples if s.phase == index]
         assert mine, f"no requests in phase {phase.name}"
-        assert all(sum(p.seconds for p in plan.phases[:index]) <= s.intended_s
-                   < sum(p.seconds for p in plan.phases[:index + 1]) for s in mine)
-        assert reported == {"measured": phase.measured,
-                            **summarize(phase, mine, reported["generator_cpu"])}
+        assert all(start <= s.intended_s < start + phase.seconds for s in mine)
+        _assert_summarizes(reported, mine, samples, start, phase.seconds)
         assert counts[f"natality:predict [{phase.name}]"] == (len(mine), 0)
-
-    measured = [(p, i) for i, p in enumerate(plan.phases) if p.measured]
-    seconds = sum(p.seconds for p, _ in measured)
-    pooled = Phase("measured", sum(p.rate * p.seconds for p, _ in measured) / seconds, seconds)
-    assert summary["measured"] == summarize(
-        pooled, [s for s in samples if plan.phases[s.phase].measured],
-        summary["measured"]["generator_cpu"])
+    pooled, start = plan.measured()
+    _assert_summarizes(summary["measured"], [s for s in samples if s.intended_s >= start],
+                       samples, start, pooled.seconds)
     assert summary["measured"]["requests"] == sum(
         n for name, (n, _) in counts.items() if name.startswith("natality:") and "warm-up" not in name)
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _assert_summarizes(reported: dict, due: list, everyone: list, start: float, seconds: float) -> None:
+    """The summary's numbers, recomputed here from the raw samples by other means."""
+    ok = [s for s in due if s.ok]
+    answered = [s for s in everyone if s.ok and start <= s.intended_s + s.latency_ms / 1e3 < start + seconds]
+    assert (reported["requests"], reported["ok"], reported["errors"]) == (
+        len(due), len(ok), len(due) - len(ok))
+    assert reported["offered_rate"] == pytest.approx(len(due) / seconds)
+    assert reported["achieved_rate"] == pytest.approx(len(answered) / seconds)
+    latencies = [s.latency_ms for s in ok]
+    for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9)):
+        assert reported["latency_ms"][name] == pytest.approx(_nearest_rank(latencies, q)), name
+    assert reported["latency_ms"]["max"] == pytest.approx(max(latencies))
+    assert reported["service_ms"]["p99"] == pytest.approx(
+        _nearest_rank([s.latency_ms - s.lag_ms for s in ok], 99))
+    assert 0 < reported["generator_cpu"] < 2
 
 
 def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
@@ -98,6 +117,27 @@ def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
     assert verdict(step, 1000).startswith("achieved 0/s")
     assert _locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
         len(samples), len(samples))
+
+
+def test_requests_a_hung_server_never_answers_are_failures_counted_once(tmp_path):
+    """A server that accepts connections and never answers (an injected fault): requests
+    over the in-flight cap fail at once, those still waiting when the drain ends fail then,
+    and Locust's counts equal the samples (none reported twice)."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(1024)
+        host = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        summary = run(Scenario("rest", host, rate=40, seconds=1, warmup=0, drain=0.5,
+                               timeout=30, max_in_flight=5), tmp_path)
+    samples = read_csv(tmp_path / "samples.csv")
+    kinds = {s.error for s in samples}
+    assert not any(s.ok for s in samples)
+    assert kinds == {"in-flight cap", "no answer before the run ended"}, kinds
+    assert sum(s.error == "no answer before the run ended" for s in samples) == 5
+    assert summary["measured"]["errors"] == len(samples)
+    assert _locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
+        len(samples), len(samples))
+    assert "Traceback" not in (tmp_path / "locust.out").read_text()
 
 
 def _cli(*args: str, out: Path) -> None:

@@ -13,12 +13,14 @@ from loadtests.slo import SearchPlan, search, verdict
 
 
 def step(offered: float, achieved: float | None = None, errors: int = 0, p99: float | None = 10.0,
-         cpu: float = 0.3) -> dict:
+         cpu: float = 0.3, lag_p99: float = 1.0) -> dict:
+    """A step's ``measured`` summary: ``achieved`` counts answers arriving within the step,
+    so a server falling behind achieves less than offered with no errors at all."""
     achieved = offered if achieved is None else achieved
     requests = round(offered * 10)
     return {"requests": requests, "offered_rate": offered, "achieved_rate": achieved,
             "error_rate": errors / requests if requests else 0.0, "latency_ms": {"p99": p99},
-            "generator_cpu": cpu}
+            "generator_cpu": cpu, "lag_ms": {"p99": lag_p99}}
 
 
 def test_verdict_names_the_first_rule_broken():
@@ -44,6 +46,7 @@ def test_search_brackets_then_bisects_to_the_tolerance(start):
     result = search(server(capacity=3000, knee=2400), SearchPlan(slo_ms=25, start_rate=start,
                                                                   tolerance=0.05, max_steps=20))
     assert result["max_qps"] <= 2400 < result["first_failing_rate"] <= result["max_qps"] * 1.05
+    assert result["converged"] and result["steps"][0]["rate"] == min(start, 20000)
     assert result["failed_because"] == "p99 80.0 ms > SLO 25 ms"
     assert result["max_qps"] == max(s["rate"] for s in result["steps"] if s["passed"])
     assert all(s["passed"] == (s["rate"] <= 2400) for s in result["steps"])
@@ -51,8 +54,12 @@ def test_search_brackets_then_bisects_to_the_tolerance(start):
 
 
 def test_a_saturated_first_step_restarts_below_what_the_server_achieved():
-    result = search(server(capacity=1000, knee=900), SearchPlan(start_rate=8000, max_steps=2))
-    assert [s["rate"] for s in result["steps"]] == [8000, 900]  # 0.9 x 1000 achieved
+    result = search(server(capacity=1000, knee=900), SearchPlan(start_rate=2000, max_steps=2))
+    assert [s["rate"] for s in result["steps"]] == [2000, 900]  # 0.9 x 1000 achieved
+    assert not result["converged"]
+    # ... but by at most factor**2 a step: a server that answered nothing says nothing.
+    dead = search(server(capacity=0, knee=0), SearchPlan(start_rate=900, factor=1.5, max_steps=3))
+    assert [s["rate"] for s in dead["steps"]] == [900, 400, 178]
 
 
 def test_search_stops_at_max_steps_and_at_the_rate_limits():
@@ -63,10 +70,11 @@ def test_search_stops_at_max_steps_and_at_the_rate_limits():
     assert always["max_qps"] == 1000 and always["first_failing_rate"] is None
 
 
-def test_a_failure_with_a_busy_generator_is_flagged():
+@pytest.mark.parametrize("busy", [{"cpu": 0.95}, {"lag_p99": 13.0}])
+def test_a_failure_with_a_busy_generator_is_flagged(busy):
     def measure(rate: float) -> dict:
-        return step(rate, p99=5.0 if rate < 1000 else 80.0, cpu=0.95 if rate >= 1000 else 0.3)
-    assert search(measure, SearchPlan(start_rate=800, max_steps=6))["generator_bound"]
+        return step(rate, p99=5.0 if rate < 1000 else 80.0, **(busy if rate >= 1000 else {}))
+    assert search(measure, SearchPlan(slo_ms=25, start_rate=800, max_steps=6))["generator_bound"]
     assert not search(server(3000, 2400), SearchPlan(start_rate=800))["generator_bound"]
 
 
@@ -77,7 +85,9 @@ def test_schedules_hold_their_rates_in_order():
     plan = spike(1000, 10, 5)
     assert [(p.name, p.rate) for p in plan.phases] == [
         ("warm-up", 500), ("before", 500), ("spike", 1500), ("after", 500)]
-    assert plan.seconds == 35 and plan.ends() == [5, 15, 25, 35]
+    assert plan.seconds == 35 and plan.ends() == [5, 15, 25, 35] and plan.starts() == [0, 5, 15, 25]
+    pooled, start = plan.measured()
+    assert (pooled.rate, pooled.seconds, start) == (pytest.approx(2500 / 3), 30, 5)
     assert [plan.phase_at(t) for t in (0, 4.99, 5, 24.99, 34.99, 35)] == [0, 0, 1, 2, 3, None]
 
 
