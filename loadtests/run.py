@@ -136,8 +136,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"### Load test: {meta['model']}, p99 ≤ {slo:g} ms (`{meta['command']}`)",
         "",
         f"{meta['machine']}; {meta['pinning']}. Open-loop Poisson arrivals (Locust), latency "
-        "from when each request was due; a step passes when ≥ 98% of offered requests are "
-        "answered, < 0.1% fail and p99 ≤ SLO. "
+        "from when each request was due; a step passes when the answers arriving within it "
+        "number ≥ 98% of the requests offered in it, < 0.1% fail and p99 ≤ SLO. "
         f"Steps of {meta['plan']['seconds']:g} s after {meta['plan']['warmup']:g} s warm-up; "
         f"commit {meta['commit']}, {meta['seconds'] / 60:.1f} min.",
         "",
