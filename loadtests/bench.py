@@ -53,15 +53,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from functools import partial
 from typing import Any, Callable, Sequence
 
 from loadtests.payloads import check, instances, predict_body
-from loadtests.processes import (Pinning, Server, free_port, git_commit, running,
+from loadtests.probes import settle, validate
+from loadtests.processes import (Pinning, Server, free_port, git_commit, log, running,
                                  terminate_on_sigterm)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,10 +87,6 @@ GOAL_MODEL = "natality"
 WRK_TIMEOUT = "30s"
 """wrk leaves requests slower than its timeout (2 s by default) out of the latency figures
 and counts them as timeouts; 30 s keeps slow servers' tails in the percentiles."""
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- wrk output ---------------------------------------------------------------------------
@@ -334,27 +329,6 @@ def run_wrk(url: str, bodies_file: Path, duration_s: int, connections: int,
     return result
 
 
-def post_json(url: str, body: dict[str, Any], timeout: float = 60) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, {"error": err.read().decode(errors="replace")}
-
-
-def validate(url: str, bodies: list[dict[str, Any]], check: Callable | None, n: int = 5) -> None:
-    """Send ``n`` bodies; each must answer 200 (and pass ``check``) before load is applied."""
-    for body in bodies[:n]:
-        status, response = post_json(url, body)
-        if status != 200:
-            raise RuntimeError(f"{url} answered {status}: {str(response)[:300]}")
-        problem = check(body, response) if check else None
-        if problem:
-            raise RuntimeError(f"{url} answered wrongly: {problem}")
-
-
 def run_server_setup(setup: str, workload: Workload, model_dir: Path, bodies: list[dict],
                      bodies_file: Path, plan: "Plan") -> dict[str, Any]:
     port = free_port()
@@ -384,66 +358,6 @@ def run_server_setup(setup: str, workload: Workload, model_dir: Path, bodies: li
 
 
 # --- (e)(f) the gateway in front of a TF Serving upstream -----------------------------------
-
-
-@dataclass(frozen=True)
-class Counters:
-    """One process's ``/metrics`` for one model at one moment (counters are cumulative)."""
-
-    predict_ok: float
-    """``tfgw_requests_total{method="predict",code="OK"}``: REST and gRPC Predicts answered."""
-    batches: float
-    batch_rows: float
-    queue_waits: float
-    queue_wait_seconds: float
-    in_flight: float
-
-    @classmethod
-    def parse(cls, text: str, model: str) -> "Counters":
-        """Read the Prometheus text format; a sample not exported yet counts as 0."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        values: dict[str, float] = {}
-        wanted = {
-            "tfgw_requests_total": {"model": model, "method": "predict", "code": "OK"},
-            "tfgw_batch_size_rows_count": {"model": model},
-            "tfgw_batch_size_rows_sum": {"model": model},
-            "tfgw_queue_wait_seconds_count": {"model": model},
-            "tfgw_queue_wait_seconds_sum": {"model": model},
-            "tfgw_in_flight_requests": {},
-        }
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = wanted.get(sample.name)
-                if labels is not None and labels.items() <= sample.labels.items():
-                    values[sample.name] = values.get(sample.name, 0.0) + sample.value
-        if "tfgw_in_flight_requests" not in values:
-            raise ValueError("not the gateway's metrics (no tfgw_in_flight_requests)")
-        return cls(predict_ok=values.get("tfgw_requests_total", 0.0),
-                   batches=values.get("tfgw_batch_size_rows_count", 0.0),
-                   batch_rows=values.get("tfgw_batch_size_rows_sum", 0.0),
-                   queue_waits=values.get("tfgw_queue_wait_seconds_count", 0.0),
-                   queue_wait_seconds=values.get("tfgw_queue_wait_seconds_sum", 0.0),
-                   in_flight=values["tfgw_in_flight_requests"])
-
-
-def scrape(server: Server, model: str) -> Counters:
-    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
-        return Counters.parse(response.read().decode(), model)
-
-
-def settle(servers: Sequence[Server], model: str, timeout: float = 10.0) -> list[Counters]:
-    """The servers' counters once nothing is in flight (wrk leaves requests behind when it
-    stops; the servers still answer them and count them)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counters = [scrape(s, model) for s in servers]
-        if all(c.in_flight == 0 for c in counters) or time.monotonic() > deadline:
-            if any(c.in_flight for c in counters):
-                log(f"still in flight after {timeout:.0f} s: "
-                    f"{', '.join(f'{s.name} {c.in_flight:.0f}' for s, c in zip(servers, counters))}")
-            return counters
-        time.sleep(0.05)
 
 
 def upstream_argvs(model: str, model_dir: Path, grpc_port: int, rest_port: int,

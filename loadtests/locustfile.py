@@ -44,7 +44,7 @@ from locust.env import Environment
 
 from loadtests.payloads import Instance, RequestPool, RowsMix, predict_body
 from loadtests.samples import Sample, summarize, write_csv
-from loadtests.schedules import SCHEDULES, Schedule
+from loadtests.schedules import SCHEDULES, Schedule, build
 
 grpc_gevent.init_gevent()  # before any gRPC object: gRPC's I/O must yield to gevent
 
@@ -80,9 +80,9 @@ class OpenLoop:
     """The arrival process, the requests in flight and every request's sample."""
 
     def __init__(self, options: Any) -> None:
-        builder = SCHEDULES[options.schedule]
-        extra = {"steps": options.ramp_steps} if options.schedule == "ramp" else {}
-        self.schedule: Schedule = builder(options.rate, options.seconds, options.warmup, **extra)
+        self.schedule: Schedule = build(options.schedule, options.rate, options.seconds,
+                                        options.warmup, options.ramp_steps)
+        self._ends = self.schedule.ends()
         self.options = options
         self.names = [f"{options.model}:predict [{p.name}]" for p in self.schedule.phases]
         self.samples: list[Sample] = []
@@ -122,7 +122,7 @@ class OpenLoop:
             gevent.spawn(self._mark_phase_ends)
 
     def _mark_phase_ends(self) -> None:
-        for end in self.schedule.ends():
+        for end in self._ends:
             gevent.sleep(max(0.0, end - self.clock()))
             self.cpu_marks.append((self.clock(), _cpu_seconds()))
 
@@ -130,15 +130,13 @@ class OpenLoop:
         """Advance ``_due`` by an exponential gap at the current phase's rate; a gap that
         crosses a phase's end restarts there at the next phase's rate (arrivals are
         memoryless, so this is exactly Poisson at each phase's rate)."""
-        ends = self.schedule.ends()
-        while self._phase < len(ends):
+        while self._phase < len(self._ends):
             due = self._due + self._rng.expovariate(self.schedule.phases[self._phase].rate)
-            if due < ends[self._phase]:
+            if due < self._ends[self._phase]:
                 self._due = due
                 return
-            self._due = ends[self._phase]
+            self._due = self._ends[self._phase]
             self._phase += 1
-        self._due = ends[-1]  # the schedule is over
 
     def drive(self, send: Send, pool: RequestPool, request_type: str) -> None:
         """Send requests at the schedule's rate until it ends (a user's only task).

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,12 @@ from typing import Any, Iterator, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, named after the running program (bench, run, ...)."""
+    program = Path(sys.argv[0]).stem
+    print(f"[{program} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loadtests import report
-from loadtests.bench import log
+from loadtests.processes import log
 from loadtests.processes import REPO, Pinning, git_commit, machine, terminate_on_sigterm
 from loadtests.scenario import USERS, Scenario, run as run_scenario
 from loadtests.schedules import SCHEDULES
@@ -131,7 +131,6 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     off, naive = by_name[BATCHING_OFF.name]["max_qps"], by_name[NAIVE.name]["max_qps"]
     best = max((r for r in sweep if r["setting"]["max_batch_size"]),
                key=lambda r: r["max_qps"] or 0)
-    ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "–"  # noqa: E731
     text = [
         f"### Load test: {meta['model']}, p99 ≤ {slo:g} ms (`{meta['command']}`)",
         "",
@@ -142,8 +141,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"commit {meta['commit']}, {meta['seconds'] / 60:.1f} min.",
         "",
         f"**Batching on ({best['setting']['name']}): {best['max_qps'] or 0:,.0f} req/s at SLO; "
-        f"batching off: {off or 0:,.0f} ({ratio(best['max_qps'], off)}); naive server: "
-        f"{naive or 0:,.0f} ({ratio(best['max_qps'], naive)}).**",
+        f"batching off: {off or 0:,.0f} ({_ratio(best['max_qps'], off)}); naive server: "
+        f"{naive or 0:,.0f} ({_ratio(best['max_qps'], naive)}).**",
         "",
         report.search_table(sweep),
         "",
@@ -165,6 +164,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     (out / "loadtest.json").write_text(json.dumps(results, indent=1))
     print(markdown, flush=True)
     log(f"wrote {out / 'loadtest.md'}, {out / 'loadtest.json'}, {png}")
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a and b else "–"
 
 
 def remote_scenario(args: argparse.Namespace) -> dict[str, Any]:

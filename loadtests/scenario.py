@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loadtests.processes import REPO, SERVER_ENV
-from loadtests.schedules import SCHEDULES
+from loadtests.schedules import build
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USERS = {"rest": "RestUser", "grpc": "GrpcUser"}
@@ -62,8 +62,8 @@ def run(scenario: Scenario, out: Path, loadgen: Sequence[str] = ()) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     summary_file = out / "summary.json"
     summary_file.unlink(missing_ok=True)  # never read a previous run's
-    extra = {"steps": scenario.ramp_steps} if scenario.schedule == "ramp" else {}
-    plan = SCHEDULES[scenario.schedule](scenario.rate, scenario.seconds, scenario.warmup, **extra)
+    plan = build(scenario.schedule, scenario.rate, scenario.seconds, scenario.warmup,
+                 scenario.ramp_steps)
     limit = plan.seconds + scenario.drain + 120  # start-up (TensorFlow for gRPC) and writing
     process = subprocess.run(scenario.argv(out, loadgen), cwd=REPO, env={**os.environ, **SERVER_ENV},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit)

@@ -81,3 +81,9 @@ def spike(rate: float, seconds: float, warmup: float) -> Schedule:
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "steady": steady, "ramp": step_ramp, "spike": spike}
+
+
+def build(name: str, rate: float, seconds: float, warmup: float, ramp_steps: int = 4) -> Schedule:
+    """The schedule ``name`` of ``SCHEDULES`` (``ramp_steps`` applies to the ramp only)."""
+    extra = {"steps": ramp_steps} if name == "ramp" else {}
+    return SCHEDULES[name](rate, seconds, warmup, **extra)

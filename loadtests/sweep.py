@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from loadtests import scenario as locust_scenario
-from loadtests.bench import Counters, log, scrape, settle, validate
+from loadtests.probes import Counters, scrape, settle, validate
 from loadtests.payloads import RowsMix, check, instances, predict_body
-from loadtests.processes import Pinning, Server, free_port, running
+from loadtests.processes import Pinning, Server, free_port, log, running
 from loadtests.scenario import Scenario
 from loadtests.slo import SearchPlan, search
 

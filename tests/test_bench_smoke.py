@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from loadtests import bench
+from loadtests import bench, probes
 
 # wrk 4.1 with our Lua script: latencies in us/ms/s, SI-suffixed counts, no errors.
 CLEAN = """\
@@ -173,14 +173,14 @@ def _exposition(predicts: int, batches: tuple[int, ...] = (), waits: tuple[float
 
 
 def test_counters_read_the_gateway_metrics():
-    counters = bench.Counters.parse(_exposition(19264, (32, 8), (0.004, 0.002), 2), "natality")
-    assert counters == bench.Counters(predict_ok=19264, batches=2, batch_rows=40, queue_waits=2,
+    counters = probes.Counters.parse(_exposition(19264, (32, 8), (0.004, 0.002), 2), "natality")
+    assert counters == probes.Counters(predict_ok=19264, batches=2, batch_rows=40, queue_waits=2,
                                       queue_wait_seconds=pytest.approx(0.006), in_flight=2)
     # Before the first OK predict the counter is not exported: that is zero, not an error.
-    assert bench.Counters.parse(_exposition(0), "natality").predict_ok == 0
-    assert bench.Counters.parse(_exposition(5), "other").predict_ok == 7
+    assert probes.Counters.parse(_exposition(0), "natality").predict_ok == 0
+    assert probes.Counters.parse(_exposition(5), "other").predict_ok == 7
     with pytest.raises(ValueError, match="not the gateway"):
-        bench.Counters.parse("# nothing here\nup 1\n", "natality")
+        probes.Counters.parse("# nothing here\nup 1\n", "natality")
 
 
 def _upstream_run(setup: str, connections: int, text: str, predicts: int, front: int) -> dict:

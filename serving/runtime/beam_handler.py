@@ -19,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import ModelHandler
 
 from serving.batching.rows import Tensors, concat, merge_key, slice_rows
 from serving.errors import ServingError

@@ -12,7 +12,7 @@ import pytest
 
 from batch.run import parse as parse_batch_args
 from tests.conftest import REPO
-from tests.deploy.manifests import DEPLOY, OVERLAYS, Obj, named, pod_spec
+from tests.deploy.manifests import DEPLOY, OVERLAYS, named, pod_spec
 from tests.deploy.workloads import flags
 
 CONTAINERS = DEPLOY / "containers"

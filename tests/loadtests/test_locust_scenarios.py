@@ -22,7 +22,7 @@ from loadtests.payloads import RowsMix
 from loadtests.processes import Pinning
 from loadtests.samples import read_csv
 from loadtests.scenario import Scenario, run
-from loadtests.schedules import SCHEDULES
+from loadtests.schedules import build
 from loadtests.slo import verdict
 from loadtests.sweep import Setting, Target, serve
 from tests.conftest import REPO
@@ -57,7 +57,7 @@ def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, s
 
     for name in ("summary.json", "samples.csv", "locust_stats.csv", "locust.html"):
         assert (tmp_path / name).stat().st_size > 0, name
-    plan = SCHEDULES[schedule](40, 1.5, 0.5, **({"steps": 2} if schedule == "ramp" else {}))
+    plan = build(schedule, 40, 1.5, 0.5, ramp_steps=2)
     assert [p["phase"] for p in summary["phases"]] == [p.name for p in plan.phases]
     assert summary["scenario"]["rows"] == str(RowsMix.parse(rows))
 
