@@ -17,8 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from serving.runtime.beam_handler import Chunk
-from serving.runtime.columns import rows_to_chunk
+from batch.chunks import Chunk, rows_to_chunk
 from serving.runtime.signature import SignatureSpec
 
 Refused = list[tuple[Any, str]]

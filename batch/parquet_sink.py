@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 
-from serving.runtime.beam_handler import ChunkResult
+from batch.chunks import ChunkResult
 
 
 class ParquetSink(fileio.FileSink):

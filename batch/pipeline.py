@@ -24,14 +24,13 @@ from batch.parquet_sink import ParquetSink, result_table
 from batch.records import csv_blocks, examples_to_rows, typed_csv_row
 from apache_beam.metrics import Metrics
 
-from serving.runtime.beam_handler import ChunkResult, ModelLocation, SavedModelHandler, open_model
-from serving.runtime.columns import rows_to_chunk
+from batch.chunks import DEAD_LETTER, ChunkResult, rows_to_chunk
+from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "tfgw_batch"
-REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class Decode(beam.DoFn):
         self._rows_in.inc(rows)
         self._refused.inc(len(refused))
         for row, reason in refused:
-            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(row, reason))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(row, reason))
         if len(chunk):
             yield chunk
 
@@ -121,7 +120,7 @@ class FormatResults(beam.DoFn):
     def process(self, result: ChunkResult) -> Iterable[Any]:
         for row, reason in result.failures:
             line = result.chunk.passthrough[row]
-            yield beam.pvalue.TaggedOutput(REFUSED, _dead_letter(line, f"inference failed: {reason}"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(line, f"inference failed: {reason}"))
         self._failed.inc(len(result.failures))
         if result.outputs is None or not result.ok_rows:
             return
@@ -159,16 +158,16 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
                   | "Open" >> fileio.ReadMatches()
                   | "Reshuffle" >> beam.Reshuffle()  # spread files over workers
                   | "ReadBlocks" >> beam.ParDo(ReadBlocks(job.input_format, job.chunk_rows)))
-    decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(REFUSED, main="chunks")
+    decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(DEAD_LETTER, main="chunks")
     handler = SavedModelHandler(job.model, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)
     formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field, job.output_format)).with_outputs(
-        REFUSED, main="rows")
+        DEAD_LETTER, main="rows")
     if job.output_format == "parquet":
         directory, prefix = job.output.rsplit("/", 1) if "/" in job.output else (".", job.output)
         formatted.rows | "Write" >> fileio.WriteToFiles(
             directory, file_naming=fileio.default_file_naming(prefix, ".parquet"), sink=lambda _: ParquetSink())
     else:
         formatted.rows | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")
-    ((decoded[REFUSED], formatted[REFUSED]) | "DeadLetters" >> beam.Flatten()
+    ((decoded[DEAD_LETTER], formatted[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
      | "WriteErrors" >> beam.io.WriteToText(job.output + "-errors", file_name_suffix=".jsonl"))

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from batch.pipeline import NAMESPACE, BatchJob, build
-    from serving.runtime.beam_handler import ModelLocation
+    from batch.model_handler import ModelLocation
 
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]

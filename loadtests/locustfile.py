@@ -366,7 +366,7 @@ class GrpcUser(User):
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
         from loadtests.payloads import columns
-        from serving.grpc.tensors import to_proto
+        from serving.runtime.tensors import to_proto
 
         options = self.environment.parsed_options
 

@@ -20,6 +20,10 @@ they are caught.
 from __future__ import annotations
 
 
+INTERNAL_ERROR = "Internal error: the server's log has the details"
+"""What a client is told of an unexpected exception (each transport logs it once)."""
+
+
 class ServingError(Exception):
     """Base of all client-visible errors; ``str(err)`` is the message sent to the client."""
 

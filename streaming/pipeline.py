@@ -18,12 +18,11 @@ from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
-from serving.runtime.beam_handler import ChunkResult, ModelLocation, SavedModelHandler, open_model
-from serving.runtime.columns import rows_to_chunk
+from batch.chunks import DEAD_LETTER, ChunkResult, rows_to_chunk
+from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from serving.runtime.signature import SignatureSpec
 
 NAMESPACE = "tfgw_streaming"
-DEAD = "dead"
 
 
 @dataclass(frozen=True)
@@ -65,17 +64,17 @@ class DecodeMessage(beam.DoFn):
         try:
             doc = orjson.loads(message.data)
         except orjson.JSONDecodeError as error:
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, f"not JSON: {error}"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, f"not JSON: {error}"))
             return
         rows = doc if isinstance(doc, list) else [doc]
         if not rows:
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, "no rows"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, "no rows"))
             return
         key = doc.get("id") if isinstance(doc, dict) else None
         origin = Origin(message, isinstance(doc, list), key)
         chunk, refused = rows_to_chunk(rows, self._signature, passthrough=[origin] * len(rows))
         if refused:
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, refused[0][1]))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, refused[0][1]))
             return
         yield chunk
 
@@ -93,7 +92,7 @@ class FormatMessage(beam.DoFn):
         if result.failures or result.outputs is None:
             self._dead.inc()
             reason = result.failures[0][1] if result.failures else "no output"
-            yield beam.pvalue.TaggedOutput(DEAD, dead_letter(message, f"inference failed: {reason}"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, f"inference failed: {reason}"))
             return
         columns = {name: list(values) for name, values in result.outputs.items()}
         rows = [{name: values[i] for name, values in columns.items()} for i in range(len(result.ok_rows))]
@@ -116,11 +115,11 @@ def build(pipeline: beam.Pipeline, job: StreamJob) -> None:
     source = (beam.io.ReadFromPubSub(subscription=job.input_subscription, with_attributes=True)
               if job.input_subscription else beam.io.ReadFromPubSub(topic=job.input_topic, with_attributes=True))
     messages = pipeline | "Read" >> source
-    decoded = messages | "Decode" >> beam.ParDo(DecodeMessage(job)).with_outputs(DEAD, main="chunks")
+    decoded = messages | "Decode" >> beam.ParDo(DecodeMessage(job)).with_outputs(DEAD_LETTER, main="chunks")
     handler = SavedModelHandler(job.model, job.signature_name, chunks_per_call=job.messages_per_call,
                                 max_wait_s=job.max_wait_s, refresh_s=job.refresh_interval_s or None)
     results = decoded.chunks | "Predict" >> RunInference(handler)
-    formatted = results | "Format" >> beam.ParDo(FormatMessage()).with_outputs(DEAD, main="out")
+    formatted = results | "Format" >> beam.ParDo(FormatMessage()).with_outputs(DEAD_LETTER, main="out")
     formatted.out | "Write" >> beam.io.WriteToPubSub(job.output_topic, with_attributes=True)
-    ((decoded[DEAD], formatted[DEAD]) | "DeadLetters" >> beam.Flatten()
+    ((decoded[DEAD_LETTER], formatted[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
      | "WriteDead" >> beam.io.WriteToPubSub(job.dead_letter_topic, with_attributes=True))

@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from serving.runtime.beam_handler import ModelLocation
+    from batch.model_handler import ModelLocation
     from streaming.pipeline import StreamJob, build
 
     if "--streaming" not in beam_args:

@@ -93,7 +93,7 @@ class _Pending:
         return self.rows if self.rows is not None else 1
 
 
-Chunk = tuple[_Pending, int, int]  # request, first row, end row
+Share = tuple[_Pending, int, int]  # a request's rows in one batch: request, first row, end row
 
 
 class Batcher:
@@ -253,14 +253,14 @@ class Batcher:
             await self._slots.acquire()
             try:
                 await self._gather_more()
-                chunks = self._take_batch()
+                shares = self._take_batch()
             except BaseException:
                 self._slots.release()
                 raise
-            if not chunks:
+            if not shares:
                 self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._execute(chunks))
+            task = asyncio.get_running_loop().create_task(self._execute(shares))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -296,9 +296,9 @@ class Batcher:
         slack = head.deadline - now - self.cost.estimate(self._queued_rows + 1)
         return min(left, 2 * self._gap, slack)
 
-    def _take_batch(self) -> list[Chunk]:
+    def _take_batch(self) -> list[Share]:
         """Pop up to max_batch_size compatible rows in arrival order."""
-        chunks: list[Chunk] = []
+        shares: list[Share] = []
         skipped: list[_Pending] = []
         capacity = self.max_batch_size
         key: Hashable = None
@@ -306,54 +306,54 @@ class Batcher:
             item = self._queue.popleft()
             if item.done:
                 continue
-            if chunks and (item.rows is None or item.key != key):
+            if shares and (item.rows is None or item.key != key):
                 skipped.append(item)
                 continue
             if item.rows is None:
-                chunks.append((item, 0, 1))
+                shares.append((item, 0, 1))
                 item.taken = 1
                 break
             key = item.key
             take = min(item.rows - item.taken, capacity)
-            chunks.append((item, item.taken, item.taken + take))
+            shares.append((item, item.taken, item.taken + take))
             item.taken += take
             capacity -= take
             if item.taken < item.rows:
                 self._queue.appendleft(item)
         self._queue.extendleft(reversed(skipped))
-        taken = sum(stop - start for _, start, stop in chunks)
+        taken = sum(stop - start for _, start, stop in shares)
         self._add_queued(-taken)
         now = time.monotonic()
-        for item, start, _ in chunks:
+        for item, start, _ in shares:
             if start == 0:
                 self._metrics.queue_wait(now - item.enqueued)
-        return chunks
+        return shares
 
-    async def _execute(self, chunks: list[Chunk]) -> None:
+    async def _execute(self, shares: list[Share]) -> None:
         try:
-            await self._run_chunks(chunks)
+            await self._run_shares(shares)
         finally:
             self._slots.release()
             self._running.discard(asyncio.current_task())
             self._progress.set()
 
-    async def _run_chunks(self, chunks: list[Chunk]) -> None:
-        chunks = [c for c in chunks if not c[0].done]
-        if not chunks:
+    async def _run_shares(self, shares: list[Share]) -> None:
+        shares = [c for c in shares if not c[0].done]
+        if not shares:
             return
-        alone = chunks[0][0].rows is None  # runs whole, outputs taken as they come
+        alone = shares[0][0].rows is None  # runs whole, outputs taken as they come
         if alone:
-            inputs, rows = chunks[0][0].tensors, None
+            inputs, rows = shares[0][0].tensors, None
         else:
-            inputs = concat([slice_rows(item.tensors, start, stop) for item, start, stop in chunks])
-            rows = sum(stop - start for _, start, stop in chunks)
+            inputs = concat([slice_rows(item.tensors, start, stop) for item, start, stop in shares])
+            rows = sum(stop - start for _, start, stop in shares)
         target = allowed_size(rows, self._allowed) if rows is not None else None
         if target is not None and target != rows:
             inputs = pad_rows(inputs, rows, target)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            deadline = min(item.deadline for item, _, _ in chunks)
+            deadline = min(item.deadline for item, _, _ in shares)
             outputs = await loop.run_in_executor(self._executor, self._run, inputs, deadline)
             elapsed = time.monotonic() - started
             if target is not None:
@@ -361,15 +361,15 @@ class Batcher:
             self._metrics.batch(rows or 1, elapsed)
             if target != rows:
                 outputs = first_rows(outputs, rows)
-            parts = [outputs] if alone else split_rows(outputs, [b - a for _, a, b in chunks])
+            parts = [outputs] if alone else split_rows(outputs, [b - a for _, a, b in shares])
         except Exception as error:  # noqa: BLE001 - every failure is routed to its requests
-            if len(chunks) > 1:
-                for chunk in chunks:  # isolate the failing request(s)
-                    await self._run_chunks([chunk])
+            if len(shares) > 1:
+                for share in shares:  # isolate the failing request(s)
+                    await self._run_shares([share])
             else:
-                self._fail(chunks[0][0], error)
+                self._fail(shares[0][0], error)
             return
-        for (item, start, stop), part in zip(chunks, parts):
+        for (item, start, stop), part in zip(shares, parts):
             self._deliver(item, start, stop, part)
 
     def _deliver(self, item: _Pending, start: int, stop: int, part: Tensors) -> None:

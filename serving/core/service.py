@@ -20,6 +20,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.batching.batcher import Batcher
 from serving.batching.rows import Tensors
 from serving.core.registry import ModelRegistry, Servable
+from serving.core.results import Classifications, classifications, regressions
 from serving.core.sources import LocalSource, ModelSource
 from serving.errors import (
     Cancelled,
@@ -119,7 +120,23 @@ class InferenceService:
         self._executor.shutdown(wait=True)
 
     def ready(self) -> bool:
-        return not self.draining and self.registry.ready() and self.registry.healthy()
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the server should not get traffic now, or None when it is ready."""
+        if self.draining:
+            return "draining"
+        if not self.registry.healthy():
+            return "the upstream is unavailable"
+        if not self.registry.ready():
+            return "models not yet available"
+        return None
+
+    def model_ready(self, name: str) -> bool:
+        """Whether ``name`` can answer now (some version AVAILABLE); NotFound if not configured."""
+        if name not in self.registry.configs:
+            raise NotFound(f"Servable not found for request: Latest({name})")
+        return not self.draining and self.registry.model_ready(name)
 
     def begin_drain(self) -> None:
         """Stop accepting requests; those already accepted still finish."""
@@ -190,18 +207,14 @@ class InferenceService:
         return await self._batcher(servable, signature_name).submit(tensors, rows, deadline)
 
     async def classify(self, servable: Servable, signature_name: str, examples: list[bytes],
-                       deadline: float) -> Tensors:
+                       deadline: float) -> Classifications:
         outputs = await self._run_examples(servable, signature_name, CLASSIFY, examples, deadline)
-        if "classes" not in outputs and "scores" not in outputs:
-            raise ServingError("Expected classification signature outputs 'classes' or 'scores'")
-        return outputs
+        return classifications(outputs, len(examples))
 
     async def regress(self, servable: Servable, signature_name: str, examples: list[bytes],
-                      deadline: float) -> Tensors:
+                      deadline: float) -> np.ndarray:
         outputs = await self._run_examples(servable, signature_name, REGRESS, examples, deadline)
-        if "outputs" not in outputs:
-            raise ServingError("Expected regression signature output 'outputs'")
-        return outputs
+        return regressions(outputs, len(examples))
 
     async def _run_examples(self, servable: Servable, signature_name: str, method: str,
                             examples: list[bytes], deadline: float) -> Tensors:

@@ -6,13 +6,13 @@ selection, unloading) is the registry's, whatever the source.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Mapping, Protocol
 
 import numpy as np
 
 from serving.runtime import savedmodel, warmup
 from serving.runtime.signature import SignatureSpec
+from serving.runtime.versions import version_dirs
 from serving.settings import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class LocalSource:
         self._warmup_sizes = warmup_batch_sizes
 
     def versions(self, config: ModelConfig) -> dict[int, str]:
-        return {v: os.path.join(config.base_path, d) for v, d in discover_versions(config).items()}
+        return select_versions(config)
 
     def load(self, name: str, version: int, location: str) -> Model:
         model = savedmodel.load(location)
@@ -67,12 +67,9 @@ class LocalSource:
         return config.base_path
 
 
-def discover_versions(config: ModelConfig) -> dict[int, str]:
-    """Version number -> directory name (``00000123`` is version 123), as the policy selects."""
-    found = {
-        int(entry): entry for entry in os.listdir(config.base_path)
-        if entry.isdigit() and os.path.isdir(os.path.join(config.base_path, entry))
-    }
+def select_versions(config: ModelConfig) -> dict[int, str]:
+    """Version number -> directory of the versions under the base path the policy selects."""
+    found = version_dirs(config.base_path)
     numbers = sorted(found)
     policy = config.version_policy
     if policy.kind == "specific":

@@ -6,6 +6,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.core.service import InferenceService
+from serving.errors import NotFound
 from serving.grpc.servicers import ModelServicer, PredictionServicer
 from serving.settings import Settings
 
@@ -18,10 +19,10 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self._service = service
 
     async def Check(self, request: health_pb2.HealthCheckRequest, context) -> health_pb2.HealthCheckResponse:
-        if request.service and request.service not in self._service.registry.configs:
+        try:
+            ready = self._service.model_ready(request.service) if request.service else self._service.ready()
+        except NotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
-        ready = self._service.ready() if not request.service else (
-            not self._service.draining and self._service.registry.model_ready(request.service))
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         return health_pb2.HealthCheckResponse(status=status)
 

@@ -7,6 +7,7 @@ The client's deadline is the request's deadline; a client that cancels leaves th
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from typing import Any, Awaitable, Callable
 
@@ -26,12 +27,15 @@ from tensorflow_serving.apis import (
 )
 
 from serving.core.registry import Servable
+from serving.core.results import Classifications
 from serving.core.service import InferenceService
-from serving.errors import InvalidArgument, ServingError, Unimplemented
-from serving.grpc.tensors import to_numpy, to_proto
+from serving.errors import INTERNAL_ERROR, InvalidArgument, ServingError, Unimplemented
+from serving.runtime.tensors import to_numpy, to_proto
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
 from serving.tfs_config import ConfigError, models_from_server_config
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -49,6 +53,9 @@ def _rpc(method: str | None) -> Callable[[Handler], Handler]:
                     return await handler(self, request, context)
             except ServingError as error:
                 await context.abort(grpc.StatusCode[error.grpc_code], error.message)
+            except Exception:
+                log.exception("unexpected error answering %s", type(request).__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
 
         return call
 
@@ -191,21 +198,16 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
         return model_management_pb2.ReloadConfigResponse()
 
 
-def _fill_classifications(result: classification_pb2.ClassificationResult,
-                          outputs: dict[str, np.ndarray]) -> None:
-    classes, scores = outputs.get("classes"), outputs.get("scores")
-    rows, width = (classes if classes is not None else scores).shape[:2]
-    for i in range(rows):
+def _fill_classifications(result: classification_pb2.ClassificationResult, checked: Classifications) -> None:
+    scores = checked.scores.tolist() if checked.scores is not None else None
+    for i, labels in enumerate(checked.label_rows()):
         entry = result.classifications.add()
-        for j in range(width):
-            item = entry.classes.add()
-            if classes is not None:
-                label = classes[i, j]
-                item.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+        for j, label in enumerate(labels):
+            item = entry.classes.add(label=label)
             if scores is not None:
-                item.score = float(scores[i, j])
+                item.score = scores[i][j]
 
 
-def _fill_regressions(result: regression_pb2.RegressionResult, outputs: dict[str, np.ndarray]) -> None:
-    for value in np.reshape(outputs["outputs"], (-1,)):
-        result.regressions.add().value = float(value)
+def _fill_regressions(result: regression_pb2.RegressionResult, values: np.ndarray) -> None:
+    for value in values.tolist():
+        result.regressions.add().value = value

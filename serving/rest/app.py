@@ -8,11 +8,13 @@ machinery, since the JSON is checked against the model's own signature instead.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -20,10 +22,20 @@ from fastapi.responses import Response
 from google.protobuf.json_format import MessageToDict
 
 from serving.core.service import InferenceService, signature_defs
-from serving.errors import Cancelled, InvalidArgument, NotFound, PayloadTooLarge, ResourceExhausted, ServingError
+from serving.errors import (
+    INTERNAL_ERROR,
+    Cancelled,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+    ResourceExhausted,
+    ServingError,
+)
 from serving.rest import codec
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
 WATCH_AFTER_S = 0.05  # requests waiting longer than this are watched for disconnects
@@ -70,9 +82,9 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
 
     app = FastAPI(title="tf-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.add_exception_handler(ServingError, _error_response)
     app.state.service = service
 
+    @_answers_errors
     async def post_model(request: Request) -> Response:
         target = parse_target(request.path_params["path"], "POST")
         if target.verb is None:
@@ -98,6 +110,7 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
                 body = encode(outputs)
         return Response(body, media_type=JSON)
 
+    @_answers_errors
     async def get_model(request: Request) -> Response:
         target = parse_target(request.path_params["path"], "GET")
         if target.verb is not None:
@@ -125,14 +138,9 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        if service.ready():
+        reason = service.not_ready_reason()
+        if reason is None:
             return Response(b'{"status": "ready"}', media_type=JSON)
-        if service.draining:
-            reason = "draining"
-        elif not service.registry.healthy():
-            reason = "the upstream is unavailable"
-        else:
-            reason = "models not yet available"
         return Response(codec.encode_error(f"not ready: {reason}"), status_code=503, media_type=JSON)
 
     if settings.metrics_path:
@@ -144,8 +152,28 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
     return app
 
 
-async def _error_response(_: Request, error: Exception) -> Response:
-    assert isinstance(error, ServingError)
+Route = Callable[[Request], Awaitable[Response]]
+
+
+def _answers_errors(route: Route) -> Route:
+    """Answer every failure of ``route`` with ``{"error": ...}`` and its status: a
+    ServingError with its own, anything unexpected with 500 (logged once, with its traceback;
+    the client gets no internals)."""
+
+    @functools.wraps(route)
+    async def answer(request: Request) -> Response:
+        try:
+            return await route(request)
+        except ServingError as error:
+            return _error_response(error)
+        except Exception:
+            log.exception("unexpected error answering %s %s", request.method, request.url.path)
+            return _error_response(ServingError(INTERNAL_ERROR))
+
+    return answer
+
+
+def _error_response(error: ServingError) -> Response:
     headers = {}
     if isinstance(error, ResourceExhausted):
         headers["Retry-After"] = str(error.retry_after_s)

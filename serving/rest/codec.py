@@ -35,7 +35,8 @@ import numpy as np
 import orjson
 
 from serving.errors import InvalidArgument, Unimplemented
-from serving.runtime.signature import STRING, SignatureSpec, TensorSpec
+from serving.core.results import Classifications
+from serving.runtime.signature import DT_NAMES, STRING, SignatureSpec, TensorSpec, dtype_name, shape_text
 
 Form = Literal["row", "columnar"]
 Leaf = Callable[[Any], Any]
@@ -47,23 +48,15 @@ _MAX_RANK = 64  # numpy's limit (TF's is 254); also bounds the recursion in _fil
 _SMALL = 64  # up to this many elements, Python's min/max beat numpy's reductions
 _PREVIEW_CHARS = 120  # of a JSON value quoted in an error message
 
-_DT_NAMES = {
-    np.dtype(np.float16): "DT_HALF", np.dtype(np.float32): "DT_FLOAT",
-    np.dtype(np.float64): "DT_DOUBLE", np.dtype(np.int8): "DT_INT8",
-    np.dtype(np.int16): "DT_INT16", np.dtype(np.int32): "DT_INT32",
-    np.dtype(np.int64): "DT_INT64", np.dtype(np.uint8): "DT_UINT8",
-    np.dtype(np.uint16): "DT_UINT16", np.dtype(np.uint32): "DT_UINT32",
-    np.dtype(np.uint64): "DT_UINT64", np.dtype(np.bool_): "DT_BOOL", STRING: "DT_STRING",
-}
 _INT_RANGES = {dt: (int(np.iinfo(dt).min), int(np.iinfo(dt).max))
-               for dt in _DT_NAMES if dt.kind in "iu"}
+               for dt in DT_NAMES if dt.kind in "iu"}
 _FLOAT_LIMITS = {
     # largest finite value; largest integer token TF Serving converts (2**digits - 1); name
     dt: (float(np.finfo(dt).max), 2 ** (np.finfo(dt).nmant + 1) - 1, name)
     for dt, name in ((np.dtype(np.float16), "half"), (np.dtype(np.float32), "float"),
                      (np.dtype(np.float64), "double"))
 }
-_ORJSON_DTYPES = frozenset(dt for dt in _DT_NAMES if dt.kind in "biu") | {
+_ORJSON_DTYPES = frozenset(dt for dt in DT_NAMES if dt.kind in "biu") | {
     np.dtype(np.float32), np.dtype(np.float64)}
 _INT64_MIN, _INT64_MAX = _INT_RANGES[np.dtype(np.int64)]
 
@@ -92,6 +85,8 @@ def _parse_lenient(body: bytes) -> Any:
         raise InvalidArgument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except UnicodeDecodeError:
         raise InvalidArgument("JSON Parse error: Invalid encoding in string.") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise InvalidArgument("JSON Parse error: Number too big to be stored in double.") from None
     except RecursionError:
         raise InvalidArgument("JSON Parse error: The document is nested too deeply.") from None
 
@@ -224,7 +219,7 @@ def _shape_mismatch(expected: tuple[int, ...], got: tuple[int, ...]) -> None:
     if math.prod(expected) != math.prod(got):
         raise InvalidArgument(
             f"Expecting tensor size: {math.prod(expected)} but got: {math.prod(got)}")
-    raise InvalidArgument(f"Expecting shape {_shape_text(expected)} but got: {_shape_text(got)}")
+    raise InvalidArgument(f"Expecting shape {shape_text(expected)} but got: {shape_text(got)}")
 
 
 def _assemble(flat: list[Any], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -325,7 +320,7 @@ def _fill(value: Any, shape: tuple[int, ...], level: int, leaf: Leaf, flat: list
 
 
 def _leaf(spec: TensorSpec) -> Leaf:
-    dtype, dt_name = spec.dtype, _dtype_name(spec.dtype, spec.dtype_name)
+    dtype, dt_name = spec.dtype, spec.dtype_name or dtype_name(spec.dtype)
     if spec.is_string:
         return _string_leaf
     if dtype in _FLOAT_LIMITS:
@@ -575,7 +570,7 @@ def _jsonable(value: np.ndarray, name: str) -> Any:
         return value.tolist()
     if value.dtype == STRING:
         return _nest(_string_items(value, name.endswith("_bytes")), value.shape)
-    raise InvalidArgument(f"Failed to write JSON value for tensor type: {_dtype_name(value.dtype)}")
+    raise InvalidArgument(f"Failed to write JSON value for tensor type: {dtype_name(value.dtype)}")
 
 
 def _float_json(value: np.ndarray) -> Any:
@@ -621,71 +616,24 @@ def _nest(items: list[Any], shape: tuple[int, ...]) -> Any:
     return items
 
 
-def encode_classify(outputs: dict[str, np.ndarray]) -> bytes:
-    """``{"results": ...}`` from a classify signature's ``classes`` and/or ``scores``.
-
-    Both are [batch, num_classes]; a missing ``classes`` gives "" labels and a missing
-    ``scores`` gives 0.0 scores, as in TF Serving's ClassificationResult.
-    """
-    classes, scores = outputs.get("classes"), outputs.get("scores")
-    if classes is None and scores is None:
-        raise InvalidArgument(
-            'Expected classification outputs to contain at least one of "classes" or "scores"')
-    for tensor, dtype in ((classes, STRING), (scores, np.dtype(np.float32))):
-        if tensor is not None:
-            _check_classification_tensor(tensor, dtype)
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise InvalidArgument(
-            f"Tensors classes and scores should have the same shape. Got "
-            f"{_shape_text(classes.shape)} vs. {_shape_text(scores.shape)}"
-        )
-    rows, num_classes = (classes if classes is not None else scores).shape
+def encode_classify(result: Classifications) -> bytes:
+    """``{"results": [[[label, score], ...], ...]}`` from checked classifications."""
+    rows, num_classes = result.shape
     if rows == 0:
         raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
-    labels = (
-        [[_label(item) for item in row] for row in classes.tolist()]
-        if classes is not None else [[""] * num_classes] * rows
-    )
-    values = _float_json(scores) if scores is not None else [[0.0] * num_classes] * rows
+    values = _float_json(result.scores) if result.scores is not None else [[0.0] * num_classes] * rows
     results = [[list(pair) for pair in zip(label_row, value_row)]
-               for label_row, value_row in zip(labels, values)]
+               for label_row, value_row in zip(result.label_rows(), values)]
     return orjson.dumps({"results": results}, option=_NUMPY)
 
 
-def _label(item: Any) -> str:
-    """Labels are text; bytes that are not UTF-8 get U+FFFD replacement characters."""
-    return item if type(item) is str else bytes(item).decode(errors="replace")
-
-
-def _check_classification_tensor(tensor: np.ndarray, dtype: np.dtype) -> None:
-    if tensor.ndim != 2:
-        raise InvalidArgument(
-            f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(tensor.shape)}")
-    if tensor.dtype != dtype:
-        which = "classes" if dtype == STRING else "scores"
-        raise InvalidArgument(
-            f"Expected {which} Tensor of {_DT_NAMES[dtype]}. Got: {_dtype_name(tensor.dtype)}")
-
-
-def encode_regress(outputs: dict[str, np.ndarray]) -> bytes:
-    """``{"results": [...]}`` from a regress signature's ``outputs``, [batch] or [batch, 1]."""
-    values = outputs.get("outputs")
-    if values is None:
-        raise InvalidArgument("Could not find output tensor 'outputs'")
-    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-        raise InvalidArgument(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape_text(values.shape)}"
-        )
-    if values.dtype != np.float32:
-        raise InvalidArgument(
-            f"Expected output Tensor of DT_FLOAT. Got: {_dtype_name(values.dtype)}")
+def encode_regress(values: np.ndarray) -> bytes:
+    """``{"results": [...]}`` from checked regressions (one float32 per example)."""
     if values.shape[0] == 0:
         raise InvalidArgument("Cannot convert empty RegressionResults to JSON")
-    flat = values.reshape(-1)
-    body = _dumps_finite({"results": flat})
+    body = _dumps_finite({"results": values})
     return body if body is not None else orjson.dumps(
-        {"results": _float_json(flat)}, option=_NUMPY)
+        {"results": _float_json(values)}, option=_NUMPY)
 
 
 def encode_error(message: str) -> bytes:
@@ -697,14 +645,6 @@ def encode_error(message: str) -> bytes:
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def _dtype_name(dtype: np.dtype, given: str = "") -> str:
-    return given or _DT_NAMES.get(dtype) or str(dtype)
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(size) for size in shape) + "]"
 
 
 def _json_type(value: Any) -> str:

@@ -15,6 +15,16 @@ from serving.errors import InvalidArgument
 STRING = np.dtype(object)
 """DT_STRING tensors are numpy object arrays of ``bytes``."""
 
+DT_NAMES = {
+    np.dtype(np.float16): "DT_HALF", np.dtype(np.float32): "DT_FLOAT",
+    np.dtype(np.float64): "DT_DOUBLE", np.dtype(np.int8): "DT_INT8",
+    np.dtype(np.int16): "DT_INT16", np.dtype(np.int32): "DT_INT32",
+    np.dtype(np.int64): "DT_INT64", np.dtype(np.uint8): "DT_UINT8",
+    np.dtype(np.uint16): "DT_UINT16", np.dtype(np.uint32): "DT_UINT32",
+    np.dtype(np.uint64): "DT_UINT64", np.dtype(np.bool_): "DT_BOOL", STRING: "DT_STRING",
+}
+"""TensorFlow's names of the dtypes requests and answers carry, for messages."""
+
 PREDICT = "tensorflow/serving/predict"
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
@@ -83,6 +93,16 @@ class SignatureSpec:
         if len(rows) == 1 and -1 not in rows and self.batchable:
             return rows.pop()
         return None
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """TensorFlow's name for ``dtype`` (``DT_FLOAT``), or numpy's if it has none."""
+    return DT_NAMES.get(dtype) or str(dtype)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """A shape as TF Serving writes it in messages: ``[2,3]``."""
+    return "[" + ",".join(str(size) for size in shape) + "]"
 
 
 def find_signature(specs: dict[str, SignatureSpec], name: str) -> SignatureSpec:

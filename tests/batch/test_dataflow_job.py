@@ -7,7 +7,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow_v1beta3
 
 from batch.pipeline import BatchJob, build
-from serving.runtime.beam_handler import ModelLocation
+from batch.model_handler import ModelLocation
 
 IMAGE = "us-docker.pkg.dev/demo/tf-gateway/beam-worker:latest"
 

@@ -12,8 +12,8 @@ from apache_beam.testing.util import assert_that
 
 from batch.run import main
 from serving.examples import natality
-from serving.runtime.beam_handler import ModelLocation, SavedModelHandler, open_model
-from serving.runtime.columns import rows_to_chunk
+from batch.chunks import rows_to_chunk
+from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 
 MALFORMED = [
     "not json",

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from serving.core.registry import ModelRegistry, State
-from serving.core.sources import LocalSource, discover_versions
+from serving.core.sources import LocalSource, select_versions
 from serving.errors import NotFound
 from serving.settings import ModelConfig, VersionPolicy
 
@@ -25,13 +25,14 @@ def two_versions(tfserving_dir, tmp_path):
 
 
 def test_version_directories_are_numbers_with_their_own_names(two_versions):
-    assert discover_versions(config(two_versions)) == {124: "00000124"}
-    assert discover_versions(config(two_versions, version_policy=VersionPolicy(kind="all"))) == {
-        123: "00000123", 124: "00000124"}
+    v123, v124 = str(two_versions / "00000123"), str(two_versions / "00000124")
+    assert select_versions(config(two_versions)) == {124: v124}
+    assert select_versions(config(two_versions, version_policy=VersionPolicy(kind="all"))) == {
+        123: v123, 124: v124}
     specific = VersionPolicy(kind="specific", versions=(123, 999))
-    assert discover_versions(config(two_versions, version_policy=specific)) == {123: "00000123"}
+    assert select_versions(config(two_versions, version_policy=specific)) == {123: v123}
     latest2 = VersionPolicy(kind="latest", num_versions=2)
-    assert list(discover_versions(config(two_versions, version_policy=latest2))) == [123, 124]
+    assert list(select_versions(config(two_versions, version_policy=latest2))) == [123, 124]
 
 
 def load(registry: ModelRegistry) -> None:

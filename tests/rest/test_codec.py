@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from serving.core.results import classifications, regressions
 from serving.errors import InvalidArgument, Unimplemented
 from serving.rest import codec
 from serving.runtime.signature import PREDICT, SignatureSpec, TensorSpec
@@ -575,7 +576,7 @@ def test_decode_examples_errors(doc: dict[str, Any], message: str):
         codec.decode_examples(doc)
 
 
-# --- encode_classify / encode_regress / encode_error -----------------------------------
+# --- encode_classify / encode_regress (checked in tests/core/test_results.py) / encode_error -----------------------------------
 
 
 @pytest.mark.parametrize("outputs, want", [
@@ -590,24 +591,8 @@ def test_decode_examples_errors(doc: dict[str, Any], message: str):
      '{"results":[[["\ufffd",1.0]]]}'.encode()),
 ])
 def test_encode_classify(outputs: dict[str, np.ndarray], want: bytes):
-    assert codec.encode_classify(outputs) == want
-
-
-@pytest.mark.parametrize("outputs, message", [
-    ({}, 'at least one of "classes" or "scores"'),
-    ({"scores": np.array([1.0], dtype=F32)},
-     r"Expected Tensor shape: \[batch_size num_classes\] but got \[1\]"),
-    ({"scores": np.array([[1.0]], dtype=F64)},
-     "Expected scores Tensor of DT_FLOAT. Got: DT_DOUBLE"),
-    ({"classes": np.array([[1]], dtype=I32)},
-     "Expected classes Tensor of DT_STRING. Got: DT_INT32"),
-    ({"classes": strings("a", "b", shape=(1, 2)), "scores": np.array([[1.0]], dtype=F32)},
-     r"classes and scores should have the same shape. Got \[1,2\] vs. \[1,1\]"),
-    ({"scores": np.zeros((0, 2), dtype=F32)}, "empty ClassificationResults"),
-])
-def test_encode_classify_errors(outputs: dict[str, np.ndarray], message: str):
-    with pytest.raises(InvalidArgument, match=message):
-        codec.encode_classify(outputs)
+    rows = next(iter(outputs.values())).shape[0]
+    assert codec.encode_classify(classifications(outputs, rows)) == want
 
 
 @pytest.mark.parametrize("values, want", [
@@ -618,20 +603,14 @@ def test_encode_classify_errors(outputs: dict[str, np.ndarray], message: str):
      b'{"results":[0.2,Infinity,1.0,-Infinity,NaN]}'),
 ])
 def test_encode_regress(values: np.ndarray, want: bytes):
-    assert codec.encode_regress({"outputs": values}) == want
+    assert codec.encode_regress(regressions({"outputs": values}, values.shape[0])) == want
 
 
-@pytest.mark.parametrize("outputs, message", [
-    ({"scores": np.array([1.0], dtype=F32)}, "Could not find output tensor 'outputs'"),
-    ({"outputs": np.zeros((2, 2), dtype=F32)},
-     r"either \[batch_size\] or \[batch_size, 1\] but got \[2,2\]"),
-    ({"outputs": np.array(1.0, dtype=F32)}, r"but got \[\]"),
-    ({"outputs": np.array([1.0], dtype=F64)}, "Expected output Tensor of DT_FLOAT. Got: DT_DOUBLE"),
-    ({"outputs": np.zeros((0,), dtype=F32)}, "empty RegressionResults"),
-])
-def test_encode_regress_errors(outputs: dict[str, np.ndarray], message: str):
-    with pytest.raises(InvalidArgument, match=message):
-        codec.encode_regress(outputs)
+def test_empty_results_are_not_encoded():
+    with pytest.raises(InvalidArgument, match="empty ClassificationResults"):
+        codec.encode_classify(classifications({"scores": np.zeros((0, 2), dtype=F32)}, 0))
+    with pytest.raises(InvalidArgument, match="empty RegressionResults"):
+        codec.encode_regress(regressions({"outputs": np.zeros((0,), dtype=F32)}, 0))
 
 
 @pytest.mark.parametrize("message", ['Bad key: "key"', "Bad key: 'key'", "caf\u00e9", "\ud800"])

@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from loadtests.emulator import pubsub_emulator
 from serving.examples import natality
-from serving.runtime.beam_handler import ModelLocation
+from batch.model_handler import ModelLocation
 from streaming.pipeline import StreamJob, build
 from tests.conftest import poll
 

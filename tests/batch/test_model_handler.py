@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from serving.examples import natality
-from serving.runtime.beam_handler import Chunk, ModelLocation, SavedModelHandler, VersionedModel
-from serving.runtime.columns import rows_to_chunk
+from batch.chunks import Chunk, rows_to_chunk
+from batch.model_handler import ModelLocation, SavedModelHandler, VersionedModel
 
 
 class Counting:

@@ -1,8 +1,9 @@
-"""Beam's RunInference with our SavedModel runtime: the model path of the pipelines.
+"""Beam's RunInference with our SavedModel runtime: the model path of the batch and
+streaming pipelines.
 
-Elements are ``Chunk``s: many rows in columnar form (one numpy array per signature input)
-plus whatever each row must carry through (its key or its input). Moving rows in chunks
-keeps Python work per row tiny; the model runs once per chunk. A chunk whose call fails is
+Elements are ``Chunk``s (``batch.chunks``): many rows in columnar form (one numpy array per
+signature input) plus whatever each row must carry through (its key or its input). Moving
+rows in chunks keeps Python work per row tiny; the model runs once per chunk. A chunk whose call fails is
 bisected so only the failing rows are returned as failures, each with its reason.
 
 The loaded model is also held in a process-level cache: Beam's local runner re-creates
@@ -13,45 +14,22 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from apache_beam.ml.inference.base import ModelHandler
 
+from batch.chunks import Chunk, ChunkResult
 from serving.batching.rows import Tensors, concat, merge_key, slice_rows
 from serving.errors import ServingError
+from serving.runtime.versions import version_dirs
 
 log = logging.getLogger(__name__)
 
 _MODELS: dict[Any, tuple[int, Any]] = {}
 _LOCK = threading.Lock()
-
-
-@dataclass
-class Chunk:
-    """Rows in columnar form, with what each row carries to its output (its input as read)
-    and, if the job names a key field, each row's key."""
-
-    tensors: Tensors
-    passthrough: list[Any] = field(default_factory=list)
-    keys: list[Any] | None = None
-
-    def __len__(self) -> int:
-        return len(self.passthrough)
-
-
-@dataclass
-class ChunkResult:
-    """A chunk's outputs for the rows that ran, and (row index, reason) for those that failed."""
-
-    chunk: Chunk
-    outputs: Tensors | None
-    ok_rows: list[int]
-    failures: list[tuple[int, str]]
-    model_version: int
 
 
 def resolve_version(base_path: str, version: int | None = None) -> tuple[int, str]:
@@ -60,16 +38,13 @@ def resolve_version(base_path: str, version: int | None = None) -> tuple[int, st
     Called on workers, never while a pipeline is built, so building a Dataflow job touches
     nothing on ``gs://``.
     """
-    import tensorflow as tf
-
-    names = {int(e.rstrip("/")): e.rstrip("/") for e in tf.io.gfile.listdir(base_path)
-             if e.rstrip("/").isdigit()}
-    if not names:
+    found = version_dirs(base_path)
+    if not found:
         raise FileNotFoundError(f"no numeric version directories under {base_path}")
-    chosen = max(names) if version is None else version
-    if chosen not in names:
+    chosen = max(found) if version is None else version
+    if chosen not in found:
         raise FileNotFoundError(f"no version {chosen} under {base_path}")
-    return chosen, os.path.join(base_path, names[chosen])
+    return chosen, found[chosen]
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,45 @@
-"""Row dicts (JSON objects, CSV rows) -> columnar chunks for a signature, with dtype checks.
+"""Chunks: the rows the pipelines move, in columnar form, and the row decoding that makes them.
 
-Shared by the batch and streaming pipelines. Each malformed row is returned with the
-reason it was refused, never dropped; well-formed rows become one numpy array per input.
+Shared by the batch and streaming pipelines, and free of Beam. Row dicts (JSON objects,
+CSV rows) are checked against a signature: each malformed row is returned with the reason
+it was refused, never dropped; well-formed rows become one numpy array per input.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from serving.runtime.beam_handler import Chunk
+from serving.batching.rows import Tensors
 from serving.runtime.signature import SignatureSpec, TensorSpec
+
+DEAD_LETTER = "dead_letter"
+"""The tag of the pipelines' dead-letter outputs (refused and failed rows or messages)."""
+
+
+@dataclass
+class Chunk:
+    """Rows in columnar form, with what each row carries to its output (its input as read)
+    and, if the job names a key field, each row's key."""
+
+    tensors: Tensors
+    passthrough: list[Any] = field(default_factory=list)
+    keys: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.passthrough)
+
+
+@dataclass
+class ChunkResult:
+    """A chunk's outputs for the rows that ran, and (row index, reason) for those that failed."""
+
+    chunk: Chunk
+    outputs: Tensors | None
+    ok_rows: list[int]
+    failures: list[tuple[int, str]]
+    model_version: int
 
 
 def rows_to_chunk(rows: Sequence[Any], spec: SignatureSpec, key_field: str | None = None,
