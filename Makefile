@@ -1,4 +1,6 @@
 # Two entry points matter: `make serve` (the main job) and `make test` (the suite).
+# Neither needs root: tools from outside Python (wrk, the Pub/Sub emulator) are installed
+# by .ci/run in CI, and the tests that need them skip elsewhere, saying what to install.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,19 +10,20 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models tools serve test bench bench-batch bench-streaming loadtest clean
+.PHONY: venv models serve test lint bench bench-codec bench-batch bench-streaming loadtest clean
 
-venv: $(VENV)/.installed
-
-$(VENV)/.installed: pyproject.toml
+# One venv; each target installs the extras it needs (pyproject.toml), once per set.
+$(VENV)/.extras-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[$*]'
 	touch $@
+
+venv: $(VENV)/.extras-test
 
 models: $(MODELS)/.built
 
-$(MODELS)/.built: $(VENV)/.installed $(wildcard serving/examples/*.py)
+$(MODELS)/.built: $(VENV)/.extras-examples $(wildcard serving/examples/*.py)
 	$(PY) -m serving.examples.build --out $(MODELS)
 	touch $@
 
@@ -29,25 +32,28 @@ serve: models
 	  --model_config_file=$(MODELS)/models.config \
 	  --enable_batching --batching_parameters_file=serving/examples/batching.config
 
-# wrk (Debian's package) drives the benchmarks; the suite smoke-tests the harness with it.
-tools:
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+lint: $(VENV)/.extras-test
+	$(VENV)/bin/ruff check .
 
-test: models tools
+test: $(VENV)/.extras-test models lint
 	$(PY) -m pytest -q
 
-bench: models tools
+# The benchmarks need wrk (apt-get install wrk).
+bench: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.bench
 
-bench-batch: models
+bench-codec: $(VENV)/.extras-examples
+	$(PY) -m loadtests.bench_codec
+
+bench-batch: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.bench_batch
 
-bench-streaming: models
+bench-streaming: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.bench_streaming
 
 # Locust: SLO max-QPS per batching setting, upstream and gRPC comparisons, spike and ramp
 # (about 8 minutes); writes loadtests/results/loadtest.md and sweep.png for the README.
-loadtest: models
+loadtest: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.run local --short
 
 clean:

@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Sequence
 
+from serving.logs import setup_logging
+
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,7 +37,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     args, beam_args = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
+from serving.logs import setup_logging
 from serving.settings import ModelConfig, Settings
 from serving.tfs_config import (
     ConfigError,
@@ -265,9 +266,7 @@ def _settings_reading(environ: Mapping[str, str]) -> type[Settings]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: exit 1 with ``error: ...`` on a bad configuration (2 on bad usage)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging()
     try:
         settings = build_settings(sys.argv[1:] if argv is None else argv)
     except UsageError as err:

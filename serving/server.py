@@ -76,7 +76,6 @@ class DrainingServer(uvicorn.Server):
 
 def run(settings: Settings) -> None:
     """Serve until signalled. Blocks."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = InferenceService(settings, Metrics())
     app = create_app(settings, service)
     config = uvicorn.Config(

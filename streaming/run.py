@@ -8,9 +8,10 @@ DataflowRunner --project ... --region ... --temp_location gs://...``).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any, Sequence
+
+from serving.logs import setup_logging
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -34,7 +35,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> Any:
     args, beam_args = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 

@@ -26,9 +26,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.core.registry import Servable
 from serving.core.results import Classifications
-from serving.core.service import InferenceService
+from serving.core.service import InferenceService, Servable
 from serving.errors import INTERNAL_ERROR, InvalidArgument, ServingError, Unimplemented
 from serving.runtime.tensors import to_numpy, to_proto
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE

@@ -1,0 +1,95 @@
+"""The package map of the README, enforced: who may import whom (read from the source,
+function-level imports included), and a base install that never loads the pipelines' or
+load tests' libraries."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE_AND_LOADTEST_LIBS = ("apache_beam", "pyarrow", "locust", "matplotlib", "gevent")
+# Keras (inside TensorFlow) imports matplotlib.pyplot whenever it is installed, as it is in
+# the test venv; the base install has none. So at run time only the others are checked.
+LOADED_AT_RUN_TIME = tuple(lib for lib in PIPELINE_AND_LOADTEST_LIBS if lib != "matplotlib")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, wherever the import statement stands."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def graph(*packages: str) -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for package in packages for p in (REPO / package).rglob("*.py")}
+
+
+def under(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def violations(modules: dict[str, set[str]], importer: tuple[str, ...], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(f"{module} imports {target}" for module, targets in modules.items() if under(module, *importer)
+                  for target in targets if under(target, *forbidden))
+
+
+OURS = ("batch", "streaming", "loadtests")
+SERVING = graph("serving")
+PIPELINES = graph("batch", "streaming")
+
+
+def test_serving_imports_no_pipeline_or_load_test_code():
+    assert violations(SERVING, ("serving",), ("batch", "streaming", "loadtests", "tests",
+                                              *PIPELINE_AND_LOADTEST_LIBS)) == []
+
+
+def test_the_runtime_sits_below_the_core_upstream_and_adapters():
+    assert violations(SERVING, ("serving.runtime",), ("serving.core", "serving.upstream", "serving.rest",
+                                                      "serving.grpc", "serving.server")) == []
+
+
+def test_upstream_is_a_model_source_not_an_adapter():
+    assert violations(SERVING, ("serving.upstream",), ("serving.core", "serving.rest", "serving.grpc")) == []
+
+
+def test_adapters_talk_to_the_service_never_the_registry():
+    assert violations(SERVING, ("serving.rest", "serving.grpc"), ("serving.core.registry",
+                                                                  "serving.core.sources")) == []
+
+
+def test_no_transport_in_the_core():
+    assert violations(SERVING, ("serving.core", "serving.batching", "serving.runtime"),
+                      ("fastapi", "starlette", "uvicorn", "serving.rest", "serving.grpc")) == []
+
+
+def test_chunk_decoding_is_beam_free_and_pipelines_share_one_handler():
+    assert violations(PIPELINES, ("batch.chunks", "batch.columnar", "batch.records"), ("apache_beam",)) == []
+    assert "batch.model_handler" in PIPELINES["streaming.pipeline"]
+    assert not any(under(m, "streaming") for targets in PIPELINES.values() for m in targets
+                   if not under(m, "streaming.pipeline"))
+
+
+@pytest.mark.parametrize("code", [
+    "import serving.cli, serving.server, serving.upstream.source, serving.examples.build",
+    "from serving.cli import main; import sys; sys.argv = ['serving', '--help']; main()",
+])
+def test_the_gateway_loads_no_pipeline_or_load_test_library(code):
+    probe = (f"import sys\ntry:\n    {code.replace(chr(10), chr(10) + '    ')}\nexcept SystemExit:\n    pass\n"
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {LOADED_AT_RUN_TIME + OURS!r}))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-2000:]
