@@ -20,10 +20,9 @@ COPY pyproject.toml ./
 COPY serving ./serving
 COPY batch ./batch
 COPY streaming ./streaming
-COPY loadtests ./loadtests
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir '.[batch]' \
     && pip check \
-    && python -c "import batch.pipeline, streaming.pipeline, serving.runtime.beam_handler"
+    && python -c "import batch.pipeline, streaming.pipeline, batch.model_handler"
 
 # The launcher runs this file with the template's parameters as --name=value flags. The
 # project is installed above, so it needs no requirements or setup file (nothing is fetched

@@ -2,8 +2,9 @@
 # The gateway image (deploy/base/gateway.yaml runs it):
 #   docker build -f deploy/containers/gateway.Dockerfile \
 #     -t REGION-docker.pkg.dev/PROJECT/tf-gateway/gateway:TAG .
-# Slim Debian Python, the project in a venv built in a first stage (no compilers or pip cache
-# in the result), a non-root user, and `python -m serving`: the entry point of `make serve`.
+# Slim Debian Python, the project's base install (the gateway alone: no Beam, Locust or
+# matplotlib) in a venv built in a first stage (no compilers or pip cache in the result), a
+# non-root user, and `python -m serving`: the entry point of `make serve`.
 ARG PYTHON=3.11
 
 FROM python:${PYTHON}-slim-bookworm AS build
@@ -12,9 +13,7 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml ./
 COPY serving ./serving
-# loadtests: the Locust scenarios can run from a pod of this image against the cluster.
-COPY loadtests ./loadtests
-RUN /opt/venv/bin/pip install . && /opt/venv/bin/python -c "import serving.cli"
+RUN /opt/venv/bin/pip install . && /opt/venv/bin/python -c "import serving.server"
 
 FROM python:${PYTHON}-slim-bookworm
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin gateway

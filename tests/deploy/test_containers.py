@@ -32,8 +32,9 @@ def last(dockerfile, instruction: str) -> str:
 
 
 def _pins() -> dict[str, str]:
-    """name -> version prefix of pyproject's `name==X.Y.*` dependencies."""
-    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    """name -> version prefix of pyproject's `name==X.Y.*` dependencies, extras included."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dependencies = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
     return {m[1]: m[2] for d in dependencies if (m := re.match(r"([\w-]+)(?:\[.*\])?==([\d.]+)\.\*", d))}
 
 
@@ -110,3 +111,17 @@ def test_flex_template_parameters_are_batch_run_options():
     for parameter in parameters.values():
         assert {"name", "label", "helpText"} <= set(parameter)
         assert all(re.compile(r) for r in parameter.get("regexes", []))
+
+
+@pytest.mark.parametrize("dockerfile, extras, packages", [
+    ("gateway.Dockerfile", "", {"serving"}),
+    ("beam-worker.Dockerfile", "[batch]", {"serving", "batch", "streaming"}),
+    ("loadtest.Dockerfile", "[loadtest]", {"serving", "loadtests"}),
+])
+def test_each_image_installs_only_what_it_runs(dockerfile, extras, packages):
+    path = CONTAINERS / dockerfile
+    runs = " ".join(rest for word, rest in instructions(path) if word == "RUN")
+    installed = re.findall(r"pip install (?:--no-cache-dir )?'?\.(\[[\w,]*\])?'?(?:\s|$)", runs)
+    assert installed == [extras], (dockerfile, installed)
+    copied = {rest.split()[0] for word, rest in instructions(path) if word == "COPY" and not rest.startswith("--from")}
+    assert copied - {"pyproject.toml"} == packages
