@@ -95,7 +95,7 @@ def test_the_handler_serves_another_pipeline(models_dir):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     (tmp_path / "in.jsonl").write_text("{}\n")
-    with pytest.raises(Exception, match="no numeric version directories"):
+    with pytest.raises(FileNotFoundError, match="no numeric version directories"):
         main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "o"),
               "--model_base_path", str(tmp_path)])
 
