@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from serving.batching.batcher import Batcher
-from serving.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from serving.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
 
 
 class Model:
@@ -37,16 +37,60 @@ class Model:
         return {"y": x * 2}
 
 
+class Gated:
+    """y = 2x; each call waits in its executor thread until the test finishes it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = False
+        self._calls: dict[float, threading.Event] = {}  # first x of each call running -> its release
+        self.batches: list[list[float]] = []  # each call's x, in the order calls started
+        self.most_running = 0
+        self.threads: set[int] = set()  # the threads that ran the model
+
+    def __call__(self, tensors: dict[str, np.ndarray], deadline: float) -> dict[str, np.ndarray]:
+        x = tensors["x"]
+        release = threading.Event()
+        with self._lock:
+            self.batches.append(x.tolist())
+            self.threads.add(threading.get_ident())
+            self._calls[float(x[0])] = release
+            self.most_running = max(self.most_running, len(self._calls))
+            if self._open:
+                release.set()
+        release.wait(timeout=30)
+        with self._lock:
+            del self._calls[float(x[0])]
+        return {"y": x * 2}
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+    def finish(self, first: float) -> None:
+        """Let the running call whose first row is ``first`` return."""
+        with self._lock:
+            self._calls[first].set()
+
+    def open(self) -> None:
+        """Let every call, running or to come, return."""
+        with self._lock:
+            self._open = True
+            for release in self._calls.values():
+                release.set()
+
+
 @pytest.fixture
 def executor():
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # More threads than any test has slots: the slots, not the pool, limit what runs.
+    with ThreadPoolExecutor(max_workers=4) as pool:
         yield pool
 
 
-def make(model, executor, **kwargs) -> Batcher:
+def make(model, executor, slots: asyncio.Semaphore | None = None, **kwargs) -> Batcher:
     options = dict(max_batch_size=8, batch_timeout_s=0.002, max_queued_rows=64)
     options.update(kwargs)
-    batcher = Batcher(model, slots=asyncio.Semaphore(1), executor=executor, **options)
+    batcher = Batcher(model, slots=slots or asyncio.Semaphore(1), executor=executor, **options)
     batcher.start()
     return batcher
 
@@ -165,8 +209,9 @@ async def test_model_breaking_the_row_contract_fails_cleanly(executor):
         return {"y": tensors["x"][:1]}
 
     batcher = make(shrink, executor)
-    with pytest.raises(Exception, match="batching contract"):
+    with pytest.raises(ServingError, match="The model broke the batching contract") as info:
         await batcher.submit(rows(1, 2), 2, deadline())
+    assert type(info.value) is ServingError  # INTERNAL (500): the model's fault, not the request's
     await batcher.stop()
 
 
@@ -239,6 +284,57 @@ def test_waits_only_when_another_request_is_expected_sooner_than_a_call_costs(ex
     low, high = asyncio.run(scenario())
     assert low == 0.0
     assert 0.0 < high <= 0.010
+
+
+async def test_batch_is_released_once_its_oldest_request_has_waited_batch_timeout(executor):
+    """Though another request is expected soon enough to be worth waiting for (for 80 s),
+    the batch goes to the free slot after batch_timeout_s, while the other slot stays busy.
+
+    No clock is injectable, so the test cannot tell the oldest request's wait from the
+    newest's; it shows the timeout caps the wait: without it the poll's 10 s would run out.
+    """
+    model = Gated()
+    batcher = make(model, executor, slots=asyncio.Semaphore(2), batch_timeout_s=0.05)
+    busy = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+    await wait_for(lambda: model.running() == 1)
+    for _ in range(3):
+        batcher.cost.observe(1, 100.0)  # a separate call costs 100 s...
+    batcher._gap = 50.0  # ...and the next request is expected within 2 x 40 s: worth waiting
+    alone = asyncio.ensure_future(batcher.submit(rows(2), 1, deadline(1000)))
+    await wait_for(lambda: model.running() == 2)
+    assert model.batches == [[1.0], [2.0]]  # released alone, on the second slot
+    assert batcher.queued_rows == 0
+    model.open()
+    np.testing.assert_array_equal((await alone)["y"], [4])
+    np.testing.assert_array_equal((await busy)["y"], [2])
+    await batcher.stop()
+
+
+async def test_at_most_one_batch_per_free_slot_of_the_shared_semaphore(executor):
+    """Two batchers share two slots; the executor has more threads than that."""
+    model = Gated()
+    slots = asyncio.Semaphore(2)
+    batchers = [make(model, executor, slots=slots, max_batch_size=1) for _ in range(2)]
+    values = {0: (1, 2, 3), 1: (11, 12, 13)}
+    tasks = {v: asyncio.ensure_future(batchers[b].submit(rows(v), 1, deadline()))
+             for b in values for v in values[b]}
+
+    def queued() -> int:
+        return sum(batcher.queued_rows for batcher in batchers)
+
+    await wait_for(lambda: len(model.batches) >= 2)
+    assert queued() == 4, model.batches  # both slots busy: no third batch was taken
+    model.finish(model.batches[0][0])
+    await wait_for(lambda: len(model.batches) >= 3)
+    assert queued() == 3, model.batches  # one slot freed, one more batch
+    assert model.running() == 2
+    model.open()
+    for v, task in tasks.items():
+        np.testing.assert_array_equal((await task)["y"], [2 * v])
+    assert model.most_running == 2
+    assert threading.get_ident() not in model.threads  # the event loop never ran the model
+    for batcher in batchers:
+        await batcher.stop()
 
 
 async def test_drain_answers_everything_accepted_then_refuses(executor):
