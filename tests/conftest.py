@@ -15,9 +15,13 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-TFSERVING = SHARED / "testdata" / "tfserving"
 MODELS = REPO / "models"
+TFSERVING_MODELS = MODELS / "tfserving"
+"""Our builds of TF Serving's test models (``make models``), under their original names."""
+TFSERVING_FILES = REPO / "tests" / "fixtures" / "tfserving"
+"""TF Serving's text fixtures, copied into the repository (see its README.md)."""
+TFSERVING_ORIGINALS = REPO.parent / "shared" / "testdata" / "tfserving"
+"""TF Serving's own testdata, beside the repository on machines that have it; not in a clone."""
 
 
 def free_port() -> int:
@@ -40,8 +44,45 @@ def poll(predicate: Callable[[], object], timeout: float = 60.0, what: str = "co
 
 @pytest.fixture(scope="session")
 def tfserving_dir() -> Path:
-    assert TFSERVING.is_dir(), f"TF Serving test models missing: {TFSERVING}"
-    return TFSERVING
+    """TF Serving's test models as we build them; a missing one fails (never skips)."""
+    from serving.examples.tfserving import MODELS as TFSERVING_VERSIONS
+
+    for model, versions in TFSERVING_VERSIONS.items():
+        for version in versions:
+            assert (TFSERVING_MODELS / model / version / "saved_model.pb").is_file(), (
+                f"TF Serving test model {model}/{version} missing under {TFSERVING_MODELS}: "
+                "run `make models` (make test does)"
+            )
+    return TFSERVING_MODELS
+
+
+@pytest.fixture(scope="session")
+def tfserving_files() -> Path:
+    """TF Serving's configs and expected metadata answers (independent copies, not ours)."""
+    return TFSERVING_FILES
+
+
+@pytest.fixture(scope="session")
+def tfserving_originals() -> Path:
+    """TF Serving's original testdata, to check our builds and copies against.
+
+    It lives outside the repository, so a clone lacks it: tests that need it skip there,
+    and fail under ``CI=true``, where the comparison must run.
+    """
+    from serving.examples.tfserving import MODELS as TFSERVING_VERSIONS
+
+    expected = [f"{model}/{version}/saved_model.pb"
+                for model, versions in TFSERVING_VERSIONS.items() for version in versions]
+    expected += sorted(p.name for p in TFSERVING_FILES.iterdir() if p.name != "README.md")
+    missing = [name for name in expected if not (TFSERVING_ORIGINALS / name).is_file()]
+    if missing:
+        what = (f"no folder {TFSERVING_ORIGINALS}" if not TFSERVING_ORIGINALS.is_dir()
+                else f"missing in {TFSERVING_ORIGINALS}: {', '.join(missing)}")
+        message = f"TF Serving's original testdata: {what}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: the comparison must run)", pytrace=False)
+        pytest.skip(message)
+    return TFSERVING_ORIGINALS
 
 
 @pytest.fixture(scope="session")

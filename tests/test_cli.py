@@ -15,15 +15,6 @@ from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolic
 from serving.tfs_config import TFS_PROMETHEUS_PATH, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-TFS_TESTDATA = REPO.parent / "shared" / "testdata" / "tfserving"
-
-
-@pytest.fixture(scope="session")
-def tfs() -> Path:
-    """TF Serving's fixtures; missing means a broken checkout, which must fail, not skip."""
-    if not (TFS_TESTDATA / "good_model_config.txt").is_file():
-        pytest.fail(f"TF Serving test data missing at {TFS_TESTDATA} (sibling shared/ folder)")
-    return TFS_TESTDATA
 
 
 def build(*argv: str, env: dict[str, str] | None = None) -> Settings:
@@ -213,10 +204,11 @@ def test_unsafe_tf_serving_flags_are_refused_when_set(flag: str, refused: bool) 
 
 # --- --model_config_file -------------------------------------------------------------
 
-def test_tf_serving_good_model_config(tfs: Path, tmp_path: Path) -> None:
-    two = tfs / "saved_model_half_plus_two_cpu"
-    three = tfs / "saved_model_half_plus_three"
-    text = (tfs / "good_model_config.txt").read_text()
+def test_tf_serving_good_model_config(tfserving_dir: Path, tfserving_files: Path,
+                                      tmp_path: Path) -> None:
+    two = tfserving_dir / "saved_model_half_plus_two_cpu"
+    three = tfserving_dir / "saved_model_half_plus_three"
+    text = (tfserving_files / "good_model_config.txt").read_text()
     text = text.replace("${TEST_HALF_PLUS_TWO_DIR}", str(two))
     text = text.replace("${TEST_HALF_PLUS_THREE_DIR}", str(three))
     config = write(tmp_path / "good_model_config.txt", text)
@@ -232,8 +224,8 @@ def test_tf_serving_good_model_config(tfs: Path, tmp_path: Path) -> None:
     assert settings.model_config_file_poll_wait_seconds == 30
 
 
-def test_tf_serving_bad_model_config_is_refused(tfs: Path) -> None:
-    bad = tfs / "bad_model_config.txt"
+def test_tf_serving_bad_model_config_is_refused(tfserving_files: Path) -> None:
+    bad = tfserving_files / "bad_model_config.txt"
     with pytest.raises(ConfigError) as caught:
         build(f"--model_config_file={bad}")
     message = str(caught.value)
@@ -271,10 +263,10 @@ def test_version_policies(tmp_path: Path, policy: str, expected: VersionPolicy) 
     assert build(f"--model_config_file={config}").models[0].version_policy == expected
 
 
-def test_version_labels(tfs: Path, tmp_path: Path) -> None:
+def test_version_labels(tfserving_dir: Path, tmp_path: Path) -> None:
     config = model_config(
         tmp_path,
-        f'name: "hpt" base_path: "{tfs / "saved_model_half_plus_two_2_versions"}" '
+        f'name: "hpt" base_path: "{tfserving_dir / "saved_model_half_plus_two_2_versions"}" '
         "model_platform: 'tensorflow' "
         "model_version_policy { specific { versions: 123 versions: 124 } } "
         'version_labels { key: "stable" value: 123 } '
@@ -323,9 +315,9 @@ def test_missing_model_config_file(tmp_path: Path) -> None:
 
 # --- --batching_parameters_file ------------------------------------------------------
 
-def test_tf_serving_batching_config(tfs: Path) -> None:
+def test_tf_serving_batching_config(tfserving_files: Path) -> None:
     settings = build("--model_base_path=/m", "--enable_batching",
-                     f"--batching_parameters_file={tfs / 'batching_config.txt'}")
+                     f"--batching_parameters_file={tfserving_files / 'batching_config.txt'}")
     batching = settings.batching
     assert (batching.max_batch_size, batching.batch_timeout_micros,
             batching.max_enqueued_batches, batching.num_batch_threads) == (128, 0, 1000000, 8)
@@ -372,16 +364,17 @@ def test_bad_batching_parameters(tmp_path: Path, text: str, problem: str) -> Non
     assert str(params) in str(caught.value)
 
 
-def test_batching_file_without_enable_batching_is_refused(tfs: Path) -> None:
+def test_batching_file_without_enable_batching_is_refused(tfserving_files: Path) -> None:
     with pytest.raises(ConfigError, match="--enable_batching"):
-        build("--model_base_path=/m", f"--batching_parameters_file={tfs / 'batching_config.txt'}")
+        build("--model_base_path=/m",
+              f"--batching_parameters_file={tfserving_files / 'batching_config.txt'}")
 
 
 # --- --monitoring_config_file --------------------------------------------------------
 
-def test_tf_serving_monitoring_config(tfs: Path) -> None:
+def test_tf_serving_monitoring_config(tfserving_files: Path) -> None:
     settings = build("--model_base_path=/m",
-                     f"--monitoring_config_file={tfs / 'monitoring_config.txt'}")
+                     f"--monitoring_config_file={tfserving_files / 'monitoring_config.txt'}")
     assert settings.metrics_path == "/monitoring/prometheus/metrics"
 
 
@@ -445,8 +438,8 @@ def test_help_does_not_import_tensorflow() -> None:
     assert "HEAVY []" in done.stdout
 
 
-def test_process_refuses_tf_serving_bad_model_config(tfs: Path) -> None:
-    bad = tfs / "bad_model_config.txt"
+def test_process_refuses_tf_serving_bad_model_config(tfserving_files: Path) -> None:
+    bad = tfserving_files / "bad_model_config.txt"
     done = gateway(f"--model_config_file={bad}")
     assert done.returncode == 1
     assert done.stderr.startswith("error: ")

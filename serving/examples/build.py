@@ -1,6 +1,6 @@
-"""Build the example models and the TF Serving model config that lists them.
+"""Build the example models, the model config that lists them, and TF Serving's test models.
 
-    python -m serving.examples.build --out models [--only natality ...]
+    python -m serving.examples.build --out models [--only natality tfserving ...]
 
 Each model goes to ``<out>/<name>/1/`` with TF Serving's warm-up file
 ``assets.extra/tf_serving_warmup_requests`` (PredictionLogs of 1 and 8 sample rows, run at
@@ -10,6 +10,11 @@ build leaves the previous version intact and a server watching ``<out>`` never s
 SavedModel (TF Serving ignores folders whose names are not numbers). ``<out>/models.config``
 lists every example model present under ``<out>``, so rebuilding one with ``--only`` keeps
 the others listed.
+
+``<out>/tfserving/`` receives our builds of TF Serving's own test models
+(``serving.examples.tfserving``), under the folder names of TF Serving's testdata: the
+suite checks the gateway against TF Serving's answers on them. They are test fixtures, not
+examples to serve, so ``models.config`` does not list them.
 """
 from __future__ import annotations
 
@@ -24,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.examples import image, natality
+from serving.examples import image, natality, tfserving
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
 CONFIG_FILE = "models.config"
+TFSERVING = "tfserving"
+"""The folder under ``<out>`` (and the ``--only`` name) of TF Serving's test models."""
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 WARMUP_BATCH_SIZES = (1, 8, 1, 8)
 
@@ -48,6 +55,8 @@ MODELS: dict[str, ExampleModel] = {
     natality.MODEL_NAME: ExampleModel(natality.build, natality.sample_rows),
     image.MODEL_NAME: ExampleModel(image.build, image.sample_inputs),
 }
+TARGETS: tuple[str, ...] = (*MODELS, TFSERVING)
+"""What ``--only`` can name; all are built by default."""
 
 
 def write_warmup(version_dir: Path, name: str) -> Path:
@@ -69,20 +78,39 @@ def write_warmup(version_dir: Path, name: str) -> Path:
     return path
 
 
-def build_model(out: Path, name: str) -> Path:
-    """Build ``name`` into ``<out>/<name>/<VERSION>``, replacing any previous build."""
-    final = out / name / str(VERSION)
-    staging = out / name / f".{VERSION}.building"
+def install(final: Path, write: Callable[[Path], object]) -> Path:
+    """Run ``write`` on a hidden sibling of ``final``, then move it into place.
+
+    ``write`` gets a folder that does not exist yet; if it fails, ``final`` is untouched.
+    """
+    staging = final.parent / f".{final.name}.building"
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
-        MODELS[name].build(staging)
-        write_warmup(staging, name)
+        write(staging)
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final
+
+
+def build_model(out: Path, name: str) -> Path:
+    """Build ``name`` into ``<out>/<name>/<VERSION>``, replacing any previous build."""
+    def write(staging: Path) -> None:
+        MODELS[name].build(staging)
+        write_warmup(staging, name)
+
+    return install(out / name / str(VERSION), write)
+
+
+def build_tfserving(out: Path) -> Path:
+    """Build TF Serving's test models into ``<out>/tfserving/<model>/<version>``."""
+    base = out / TFSERVING
+    for model, versions in tfserving.MODELS.items():
+        for version, write in versions.items():
+            install(base / model / version, write)
+    return base
 
 
 def write_model_config(out: Path) -> Path:
@@ -102,16 +130,20 @@ def write_model_config(out: Path) -> Path:
 
 
 def build(out: Path, only: Sequence[str] | None = None) -> Path:
-    """Build the named models (all by default) and rewrite the config; return its path."""
-    names = list(only) if only else list(MODELS)
-    unknown = sorted(set(names) - set(MODELS))
+    """Build the named TARGETS (all by default) and rewrite the config; return its path."""
+    names = list(only) if only else list(TARGETS)
+    unknown = sorted(set(names) - set(TARGETS))
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(TARGETS)}")
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         started = time.perf_counter()
-        log.info("building %s into %s", name, out / name / str(VERSION))
-        build_model(out, name)
+        if name == TFSERVING:
+            log.info("building TF Serving's test models into %s", out / TFSERVING)
+            build_tfserving(out)
+        else:
+            log.info("building %s into %s", name, out / name / str(VERSION))
+            build_model(out, name)
         log.info("built %s in %.1f s", name, time.perf_counter() - started)
     config = write_model_config(out)
     log.info("wrote %s", config)
@@ -121,8 +153,8 @@ def build(out: Path, only: Sequence[str] | None = None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"), help="output folder")
-    parser.add_argument("--only", nargs="+", choices=sorted(MODELS), metavar="NAME",
-                        help=f"build only these models ({', '.join(MODELS)})")
+    parser.add_argument("--only", nargs="+", choices=sorted(TARGETS), metavar="NAME",
+                        help=f"build only these models ({', '.join(TARGETS)})")
     args = parser.parse_args(argv)
     # Before TensorFlow is first imported (in the builders), or it logs at INFO level.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

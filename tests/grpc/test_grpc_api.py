@@ -131,14 +131,14 @@ def test_multi_inference(stub):
     assert results[1].regression_result.regressions[0].value == pytest.approx(3.0)
 
 
-def test_get_model_metadata_is_tf_servings_answer(stub, tfserving_dir):
+def test_get_model_metadata_is_tf_servings_answer(stub, tfserving_files):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "default"
     request.metadata_field.append("signature_def")
     response = stub.GetModelMetadata(request, timeout=30)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
-    doc = json.loads((tfserving_dir / "half_plus_two_model_metadata.json").read_text())
+    doc = json.loads((tfserving_files / "half_plus_two_model_metadata.json").read_text())
     expected = json_format.ParseDict(doc["metadata"]["signature_def"], get_model_metadata_pb2.SignatureDefMap())
     assert response.model_spec.name == "default" and response.model_spec.version.value == 123
     assert signatures == expected

@@ -16,8 +16,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import REPO, free_port, poll
 
 
-def test_tf_servings_good_model_config_serves_both_models(tfserving_dir, tmp_path):
-    config = (tfserving_dir / "good_model_config.txt").read_text()
+def test_tf_servings_good_model_config_serves_both_models(tfserving_dir, tfserving_files, tmp_path):
+    config = (tfserving_files / "good_model_config.txt").read_text()
     config = config.replace("${TEST_HALF_PLUS_TWO_DIR}", str(tfserving_dir / "saved_model_half_plus_two_cpu"))
     config = config.replace("${TEST_HALF_PLUS_THREE_DIR}", str(tfserving_dir / "saved_model_half_plus_three"))
     (tmp_path / "models.config").write_text(config)

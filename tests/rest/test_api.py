@@ -1,6 +1,6 @@
 """TF Serving's REST API on a real gateway serving TF Serving's own test models and ours.
 
-Expected answers come from TF Serving's tests (../shared/testdata/tfserving/README.md)
+Expected answers come from TF Serving's tests (tests/fixtures/tfserving/README.md)
 and its api_rest.md.
 """
 from __future__ import annotations
@@ -139,14 +139,14 @@ def test_model_status_all_versions_and_label(gateway):
     assert [s["version"] for s in labeled["model_version_status"]] == ["124"]
 
 
-def test_metadata_is_tf_servings_own_answer(gateway, tfserving_dir):
-    expected = json.loads((tfserving_dir / "half_plus_two_model_metadata.json").read_text())
+def test_metadata_is_tf_servings_own_answer(gateway, tfserving_files):
+    expected = json.loads((tfserving_files / "half_plus_two_model_metadata.json").read_text())
     assert get(gateway, "/v1/models/default/metadata").json() == expected
     assert get(gateway, "/v1/models/default/versions/123/metadata").json() == expected
 
 
-def test_two_version_metadata_and_labels(gateway, tfserving_dir):
-    expected = json.loads((tfserving_dir / "saved_model_half_plus_two_2_versions_metadata.json").read_text())
+def test_two_version_metadata_and_labels(gateway, tfserving_files):
+    expected = json.loads((tfserving_files / "saved_model_half_plus_two_2_versions_metadata.json").read_text())
     expected["model_spec"]["name"] = "two_versions"
     assert get(gateway, "/v1/models/two_versions/labels/stable/metadata").json() == expected
     canary = get(gateway, "/v1/models/two_versions/labels/canary/metadata").json()

@@ -53,9 +53,9 @@ def test_concurrent_requests_become_few_upstream_predicts(pair):
     assert calls == front.metric("tfgw_batch_size_rows_count", model="default")
 
 
-def test_metadata_and_status_are_the_upstreams(pair, tfserving_dir):
+def test_metadata_and_status_are_the_upstreams(pair, tfserving_files):
     _, front = pair
-    expected = json.loads((tfserving_dir / "half_plus_two_model_metadata.json").read_text())
+    expected = json.loads((tfserving_files / "half_plus_two_model_metadata.json").read_text())
     assert httpx.get(front.url + "/v1/models/default/metadata", timeout=10).json() == expected
     status = httpx.get(front.url + "/v1/models/default", timeout=10).json()
     assert [s["version"] for s in status["model_version_status"]] == ["123"]
