@@ -13,22 +13,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 
-from loadtests.processes import free_port
+from loadtests.processes import Server, free_port, log
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "natality"
+
+
+@dataclass(frozen=True)
+class PipelineTiming:
+    seconds: dict[int, float]
+    """Rows in the input -> wall seconds of the whole run."""
+    marginal_rows_per_s: float
+    """Extra rows / extra seconds between the two sizes (NaN when too small to tell)."""
 
 
 def write_input(path: Path, rows: int) -> None:
@@ -41,28 +47,15 @@ def write_input(path: Path, rows: int) -> None:
 
 
 @contextlib.contextmanager
-def gateway() -> Iterator[str]:
-    """The online gateway serving natality over gRPC, for the 'microservice' approach."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving", f"--port={port}", f"--rest_api_port={free_port()}",
-         "--model_name=natality", f"--model_base_path={MODEL}", "--enable_batching",
-         "--batching_parameters_file=serving/examples/batching.config"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the gateway did not start")
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+def gateway(log_dir: Path) -> Iterator[str]:
+    """The online gateway serving natality over gRPC, for the 'microservice' approach;
+    yields its gRPC address once it is ready."""
+    grpc_port, rest_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+            "--model_name=natality", f"--model_base_path={MODEL}", "--enable_batching",
+            "--batching_parameters_file=serving/examples/batching.config"]
+    with Server("gateway", argv, log_dir / "gateway.log", rest_port):
+        yield f"127.0.0.1:{grpc_port}"
 
 
 def timed(argv: list[str]) -> float:
@@ -71,44 +64,45 @@ def timed(argv: list[str]) -> float:
     return time.monotonic() - started
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, PipelineTiming]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=1_000_000)
     args = parser.parse_args(argv)
-    version_dir = str(sorted(p for p in MODEL.iterdir() if p.name.isdigit())[-1])
-    with tempfile.TemporaryDirectory() as tmp, gateway() as service:
+    with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        inputs = {n: work / f"rows-{n}.jsonl" for n in (args.small, args.large)}
-        for rows, path in inputs.items():
-            write_input(path, rows)
-        setups = {
-            "batch/run.py (chunked, columnar)": lambda n: [
-                sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
-                str(work / f"ours-{n}" / "out"), "--model_base_path", str(MODEL), "--key_field", "id"],
-            "batch/run.py calling the gateway (microservice)": lambda n: [
-                sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
-                str(work / f"service-{n}" / "out"), "--prediction_service", service,
-                "--model_name", "natality", "--key_field", "id"],
-            "stock per-element RunInference": lambda n: [
-                sys.executable, "-m", "loadtests.baselines.stock_beam", str(inputs[n]),
-                str(work / f"stock-{n}" / "out"), version_dir],
-        }
-        results = {}
-        for name, command in setups.items():
-            seconds = {n: timed(command(n)) for n in inputs}
-            spent = seconds[args.large] - seconds[args.small]
-            marginal = (args.large - args.small) / spent if spent > 0 else float("nan")  # too small to tell
-            results[name] = {"seconds": seconds, "marginal_rows_per_s": marginal}
-            print(f"[bench-batch] {name}: {seconds[args.small]:.1f} s for {args.small}, "
-                  f"{seconds[args.large]:.1f} s for {args.large} rows", file=sys.stderr)
-    ours, _, stock = (r["marginal_rows_per_s"] for r in results.values())
+        with gateway(work) as service:
+            inputs = {n: work / f"rows-{n}.jsonl" for n in (args.small, args.large)}
+            for rows, path in inputs.items():
+                write_input(path, rows)
+            setups: dict[str, Callable[[int], list[str]]] = {
+                "batch/run.py (chunked, columnar)": lambda n: [
+                    sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
+                    str(work / f"ours-{n}" / "out"), "--model_base_path", str(MODEL),
+                    "--key_field", "id"],
+                "batch/run.py calling the gateway (microservice)": lambda n: [
+                    sys.executable, "batch/run.py", "--input", str(inputs[n]), "--output",
+                    str(work / f"service-{n}" / "out"), "--prediction_service", service,
+                    "--model_name", "natality", "--key_field", "id"],
+                "stock per-element RunInference": lambda n: [
+                    sys.executable, "-m", "loadtests.baselines.stock_beam", str(inputs[n]),
+                    str(work / f"stock-{n}" / "out"), str(MODEL)],
+            }
+            results = {}
+            for name, command in setups.items():
+                seconds = {n: timed(command(n)) for n in inputs}
+                spent = seconds[args.large] - seconds[args.small]
+                marginal = (args.large - args.small) / spent if spent > 0 else float("nan")
+                results[name] = PipelineTiming(seconds, marginal)
+                log(f"{name}: {seconds[args.small]:.1f} s for {args.small}, "
+                    f"{seconds[args.large]:.1f} s for {args.large} rows")
+    ours, _, stock = (r.marginal_rows_per_s for r in results.values())
     print("\n### batch prediction, natality, local FnApiRunner\n")
     print(f"| pipeline | {args.small} rows s | {args.large} rows s | marginal rows/s |")
     print("|---|---:|---:|---:|")
     for name, r in results.items():
-        s = r["seconds"]
-        print(f"| {name} | {s[args.small]:.1f} | {s[args.large]:.1f} | {r['marginal_rows_per_s']:,.0f} |")
+        print(f"| {name} | {r.seconds[args.small]:.1f} | {r.seconds[args.large]:.1f} "
+              f"| {r.marginal_rows_per_s:,.0f} |")
     print(f"\nbatch/run.py vs stock: **{ours / stock:.1f}×** (goal ≥ 10×)")
     return results
 

@@ -11,33 +11,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from loadtests.emulator import pubsub_emulator
+from loadtests.processes import Job, log, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "bench-project"
 SETTINGS = {"minibatched (10 ms, up to 256 messages)": ["--max_wait_ms=10", "--messages_per_call=256"],
             "one message per call": ["--max_wait_ms=0", "--messages_per_call=1"]}
+ANSWER_TIMEOUT_S = 120.0
+MEASURED = "measured"
+"""Attribute of the measured messages (the pipeline copies attributes to its answers)."""
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+@dataclass(frozen=True)
+class Latencies:
+    """Publish-to-answer latency of one setting at one rate."""
+
+    sent: int
+    received: int
+    p50_ms: float
+    p99_ms: float
 
 
-def measure(setting: list[str], rate: float, seconds: float, run_id: str) -> dict:
+def measure(setting: list[str], rate: float, seconds: float, run_id: str, logs: Path) -> Latencies:
     from google.cloud import pubsub_v1
 
     from serving.examples import natality
@@ -50,64 +55,77 @@ def measure(setting: list[str], rate: float, seconds: float, run_id: str) -> dic
         subscription = subscriber.subscription_path(PROJECT, f"{run_id}-{name}-sub")
         subscriber.create_subscription(name=subscription, topic=topic)
         paths[name] = (topic, subscription)
-    pipeline = subprocess.Popen(
-        [sys.executable, "streaming/run.py", "--input_subscription", paths["in"][1],
-         "--output_topic", paths["out"][0], "--dead_letter_topic", paths["dead"][0],
-         "--model_base_path", str(REPO / "models" / "natality"), "--runner=DirectRunner", *setting],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    argv = [sys.executable, "streaming/run.py", "--input_subscription", paths["in"][1],
+            "--output_topic", paths["out"][0], "--dead_letter_topic", paths["dead"][0],
+            "--model_base_path", str(REPO / "models" / "natality"), "--runner=DirectRunner",
+            *setting]
     latencies: list[float] = []
-    arrived = threading.Event()
+    warm_answers: list[float] = []
 
-    def on_output(message) -> None:
+    def on_output(message: Any) -> None:
         sent = float(message.attributes.get("sent_at", "nan"))
-        latencies.append(time.time() - sent)
-        arrived.set()
+        answers = latencies if MEASURED in message.attributes else warm_answers
+        answers.append(time.time() - sent)
         message.ack()
 
-    stream = subscriber.subscribe(paths["out"][1], callback=on_output)
-    try:
-        row = {k: v.tolist()[0] for k, v in natality.sample_rows(1, seed=5).items()}
-        body = json.dumps(row).encode()
-        end = time.monotonic() + 120
-        while not arrived.is_set():  # warm-up: until the pipeline answers
-            if time.monotonic() > end:
-                raise RuntimeError("the streaming pipeline never answered")
-            publisher.publish(paths["in"][0], body, sent_at=str(time.time()))
-            arrived.wait(1.0)
-        time.sleep(2.0)  # let warm-up messages drain; they are not measured
-        latencies.clear()
-        interval, sent, started = 1.0 / rate, 0, time.monotonic()
-        while time.monotonic() - started < seconds:
-            publisher.publish(paths["in"][0], body, sent_at=str(time.time()))
-            sent += 1
-            time.sleep(max(0.0, started + sent * interval - time.monotonic()))
-        wait_until(lambda: len(latencies) >= sent, 120, "every measured message")
-    finally:
-        stream.cancel()
-        os.killpg(pipeline.pid, signal.SIGKILL)
-        pipeline.wait()
+    row = {k: v.tolist()[0] for k, v in natality.sample_rows(1, seed=5).items()}
+    body = json.dumps(row).encode()
+    warm_sent = 0
+
+    with Job(f"pipeline {run_id}", argv, logs / f"{run_id}.log") as pipeline:
+        stream = subscriber.subscribe(paths["out"][1], callback=on_output)
+        try:
+            def answering() -> bool:
+                """Warm-up: a message a second until the pipeline answers one."""
+                nonlocal warm_sent
+                pipeline.check_alive("before it answered")
+                if warm_answers:
+                    return True
+                publisher.publish(paths["in"][0], body, sent_at=str(time.time()))
+                warm_sent += 1
+                return False
+
+            wait_until(answering, ANSWER_TIMEOUT_S, "the streaming pipeline's first answer",
+                       interval=1.0)
+            wait_until(lambda: len(warm_answers) >= warm_sent, ANSWER_TIMEOUT_S,
+                       "answers to every warm-up message (they are not measured)")
+            interval, sent, started = 1.0 / rate, 0, time.monotonic()
+            while time.monotonic() - started < seconds:
+                publisher.publish(paths["in"][0], body, sent_at=str(time.time()),
+                                  **{MEASURED: "1"})
+                sent += 1
+                time.sleep(max(0.0, started + sent * interval - time.monotonic()))  # pacing
+
+            def all_answered() -> bool:
+                pipeline.check_alive("while answering")
+                return len(latencies) >= sent
+
+            wait_until(all_answered, ANSWER_TIMEOUT_S, "answers to every measured message")
+        finally:
+            stream.cancel()
     values = np.array(latencies[:sent]) * 1000.0
-    return {"sent": sent, "received": len(latencies), "p50_ms": float(np.percentile(values, 50)),
-            "p99_ms": float(np.percentile(values, 99))}
+    return Latencies(sent, len(latencies), float(np.percentile(values, 50)),
+                     float(np.percentile(values, 99)))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[tuple[str, float], Latencies]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="20,100", help="messages per second, comma separated")
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args(argv)
-    results: dict = {}
-    with pubsub_emulator(PROJECT):
+    results: dict[tuple[str, float], Latencies] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-streaming-") as logs, pubsub_emulator(PROJECT):
         for rate in (float(r) for r in args.rates.split(",")):
             for index, (name, setting) in enumerate(SETTINGS.items()):
                 run_id = f"r{int(rate)}-s{index}-{int(time.time())}"
-                results[(name, rate)] = measure(setting, rate, args.seconds, run_id)
-                print(f"[bench-streaming] {name} at {rate:g} msg/s: {results[(name, rate)]}", file=sys.stderr)
+                result = measure(setting, rate, args.seconds, run_id, Path(logs))
+                results[(name, rate)] = result
+                log(f"{name} at {rate:g} msg/s: {result}")
     print("\n### streaming, natality, local DirectRunner via the Pub/Sub emulator\n")
     print("| setting | rate msg/s | messages | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|")
     for (name, rate), r in results.items():
-        print(f"| {name} | {rate:g} | {r['sent']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+        print(f"| {name} | {rate:g} | {r.sent} | {r.p50_ms:.0f} | {r.p99_ms:.0f} |")
     return results
 
 

@@ -29,8 +29,9 @@ import platform
 import random
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gevent
 import grpc
@@ -207,7 +208,7 @@ class OpenLoop:
         phases = [{"measured": phase.measured,
                    **summarize(phase, start, samples, self.samples, self._cpu(index, index + 1))}
                   for index, (phase, start, samples)
-                  in enumerate(zip(self.schedule.phases, self.schedule.starts(), by_phase))]
+                  in enumerate(zip(self.schedule.phases, self.schedule.starts(), by_phase, strict=True))]
         pooled, start = self.schedule.measured()
         first = next(i for i, p in enumerate(self.schedule.phases) if p.measured)
         options = self.options

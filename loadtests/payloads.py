@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def check(model: str, body: dict[str, Any], response: dict[str, Any]) -> str | N
     if not isinstance(predictions, list) or len(predictions) != len(rows):
         return f"not {len(rows)} predictions: {str(response)[:200]}"
     checker = _check_natality if model == "natality" else _check_image
-    for row, prediction in zip(rows, predictions):
+    for row, prediction in zip(rows, predictions, strict=True):
         if (why := checker(row, prediction)) is not None:
             return why
     return None
@@ -106,7 +107,7 @@ class RowsMix:
     weights: tuple[float, ...]
 
     @classmethod
-    def parse(cls, text: str) -> "RowsMix":
+    def parse(cls, text: str) -> RowsMix:
         sizes, weights = [], []
         try:
             for part in text.split(","):
@@ -122,10 +123,10 @@ class RowsMix:
 
     @property
     def mean_rows(self) -> float:
-        return sum(s * w for s, w in zip(self.sizes, self.weights))
+        return sum(s * w for s, w in zip(self.sizes, self.weights, strict=True))
 
     def __str__(self) -> str:
-        return ",".join(f"{s}:{w:.3g}" for s, w in zip(self.sizes, self.weights))
+        return ",".join(f"{s}:{w:.3g}" for s, w in zip(self.sizes, self.weights, strict=True))
 
 
 class RequestPool(Generic[Payload]):

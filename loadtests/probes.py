@@ -6,13 +6,13 @@ before any load, and the gateway's Prometheus counters are read around each run.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from loadtests.processes import Server, log
+from loadtests.processes import Server, log, wait_until
 
 
 def post_json(url: str, body: dict[str, Any], timeout: float = 60) -> tuple[int, dict[str, Any]]:
@@ -49,7 +49,7 @@ class Counters:
     in_flight: float
 
     @classmethod
-    def parse(cls, text: str, model: str) -> "Counters":
+    def parse(cls, text: str, model: str) -> Counters:
         """Read the Prometheus text format; a sample not exported yet counts as 0."""
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,13 +84,15 @@ def scrape(server: Server, model: str) -> Counters:
 
 def settle(servers: Sequence[Server], model: str, timeout: float = 10.0) -> list[Counters]:
     """The servers' counters once nothing is in flight (wrk leaves requests behind when it
-    stops; the servers still answer them and count them)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    stops; the servers still answer them and count them), or after ``timeout`` as they are."""
+    def idle() -> list[Counters] | None:
         counters = [scrape(s, model) for s in servers]
-        if all(c.in_flight == 0 for c in counters) or time.monotonic() > deadline:
-            if any(c.in_flight for c in counters):
-                log(f"still in flight after {timeout:.0f} s: "
-                    f"{', '.join(f'{s.name} {c.in_flight:.0f}' for s, c in zip(servers, counters))}")
-            return counters
-        time.sleep(0.05)
+        return counters if all(c.in_flight == 0 for c in counters) else None
+
+    try:
+        return wait_until(idle, timeout, "nothing in flight", interval=0.05)
+    except TimeoutError:
+        counters = [scrape(s, model) for s in servers]
+        log(f"still in flight after {timeout:.0f} s: "
+            f"{', '.join(f'{s.name} {c.in_flight:.0f}' for s, c in zip(servers, counters, strict=True))}")
+        return counters

@@ -1,8 +1,13 @@
-"""Servers under test as subprocesses, and which cores the load generator and they run on.
+"""Processes under test, how to wait for them, and which cores they run on.
 
-Shared by ``make bench`` (wrk) and ``make loadtest`` (Locust): each server runs in its own
-process group, logs to a file, and is killed with its children on exit, failure, Ctrl-C or
-SIGTERM.
+The one launcher of the repo: ``make bench``, ``make loadtest``, the batch and streaming
+benchmarks and the tests start every server or job process through ``Job`` / ``Server``.
+Each runs in its own process group with its output in a log file, and is stopped with its
+children on exit, failure, Ctrl-C or SIGTERM; a server counts as started only once its
+readiness endpoint answers 200 (a bound port is not enough: models load after the bind), and
+a process that dies while waited for fails with its log tail. ``free_port`` and
+``wait_until`` are the only port picker and the only condition wait of the repo (the tests
+import them too): nothing waits by sleeping a fixed time.
 """
 from __future__ import annotations
 
@@ -16,18 +21,45 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+READY_TIMEOUT_S = 300.0
+"""Model loading and warm-up of the image model on a busy shared core can take minutes."""
+
+T = TypeVar("T")
 
 
 def log(message: str) -> None:
     """A progress line on stderr, named after the running program (bench, run, ...)."""
     program = Path(sys.argv[0]).stem
     print(f"[{program} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "a condition",
+               interval: float = 0.02) -> T:
+    """Call ``predicate`` until it returns something truthy and return that; TimeoutError
+    naming ``what`` after ``timeout`` seconds. An exception from ``predicate`` (a process
+    that died) ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass(frozen=True)
@@ -39,7 +71,7 @@ class Pinning:
     note: str
 
     @classmethod
-    def detect(cls) -> "Pinning":
+    def detect(cls) -> Pinning:
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         if len(cores) >= 2 and shutil.which("taskset"):
             load, serve = cores[0], cores[1]
@@ -50,25 +82,24 @@ class Pinning:
                            "so figures are pessimistic and noisier")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Job:
+    """A process in its own process group, logging to a file; a context manager that stops
+    it (and whatever it spawned) on the way out."""
 
-
-class Server:
-    """A server subprocess in its own process group, logging to a file."""
-
-    def __init__(self, name: str, argv: Sequence[str], port: int, log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
         self.name = name
-        self.port = port
         self.log_path = log_path
-        self.url = f"http://127.0.0.1:{port}"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             list(argv), cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **SERVER_ENV})
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -78,8 +109,14 @@ class Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    def check_alive(self, during: str) -> None:
+        """RuntimeError with the log tail if the process has exited."""
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode} {during}; "
+                               f"log tail:\n{self.log_tail()}")
+
     def cpu_seconds(self) -> float | None:
-        """CPU time used so far by the server (``taskset`` execs it: same pid)."""
+        """CPU time used so far by the process (``taskset`` execs it: same pid)."""
         try:
             fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -87,28 +124,13 @@ class Server:
         # utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 after "pid (comm)"
         return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
-    def wait_ready(self, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before "
-                                   f"it was ready; log tail:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(self.url + path, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
-
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers in the group, if any
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -116,13 +138,42 @@ class Server:
         self._log.close()
 
 
-@contextlib.contextmanager
-def running(name: str, argv: Sequence[str], port: int, log_path: Path) -> Iterator[Server]:
-    server = Server(name, argv, port, log_path)
-    try:
-        yield server
-    finally:
-        server.stop()
+class Server(Job):
+    """A server on a loopback port; entering it as a context manager waits until it is ready
+    (and stops it if it never gets there)."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, port: int,
+                 ready_path: str = "/readyz", ready_timeout: float = READY_TIMEOUT_S) -> None:
+        super().__init__(name, argv, log_path)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ready_path = ready_path
+        self.ready_timeout = ready_timeout
+
+    def __enter__(self) -> Server:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        """Until ``ready_path`` answers 200: RuntimeError with the log tail if the process
+        exits first, TimeoutError with it after ``ready_timeout`` seconds."""
+        def ready() -> bool:
+            self.check_alive("before it was ready")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
+                    return response.status == 200
+            except OSError:  # refused, reset, timed out, or an HTTPError such as 503
+                return False
+
+        try:
+            wait_until(ready, self.ready_timeout, f"{self.name} to answer {self.ready_path} "
+                                                  "with 200", interval=0.1)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; log tail:\n{self.log_tail()}") from None
 
 
 def terminate_on_sigterm() -> None:

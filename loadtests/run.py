@@ -29,14 +29,15 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from loadtests import report
-from loadtests.processes import log
-from loadtests.processes import REPO, Pinning, git_commit, machine, terminate_on_sigterm
-from loadtests.scenario import USERS, Scenario, run as run_scenario
+from loadtests.processes import REPO, Pinning, git_commit, log, machine, terminate_on_sigterm
+from loadtests.scenario import USERS, Scenario
+from loadtests.scenario import run as run_scenario
 from loadtests.schedules import SCHEDULES
 from loadtests.slo import SearchPlan, search
 from loadtests.sweep import BATCHING_OFF, NAIVE, Setting, grid, search_setting, serve, slug

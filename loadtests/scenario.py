@@ -10,9 +10,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from loadtests.processes import REPO, SERVER_ENV
 from loadtests.schedules import build
@@ -39,7 +40,7 @@ class Scenario:
     max_in_flight: int = 1000
     timeout: float = 10.0
 
-    def at(self, rate: float) -> "Scenario":
+    def at(self, rate: float) -> Scenario:
         return replace(self, rate=rate)
 
     def argv(self, out: Path, loadgen: Sequence[str] = ()) -> list[str]:

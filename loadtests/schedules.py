@@ -6,8 +6,8 @@ offered does not drop when the server slows down (see ``loadtests/locustfile.py`
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Schedule:
         return out
 
     def starts(self) -> list[float]:
-        return [end - phase.seconds for end, phase in zip(self.ends(), self.phases)]
+        return [end - phase.seconds for end, phase in zip(self.ends(), self.phases, strict=True)]
 
     def measured(self) -> tuple[Phase, float]:
         """The measured phases (they follow the warm-up without a gap) as one phase at their

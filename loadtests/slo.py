@@ -10,8 +10,9 @@ of each other or ``max_steps`` are spent. Rates are whole requests per second.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 MIN_ACHIEVED = 0.98
 MAX_ERROR_RATE = 0.001

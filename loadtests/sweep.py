@@ -13,14 +13,15 @@ import math
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from loadtests import scenario as locust_scenario
-from loadtests.probes import Counters, scrape, settle, validate
 from loadtests.payloads import RowsMix, check, instances, predict_body
-from loadtests.processes import Pinning, Server, free_port, log, running
+from loadtests.probes import Counters, scrape, settle, validate
+from loadtests.processes import Pinning, Server, free_port, log
 from loadtests.scenario import Scenario
 from loadtests.slo import SearchPlan, search
 
@@ -109,10 +110,8 @@ def serve(setting: Setting, model: str, model_dir: Path, pinning: Pinning,
                         *model_flags, *batching], rest)]
         servers: list[Server] = []
         for index, (argv, port) in enumerate(starts):
-            server = stack.enter_context(running(f"{setting.slug}-{index}", argv, port,
-                                                 out / "logs" / f"{setting.slug}-{index}.log"))
-            server.wait_ready("/readyz", timeout=300)
-            servers.append(server)
+            servers.append(stack.enter_context(Server(
+                f"{setting.slug}-{index}", argv, out / "logs" / f"{setting.slug}-{index}.log", port)))
         front = servers[-1]
         url = f"{front.url}/v1/models/{model}:predict"
         validate(url, [predict_body(instances(model, k, seed=k)) for k in (1, 3, 8)],
@@ -132,11 +131,10 @@ def measure_step(target: Target, base: Scenario, rate: float, out: Path,
     summary = locust_scenario.run(base.at(rate), out, pinning.loadgen)
     step = summary["measured"]
     for server in target.servers:
-        if not server.alive():
-            raise RuntimeError(f"{server.name} died at {rate:g}/s; log tail:\n{server.log_tail()}")
+        server.check_alive(f"at {rate:g}/s")
     seconds = base.warmup + base.seconds  # CPU is read around the whole run: close enough
     step["server_cpu"] = [None if a is None or b is None else (b - a) / seconds
-                          for a, b in zip(cpu_before, (s.cpu_seconds() for s in target.servers))]
+                          for a, b in zip(cpu_before, (s.cpu_seconds() for s in target.servers), strict=True)]
     counters_after = _counters(target, model)
     if counters_before and counters_after and counters_after.batches > counters_before.batches:
         step["rows_per_model_call"] = ((counters_after.batch_rows - counters_before.batch_rows)

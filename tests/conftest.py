@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
+import shutil
 import threading
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import NoReturn
 
 import httpx
 import pytest
+
+from loadtests.processes import free_port, wait_until  # the repo's only ones, for the tests
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,22 +26,30 @@ TFSERVING_ORIGINALS = REPO.parent / "shared" / "testdata" / "tfserving"
 """TF Serving's own testdata, beside the repository on machines that have it; not in a clone."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def tool_missing(what: str, install: str) -> NoReturn:
+    """The rule for tools from outside Python: a test that needs a missing one skips and says
+    what to install, except in CI (``CI=true``), where it fails: CI must run every test."""
+    message = f"{what}; install it with: {install}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: a missing tool fails, it never skips)", pytrace=False)
+    pytest.skip(message)
 
 
-def poll(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
-    """Wait for a condition with a deadline (tests never sleep a fixed time)."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+def require_tool(command: str, install: str) -> str:
+    """The path of ``command``, an outside tool the test needs (see ``tool_missing``)."""
+    path = shutil.which(command)
+    if path is None:
+        tool_missing(f"{command} is not installed", install)
+    return path
+
+
+def require_pubsub_emulator() -> None:
+    """gcloud, its Pub/Sub emulator and the Java it runs on (see ``tool_missing``)."""
+    from loadtests.emulator import missing
+
+    gap = missing()
+    if gap is not None:
+        tool_missing(*gap)
 
 
 @pytest.fixture(scope="session")
@@ -121,12 +131,13 @@ class Gateway:
     """A real gateway (uvicorn + the core) serving on a loopback port in a thread."""
 
     def __init__(self, settings) -> None:
+        import uvicorn
+
         from serving.core.service import InferenceService
-        from serving.metrics import Metrics
         from serving.grpc.server import create_grpc_server
+        from serving.metrics import Metrics
         from serving.rest.app import create_app
         from serving.server import DrainingServer
-        import uvicorn
 
         self.settings = settings
         self.service = InferenceService(settings, Metrics())
@@ -139,9 +150,9 @@ class Gateway:
         self.grpc_target = f"127.0.0.1:{settings.port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         self._thread.start()
-        poll(lambda: self._ready(), timeout=120, what="gateway readiness")
+        wait_until(lambda: self._ready(), timeout=120, what="gateway readiness")
         return self
 
     def _ready(self) -> bool:

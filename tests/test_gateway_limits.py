@@ -6,9 +6,7 @@ metrics for the state it wants, instead of sleeping.
 """
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from loadtests.processes import Server
 from serving.settings import BatchingConfig, ModelConfig
-from tests.conftest import REPO, free_port, poll
+from tests.conftest import free_port, wait_until
 
 BUSY_SPIN = 600_000  # a few seconds of model time on this machine
 
@@ -40,10 +39,10 @@ def start_busy_request(gateway) -> "tuple[ThreadPoolExecutor, object]":
     pool = ThreadPoolExecutor(4)
     future = pool.submit(httpx.post, gateway.url + "/v1/models/slow:predict",
                          json=body(1.0, BUSY_SPIN), timeout=120)
-    poll(lambda: gateway.metric("tfgw_in_flight_requests") == 1
-         and gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
-         and gateway.metric("tfgw_queue_wait_seconds_count", model="slow") == 1,
-         what="the busy request to run")
+    wait_until(lambda: gateway.metric("tfgw_in_flight_requests") == 1
+               and gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
+               and gateway.metric("tfgw_queue_wait_seconds_count", model="slow") == 1,
+               what="the busy request to run")
     return pool, future
 
 
@@ -65,7 +64,7 @@ def test_full_queue_gives_429_with_retry_after(gateway_factory, slow_model_dir):
     pool, busy = start_busy_request(gateway)
     queued = [pool.submit(httpx.post, gateway.url + "/v1/models/slow:predict", json=body(i), timeout=120)
               for i in (10.0, 20.0)]
-    poll(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 2, what="two queued rows")
+    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 2, what="two queued rows")
     refused = httpx.post(gateway.url + "/v1/models/slow:predict", json=body(3.0), timeout=60)
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["Retry-After"]) >= 1
@@ -80,8 +79,8 @@ def test_client_disconnect_removes_the_request_from_the_queue(gateway_factory, s
     pool, busy = start_busy_request(gateway)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(gateway.url + "/v1/models/slow:predict", json=body(7.0), timeout=0.5)
-    poll(lambda: gateway.metric("tfgw_rejections_total", model="slow", reason="cancelled") == 1,
-         what="the disconnect to be noticed")
+    wait_until(lambda: gateway.metric("tfgw_rejections_total", model="slow", reason="cancelled") == 1,
+               what="the disconnect to be noticed")
     assert gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
     assert busy.result().status_code == 200
     assert gateway.metric("tfgw_batch_size_rows_count", model="slow") == 1
@@ -93,22 +92,15 @@ def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
     batching = tmp_path / "batching.config"
     batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
                         "num_batch_threads { value: 1 }\n")
-    server = subprocess.Popen(
+    server = Server(
+        "gateway",
         [sys.executable, "-m", "serving", "--port=0", f"--rest_api_port={port}", "--model_name=slow",
          f"--model_base_path={slow_model_dir}", "--enable_batching",
          f"--batching_parameters_file={batching}", "--drain_timeout_seconds=60"],
-        cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+        tmp_path / "gateway.log", port, ready_timeout=120)
+    url = server.url
     try:
-        def ready() -> bool:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                return httpx.get(url + "/readyz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        poll(ready, timeout=120, what="the server to be ready")
+        server.wait_ready()
         records: list[tuple[float, float, str, object]] = []
         lock = threading.Lock()
         stop = threading.Event()
@@ -133,9 +125,9 @@ def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
         threads = [threading.Thread(target=client, args=(w,)) for w in range(16)]
         for thread in threads:
             thread.start()
-        poll(lambda: len(records) >= 50, what="load to build up")
+        wait_until(lambda: len(records) >= 50, what="load to build up")
         term_at = time.monotonic()
-        server.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)
 
         def not_ready() -> bool:
             try:
@@ -143,14 +135,13 @@ def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
             except httpx.TransportError:
                 return True  # already gone
 
-        poll(not_ready, what="readiness to turn false")
+        wait_until(not_ready, what="readiness to turn false")
         for thread in threads:
             thread.join(timeout=120)
         stop.set()
-        assert server.wait(timeout=120) == 0
+        assert server.proc.wait(timeout=120) == 0
     finally:
-        if server.poll() is None:
-            server.kill()
+        server.stop()
     in_flight_at_term = [r for r in records if r[0] < term_at < r[1]]
     assert in_flight_at_term, "no request was in flight at SIGTERM: the test proved nothing"
     for started, _, x, (status, answer) in records:
@@ -161,7 +152,7 @@ def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
             assert status in (200, 503, "refused"), (x, status, answer)
             if status == 503:
                 assert "shutting down" in answer["error"]
-    log = server.stdout.read().decode()
+    log = server.log_path.read_text()
     assert "drained" in log, log
 
 

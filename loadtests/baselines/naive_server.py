@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,17 +21,9 @@ import tensorflow as tf  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import Body, FastAPI, HTTPException  # noqa: E402
 
-from loadtests.baselines import UVICORN_OPTIONS  # noqa: E402
+from loadtests.baselines import UVICORN_OPTIONS, latest_version  # noqa: E402
 
 SIGNATURE = "serving_default"
-
-
-def latest_version(base_path: str | Path) -> Path:
-    """The highest numeric version folder under ``base_path`` (TF Serving's layout)."""
-    versions = [p for p in Path(base_path).iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise FileNotFoundError(f"no numeric version folder under {base_path}")
-    return max(versions, key=lambda p: int(p.name))
 
 
 def _value(row: Any, name: str, single: bool) -> Any:
@@ -46,13 +37,13 @@ def _value(row: Any, name: str, single: bool) -> Any:
 
 
 def create_app(model_name: str, base_path: str) -> FastAPI:
-    fn = tf.saved_model.load(str(latest_version(base_path))).signatures[SIGNATURE]
+    fn = tf.saved_model.load(latest_version(base_path)).signatures[SIGNATURE]
     _, specs = fn.structured_input_signature
     single = len(specs) == 1
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post(f"/v1/models/{model_name}:predict")
-    def predict(payload: dict = Body(...)) -> dict:
+    def predict(payload: Annotated[dict, Body()]) -> dict:
         instances = payload.get("instances")
         if not isinstance(instances, list) or not instances:
             raise HTTPException(400, "'instances' must be a non-empty list")
@@ -65,7 +56,7 @@ def create_app(model_name: str, base_path: str) -> FastAPI:
             raise HTTPException(400, str(err)) from None
         if len(outputs) == 1:
             return {"predictions": next(iter(outputs.values()))}
-        return {"predictions": [dict(zip(outputs, row)) for row in zip(*outputs.values())]}
+        return {"predictions": [dict(zip(outputs, row, strict=True)) for row in zip(*outputs.values(), strict=True)]}
 
     @app.get("/readyz")
     def readyz() -> dict:

@@ -5,17 +5,22 @@ ReadFromText -> json.loads per line -> a dict of numpy scalars per row -> RunInf
 TFModelHandlerNumpy cannot load SavedModel directories under Keras 3, so the handler is the
 minimal per-row one its documentation leads to.
 
-    python -m loadtests.baselines.stock_beam INPUT OUTPUT MODEL_VERSION_DIR
+    python -m loadtests.baselines.stock_beam INPUT OUTPUT MODEL_BASE_PATH
+
+The newest version under MODEL_BASE_PATH is loaded.
 """
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from loadtests.baselines import latest_version
 
 
 class PerRowHandler(ModelHandler[dict, PredictionResult, Any]):
@@ -50,10 +55,11 @@ def to_line(result: PredictionResult) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-    source, output, model = argv[:3]
+    source, output, base_path = argv[:3]
+    handler = PerRowHandler(latest_version(base_path))
     with beam.Pipeline(argv=["--runner=FnApiRunner"]) as pipeline:
         (pipeline | beam.io.ReadFromText(source) | beam.Map(to_row)
-         | RunInference(PerRowHandler(model)) | beam.Map(to_line) | beam.io.WriteToText(output))
+         | RunInference(handler) | beam.Map(to_line) | beam.io.WriteToText(output))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
 from serving.settings import ModelConfig
 from serving.tfs_config import read_model_config_file
-from tests.conftest import free_port, poll
+from tests.conftest import free_port, wait_until
 
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 
@@ -49,12 +49,12 @@ def test_new_version_rolls_in_under_load_with_no_failed_request(gateway_factory,
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
         thread.start()
-    poll(lambda: served_more_than(20), what="load")
+    wait_until(lambda: served_more_than(20), what="load")
     shutil.copytree(tfserving_dir / TWO_VERSIONS / "00000124", tmp_path / "staging")
     (tmp_path / "staging").rename(base / "00000124")  # appears whole, as a real deploy should
-    poll(lambda: versions(gateway, "m") == {"123": "END", "124": "AVAILABLE"}, what="the roll-over")
+    wait_until(lambda: versions(gateway, "m") == {"123": "END", "124": "AVAILABLE"}, what="the roll-over")
     served_after = len(answers)
-    poll(lambda: served_more_than(served_after + 20), what="load on the new version")
+    wait_until(lambda: served_more_than(served_after + 20), what="load on the new version")
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
@@ -109,7 +109,7 @@ def test_config_file_polling_adds_a_model(gateway_factory, tfserving_dir, tmp_pa
                               model_config_file_poll_wait_seconds=1)
     two = entry.format("half_plus_three", tfserving_dir / "saved_model_half_plus_three")
     config.write_text(f"model_config_list {{ {one} {two} }}")
-    poll(lambda: versions(gateway, "half_plus_three") == {"123": "AVAILABLE"}, what="the new model")
+    wait_until(lambda: versions(gateway, "half_plus_three") == {"123": "AVAILABLE"}, what="the new model")
     config.write_text("not a config")
     answer = httpx.post(gateway.url + "/v1/models/half_plus_three:predict", json={"instances": [1.0]}, timeout=10)
     assert answer.json() == {"predictions": [3.5]}

@@ -206,13 +206,13 @@ def slow_request(rows: int, spin: int) -> predict_pb2.PredictRequest:
 
 
 def test_full_queue_is_resource_exhausted(stub, gateway):
-    from tests.conftest import poll
+    from tests.conftest import wait_until
 
     running = stub.Predict.future(slow_request(1, 400_000), timeout=120)
-    poll(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
-         and gateway.metric("tfgw_in_flight_requests") == 1, what="the busy request to run")
+    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
+               and gateway.metric("tfgw_in_flight_requests") == 1, what="the busy request to run")
     backlog = stub.Predict.future(slow_request(16 * 64, 0), timeout=120)  # fills the queue
-    poll(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 1024, what="a full queue")
+    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 1024, what="a full queue")
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(slow_request(1, 0), timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -13,8 +13,8 @@ import math
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -69,7 +69,7 @@ def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, s
 
     counts = _locust_counts(tmp_path / "locust_stats.csv")
     for index, (phase, start, reported) in enumerate(zip(plan.phases, plan.starts(),
-                                                         summary["phases"])):
+                                                         summary["phases"], strict=True)):
         mine = [s for s in samples if s.phase == index]
         assert mine, f"no requests in phase {phase.name}"
         assert all(start <= s.intended_s < start + phase.seconds for s in mine)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from serving.settings import BatchingConfig, ModelConfig, Settings
-from tests.conftest import Gateway, free_port, poll
+from tests.conftest import Gateway, free_port, wait_until
 
 
 def upstream_settings(tfserving_dir, port: int) -> dict:
@@ -75,16 +75,16 @@ def test_upstream_down_fails_fast_and_recovery_is_automatic(pair, tfserving_dir)
     thread = threading.Thread(target=load)
     thread.start()
     try:
-        poll(lambda: outcomes.count(200) > 20, what="load through the upstream")
+        wait_until(lambda: outcomes.count(200) > 20, what="load through the upstream")
         upstream.__exit__(None, None, None)  # the upstream dies mid-load
-        poll(lambda: httpx.get(front.url + "/readyz", timeout=5).status_code == 503, what="readiness false")
+        wait_until(lambda: httpx.get(front.url + "/readyz", timeout=5).status_code == 503, what="readiness false")
         failed_at = len(outcomes)
-        poll(lambda: len(outcomes) > failed_at + 20, what="requests while the upstream is down")
+        wait_until(lambda: len(outcomes) > failed_at + 20, what="requests while the upstream is down")
         assert set(outcomes[failed_at:]) == {503}, Counter(outcomes[failed_at:])  # fast and clean
         with Gateway(Settings(rest_api_port=free_port(), **upstream_settings(tfserving_dir, port))):
-            poll(lambda: httpx.get(front.url + "/readyz", timeout=5).status_code == 200, what="recovery")
+            wait_until(lambda: httpx.get(front.url + "/readyz", timeout=5).status_code == 200, what="recovery")
             recovered_at = len(outcomes)
-            poll(lambda: outcomes[recovered_at:].count(200) > 20, what="answers after recovery")
+            wait_until(lambda: outcomes[recovered_at:].count(200) > 20, what="answers after recovery")
             stop.set()
             thread.join(timeout=30)
     finally:
