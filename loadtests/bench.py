@@ -79,9 +79,18 @@ from loadtests.bench_results import (
 )
 from loadtests.payloads import check, instances, predict_body
 from loadtests.probes import settle, validate
-from loadtests.processes import Job, Pinning, Server, free_port, git_commit, log, terminate_on_sigterm
+from loadtests.processes import (
+    REPO,
+    Job,
+    Pinning,
+    Server,
+    cpu_share,
+    free_port,
+    git_commit,
+    log,
+    terminate_on_sigterm,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
 SETUPS = ("raw", *SERVER_SETUPS, "upstream")
 ONE_CONNECTION_WARMUP_S = 2
@@ -190,11 +199,6 @@ def server_argv(setup: str, model: str, model_dir: Path, port: int, pinning: Pin
     raise ValueError(f"unknown setup {setup!r}")
 
 
-def _cpu_share(before: float | None, after: float | None, seconds: float) -> float | None:
-    """CPU seconds per second between two readings (None if either is unknown)."""
-    return None if before is None or after is None or not seconds else (after - before) / seconds
-
-
 def run_server_setup(setup: str, workload: Workload, model_dir: Path, bodies: list[dict],
                      bodies_file: Path, plan: Plan) -> ServerRun:
     port = free_port()
@@ -215,7 +219,7 @@ def run_server_setup(setup: str, workload: Workload, model_dir: Path, bodies: li
         cpu_after = server.cpu_seconds()
         server.check_alive("during the run")
         return ServerRun(result, startup_seconds=startup_s, warmup_seconds=warmup_s,
-                         server_cpu=_cpu_share(cpu_before, cpu_after, result.duration_s),
+                         server_cpu=cpu_share(cpu_before, cpu_after, result.duration_s),
                          pid=server.proc.pid, log=str(log_path))
 
 
@@ -320,7 +324,7 @@ def measure_through(url: str, servers: tuple[Server, Server], model: str, bodies
     waits = front1.queue_waits - front0.queue_waits
     return ThroughRun(
         result, warmup_seconds=warmup_s,
-        server_cpu={name: _cpu_share(b0, b1, result.duration_s) for name, b0, b1
+        server_cpu={name: cpu_share(b0, b1, result.duration_s) for name, b0, b1
                     in zip(("upstream", "front"), cpu_before, cpu_after, strict=True)},
         upstream_predicts=round(up1.predict_ok - up0.predict_ok),
         front_requests=round(front1.predict_ok - front0.predict_ok),

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import orjson
 
-from loadtests.processes import Server, free_port, log
+from loadtests.processes import REPO, Server, free_port, log
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "natality"
 
 

@@ -51,6 +51,11 @@ def _errors_cell(run: WrkResult) -> str:
     return f"**⚠ {run.errors} ({', '.join(parts)})**"
 
 
+def _sentence(label: str, parts: list[str]) -> list[str]:
+    """``Label: a; b; c.`` as a line, or no line when there is nothing to say."""
+    return [f"{label}: " + "; ".join(parts) + "."] if parts else []
+
+
 def _measured_cells(run: WrkResult) -> str:
     """QPS, p50, p99 and errors cells."""
     return (f"{_fmt_qps(run.qps)} | {_fmt_ms(run.latency_ms.p50)} | "
@@ -92,8 +97,7 @@ def _render_main(model: str, result: ModelResult, connections: int) -> str:
                f"p75 {_fmt_ms(run.wrk.latency_ms.p75)} / p90 {_fmt_ms(run.wrk.latency_ms.p90)} ms, "
                f"{_fmt_cpu('server', run.server_cpu)}, {_fmt_cpu('wrk', run.wrk.loadgen_cpu)}"
                for name, run in servers.items() if isinstance(run, ServerRun)]
-    if details:
-        lines.append("Runs: " + "; ".join(details) + ".")
+    lines += _sentence("Runs", details)
     r = result.ratios
     parts = []
     if r.gateway_vs_naive_qps is not None:
@@ -107,8 +111,7 @@ def _render_main(model: str, result: ModelResult, connections: int) -> str:
             and isinstance(naive, ServerRun)):
         parts.append(f"p99 d vs c {_fmt_ms(gateway.wrk.latency_ms.p99)} vs "
                      f"{_fmt_ms(naive.wrk.latency_ms.p99)} ms ({r.gateway_vs_naive_p99:.2f}×)")
-    if parts:
-        lines.append("Ratios: " + "; ".join(parts) + ".")
+    lines += _sentence("Ratios", parts)
     for name in r.invalid_because_of_errors:
         run = servers[name]
         errors = run.wrk.errors if isinstance(run, ServerRun) else "?"
@@ -162,8 +165,7 @@ def render_upstream(model: str, upstream: UpstreamResult) -> str:
                      f"{_merging_cell(run.setup, run.outcome)} |")
         details.append(_through_details(run.setup, run.connections, run.outcome))
     lines.append("")
-    if details:
-        lines.append("Runs: " + "; ".join(details) + ".")
+    lines += _sentence("Runs", details)
     r = upstream.ratios
     parts = []
     if r.gateway_vs_direct_qps is not None:
@@ -181,8 +183,7 @@ def render_upstream(model: str, upstream: UpstreamResult) -> str:
         parts.append(f"at {n} connections the front merged {gateway.front_requests} requests "
                      f"into {gateway.upstream_predicts} upstream Predicts "
                      f"({r.rows_per_upstream_predict:.1f} rows each)")
-    if parts:
-        lines.append("Ratios: " + "; ".join(parts) + ".")
+    lines += _sentence("Ratios", parts)
     for name in r.invalid_because_of_errors:
         lines.append(f"**WARNING: {name} connections had errors; its figures are not comparable.**")
     lines.append("Upstream Predicts: the upstream's `tfgw_requests_total{method=\"predict\","

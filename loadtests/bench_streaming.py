@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from loadtests.emulator import pubsub_emulator
-from loadtests.processes import Job, log, wait_until
+from loadtests.processes import REPO, Job, log, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 PROJECT = "bench-project"
 SETTINGS = {"minibatched (10 ms, up to 256 messages)": ["--max_wait_ms=10", "--messages_per_call=256"],
             "one message per call": ["--max_wait_ms=0", "--messages_per_call=1"]}

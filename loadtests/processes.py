@@ -82,6 +82,12 @@ class Pinning:
                            "so figures are pessimistic and noisier")
 
 
+def cpu_share(before: float | None, after: float | None, seconds: float) -> float | None:
+    """CPU seconds per second between two ``cpu_seconds`` readings (1.0 = one core);
+    None if either reading is unknown."""
+    return None if before is None or after is None or not seconds else (after - before) / seconds
+
+
 class Job:
     """A process in its own process group, logging to a file; a context manager that stops
     it (and whatever it spawned) on the way out."""

@@ -21,7 +21,7 @@ from typing import Any
 from loadtests import scenario as locust_scenario
 from loadtests.payloads import RowsMix, check, instances, predict_body
 from loadtests.probes import Counters, scrape, settle, validate
-from loadtests.processes import Pinning, Server, free_port, log
+from loadtests.processes import Pinning, Server, cpu_share, free_port, log
 from loadtests.scenario import Scenario
 from loadtests.slo import SearchPlan, search
 
@@ -133,8 +133,8 @@ def measure_step(target: Target, base: Scenario, rate: float, out: Path,
     for server in target.servers:
         server.check_alive(f"at {rate:g}/s")
     seconds = base.warmup + base.seconds  # CPU is read around the whole run: close enough
-    step["server_cpu"] = [None if a is None or b is None else (b - a) / seconds
-                          for a, b in zip(cpu_before, (s.cpu_seconds() for s in target.servers), strict=True)]
+    step["server_cpu"] = [cpu_share(before, server.cpu_seconds(), seconds)
+                          for before, server in zip(cpu_before, target.servers, strict=True)]
     counters_after = _counters(target, model)
     if counters_before and counters_after and counters_after.batches > counters_before.batches:
         step["rows_per_model_call"] = ((counters_after.batch_rows - counters_before.batch_rows)

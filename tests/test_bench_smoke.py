@@ -25,6 +25,7 @@ from loadtests.bench_results import (
     ModelResult,
     Ratios,
     RawResult,
+    Report,
     ServerRun,
     ThroughRun,
     UpstreamResult,
@@ -306,16 +307,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.e2e
-def test_tiny_real_run(tmp_path, models_dir):
-    """raw + no-op + naive on natality for one second each: the whole pipeline, end to end."""
+def tiny_run(setups: str, out, models_dir) -> tuple[Report, dict]:
+    """``make bench`` on natality for one second per server at 8 connections: the report it
+    returned, and the JSON it wrote (which must say the same)."""
     require_tool("wrk", install=WRK_INSTALL)
-    out = tmp_path / "results"
     report = bench.main(["--duration", "1", "--warmup", "0", "--connections", "8",
-                         "--models", "natality", "--setups", "raw,noop,naive",
+                         "--models", "natality", "--setups", setups,
                          "--out", str(out), "--models-dir", str(models_dir)])
     saved = json.loads((out / "latest.json").read_text())
     assert saved == json.loads(json.dumps(to_json(report)))
+    return report, saved
+
+
+@pytest.mark.e2e
+def test_tiny_real_run(tmp_path, models_dir):
+    """raw + no-op + naive on natality for one second each: the whole pipeline, end to end."""
+    out = tmp_path / "results"
+    report, saved = tiny_run("raw,noop,naive", out, models_dir)
     natality = report.models["natality"]
     raw = natality.raw
     assert isinstance(raw, RawResult), raw
@@ -342,13 +350,8 @@ def test_tiny_real_run(tmp_path, models_dir):
 @pytest.mark.e2e
 def test_tiny_real_upstream_run(tmp_path, models_dir):
     """(e) and (f) for one second each: the front gateway really merges onto the upstream."""
-    require_tool("wrk", install=WRK_INSTALL)
     out = tmp_path / "results"
-    report = bench.main(["--duration", "1", "--warmup", "0", "--connections", "8",
-                         "--models", "natality", "--setups", "upstream",
-                         "--out", str(out), "--models-dir", str(models_dir)])
-    saved = json.loads((out / "latest.json").read_text())
-    assert saved == json.loads(json.dumps(to_json(report)))
+    report, _ = tiny_run("upstream", out, models_dir)
     natality = report.models["natality"]
     assert natality.raw is None and natality.setups == {}
     upstream = natality.upstream
