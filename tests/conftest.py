@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import httpx
+import numpy as np
 import pytest
 
 from loadtests.processes import free_port, wait_until  # the repo's only ones, for the tests
@@ -26,30 +27,32 @@ TFSERVING_ORIGINALS = REPO.parent / "shared" / "testdata" / "tfserving"
 """TF Serving's own testdata, beside the repository on machines that have it; not in a clone."""
 
 
-def tool_missing(what: str, install: str) -> NoReturn:
-    """The rule for tools from outside Python: a test that needs a missing one skips and says
-    what to install, except in CI (``CI=true``), where it fails: CI must run every test."""
-    message = f"{what}; install it with: {install}"
+def missing_outside(what: str, remedy: str) -> NoReturn:
+    """The rule for what a test needs from outside Python and the repository (a tool, TF
+    Serving's original files): when it is missing the test skips and says how to get it,
+    except in CI (``CI=true``), where it fails: CI must run every test."""
+    message = f"{what}; {remedy}"
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: a missing tool fails, it never skips)", pytrace=False)
+        pytest.fail(f"{message} (CI=true: what is missing fails, it never skips)", pytrace=False)
     pytest.skip(message)
 
 
 def require_tool(command: str, install: str) -> str:
-    """The path of ``command``, an outside tool the test needs (see ``tool_missing``)."""
+    """The path of ``command``, an outside tool the test needs (see ``missing_outside``)."""
     path = shutil.which(command)
     if path is None:
-        tool_missing(f"{command} is not installed", install)
+        missing_outside(f"{command} is not installed", f"install it with: {install}")
     return path
 
 
 def require_pubsub_emulator() -> None:
-    """gcloud, its Pub/Sub emulator and the Java it runs on (see ``tool_missing``)."""
+    """gcloud, its Pub/Sub emulator and the Java it runs on (see ``missing_outside``)."""
     from loadtests.emulator import missing
 
     gap = missing()
     if gap is not None:
-        tool_missing(*gap)
+        what, install = gap
+        missing_outside(what, f"install it with: {install}")
 
 
 @pytest.fixture(scope="session")
@@ -88,10 +91,8 @@ def tfserving_originals() -> Path:
     if missing:
         what = (f"no folder {TFSERVING_ORIGINALS}" if not TFSERVING_ORIGINALS.is_dir()
                 else f"missing in {TFSERVING_ORIGINALS}: {', '.join(missing)}")
-        message = f"TF Serving's original testdata: {what}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message} (CI=true: the comparison must run)", pytrace=False)
-        pytest.skip(message)
+        missing_outside(f"TF Serving's original testdata: {what}",
+                        "these checks run where the project's shared/ folder sits beside the clone")
     return TFSERVING_ORIGINALS
 
 
@@ -104,27 +105,67 @@ def models_dir() -> Path:
     return MODELS
 
 
-@pytest.fixture(scope="session")
-def slow_model_dir(tmp_path_factory) -> Path:
-    """A real SavedModel whose cost the caller chooses: y = x + 1 after max(spin) loop steps.
+class Gate:
+    """Where the held model's calls wait: closed for each test until the test opens it."""
 
-    Lets tests hold the model busy for as long as they need, with no fake in the server.
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._lock = threading.Lock()
+        self.waiting = 0  # model calls waiting at the gate now
+
+    def pass_through(self, hold: np.ndarray) -> np.int64:
+        """Run by the model (tf.numpy_function) on its batch's ``hold`` input."""
+        if hold.any():
+            with self._lock:
+                self.waiting += 1
+            try:
+                self._open.wait(timeout=300)  # a bound for a broken test, never reached
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+        return np.int64(0)
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._open.clear()
+
+
+@pytest.fixture(scope="session")
+def held_model(tmp_path_factory):
+    """(base path, gate) of a real SavedModel, y = x + 1, whose calls with ``hold`` set wait
+    at the gate; warm-up requests (zeros) pass.
+
+    The wait is a tf.numpy_function, which the loaded model finds only in this process (the
+    traced function registers it): serve it with an in-process gateway (gateway_factory).
     """
     import tensorflow as tf
 
-    class Slow(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
-                                      tf.TensorSpec([None], tf.int64, name="spin")])
-        def serve(self, x, spin):
-            steps = tf.reduce_max(tf.concat([spin, tf.zeros([1], tf.int64)], 0))
-            _, acc = tf.while_loop(lambda i, a: i < steps, lambda i, a: (i + 1, a * 0.5 + 1.0),
-                                   (tf.constant(0, tf.int64), tf.constant(0.0)))
-            return {"y": x + 1.0 + 0.0 * acc}
+    gate = Gate()
 
-    base = tmp_path_factory.mktemp("slow")
-    module = Slow()
+    class Held(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
+                                      tf.TensorSpec([None], tf.int64, name="hold")])
+        def serve(self, x, hold):
+            passed = tf.numpy_function(gate.pass_through, [hold], tf.int64, stateful=True)
+            with tf.control_dependencies([passed]):
+                return {"y": x + 1.0}
+
+    module = Held()
+    base = tmp_path_factory.mktemp("held")
     tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
-    return base
+    yield base, gate  # ``module`` stays alive, and its numpy function registered, until here
+
+
+@pytest.fixture
+def gate(held_model) -> Gate:
+    """The held model's gate, closed; opened at teardown, so no call stays held. Request it
+    after the fixture that starts the gateway, so it is torn down before the gateway stops."""
+    _, gate = held_model
+    gate.close()
+    yield gate
+    gate.open()
 
 
 class Gateway:

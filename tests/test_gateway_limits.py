@@ -18,80 +18,42 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from loadtests.processes import Server
 from serving.settings import BatchingConfig, ModelConfig
-from tests.conftest import free_port, wait_until
-
-class Gate:
-    """Where the held model's calls wait: closed for each test until the test opens it."""
-
-    def __init__(self) -> None:
-        self._open = threading.Event()
-        self._lock = threading.Lock()
-        self.waiting = 0  # model calls waiting at the gate now
-
-    def pass_through(self, hold: np.ndarray) -> np.int64:
-        """Run by the model (tf.numpy_function) on its batch's ``hold`` input."""
-        if hold.any():
-            with self._lock:
-                self.waiting += 1
-            try:
-                self._open.wait(timeout=300)  # a bound for a broken test, never reached
-            finally:
-                with self._lock:
-                    self.waiting -= 1
-        return np.int64(0)
-
-    def open(self) -> None:
-        self._open.set()
-
-    def close(self) -> None:
-        self._open.clear()
+from tests.conftest import Gate, free_port, wait_until
 
 
 @pytest.fixture(scope="module")
-def held_model(tmp_path_factory):
-    """(base path, gate) of a real SavedModel, y = x + 1, whose calls with ``hold`` set wait
-    at the gate; warm-up requests (zeros) pass.
+def slow_model_dir(tmp_path_factory) -> Path:
+    """A real SavedModel whose cost the caller chooses: y = x + 1 after max(spin) loop steps.
 
-    The wait is a tf.numpy_function, which the loaded model finds only in this process (the
-    traced function registers it): serve it with an in-process gateway (gateway_factory).
+    Lets tests hold the model busy for as long as they need, with no fake in the server.
     """
     import tensorflow as tf
 
-    gate = Gate()
-
-    class Held(tf.Module):
+    class Slow(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
-                                      tf.TensorSpec([None], tf.int64, name="hold")])
-        def serve(self, x, hold):
-            passed = tf.numpy_function(gate.pass_through, [hold], tf.int64, stateful=True)
-            with tf.control_dependencies([passed]):
-                return {"y": x + 1.0}
+                                      tf.TensorSpec([None], tf.int64, name="spin")])
+        def serve(self, x, spin):
+            steps = tf.reduce_max(tf.concat([spin, tf.zeros([1], tf.int64)], 0))
+            _, acc = tf.while_loop(lambda i, a: i < steps, lambda i, a: (i + 1, a * 0.5 + 1.0),
+                                   (tf.constant(0, tf.int64), tf.constant(0.0)))
+            return {"y": x + 1.0 + 0.0 * acc}
 
-    module = Held()
-    base = tmp_path_factory.mktemp("held")
+    base = tmp_path_factory.mktemp("slow")
+    module = Slow()
     tf.saved_model.save(module, str(base / "1"), signatures={"serving_default": module.serve})
-    yield base, gate  # ``module`` stays alive, and its numpy function registered, until here
-
-
-@pytest.fixture
-def gate(gateway_factory, held_model) -> Gate:
-    """The held model's gate, closed; opened at teardown, before gateway_factory's gateways
-    stop (this fixture depends on it, so it is torn down first), so no call stays held."""
-    _, gate = held_model
-    gate.close()
-    yield gate
-    gate.open()
+    return base
 
 
 @pytest.fixture
 def held_gateway(gateway_factory, held_model, gate):
+    # gateway_factory before gate: the gate opens at teardown before the gateways stop.
     """Start an in-process gateway serving the held model as "held", one execution slot."""
 
     def start(**batching):
@@ -117,7 +79,7 @@ def predict(gateway, body: dict, **kwargs) -> httpx.Response:
     return httpx.post(gateway.url + "/v1/models/held:predict", json=body, timeout=120, **kwargs)
 
 
-def start_busy_request(gateway, gate: Gate) -> "tuple[ThreadPoolExecutor, object]":
+def start_busy_request(gateway, gate: Gate) -> tuple[ThreadPoolExecutor, object]:
     """Send a held request and wait until it is running, stopped at the gate."""
     pool = ThreadPoolExecutor(4)
     future = pool.submit(predict, gateway, held_body(1.0, hold=True))

@@ -48,8 +48,11 @@ class LoadedModel:
         ``deadline`` is accepted for the ``Model`` protocol; a running TensorFlow call
         cannot be interrupted, so expired requests are dropped before they run instead.
         """
+        runner = self._runners.get(signature_name)
+        if runner is None:
+            find_signature(self.specs, signature_name)  # raises TF Serving's error for it
         try:
-            return self._runners[signature_name](inputs)
+            return runner(inputs)
         except tf.errors.InvalidArgumentError as error:
             raise InvalidArgument(error.message) from None
         except (TypeError, ValueError) as error:
@@ -103,7 +106,12 @@ def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) ->
     feeds = [tensor(signature_def.inputs[k].name)._as_tf_output() for k in input_keys]
     fetches = [tensor(signature_def.outputs[k].name)._as_tf_output() for k in output_keys]
 
+    expected = frozenset(input_keys)
+
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Callers that skip SignatureSpec.validate (warm-up records) still get a clear error.
+        if inputs.keys() != expected:
+            raise InvalidArgument(f"Signature inputs are {sorted(expected)}; got {sorted(inputs)}")
         # The C session call, as TF Serving's Session::Run: Session.run() and its callables
         # add a Python-only check of feed shapes that TF Serving does not make (half_plus_two
         # is fed [3] for a declared [-1, 1] in TF Serving's own tests).

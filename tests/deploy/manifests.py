@@ -6,16 +6,15 @@ Kubernetes 1.30, rejecting unknown fields. Both run as subprocesses, exactly as 
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("dev", "prod", "prod-canary")
@@ -24,14 +23,9 @@ KUBERNETES_VERSION = "1.30"
 Obj = dict[str, Any]
 
 
-def _tool(path: str | None, name: str, how: str) -> str:
-    if path is None or not Path(path).is_file():
-        pytest.fail(f"{name} is needed to check deploy/ and was not found ({how})")
-    return path
-
-
 def kustomize(directory: Path) -> list[Obj]:
-    kubectl = _tool(shutil.which("kubectl"), "kubectl", "install kubectl >= 1.27 on PATH")
+    kubectl = require_tool("kubectl", install="kubectl >= 1.27 from Kubernetes' package repository "
+                                              "(Debian's kubernetes-client is too old for kustomize components)")
     result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
@@ -40,10 +34,10 @@ def kustomize(directory: Path) -> list[Obj]:
 
 def schema_errors(objects: list[Obj]) -> list[str]:
     """kubernetes-validate's errors; custom resources have no schema there (see custom_resources)."""
-    validator = _tool(str(Path(sys.executable).with_name("kubernetes-validate")),
-                      "kubernetes-validate", "pip install -e '.[test]' in the venv")
+    validator = Path(sys.executable).with_name("kubernetes-validate")
+    assert validator.is_file(), "kubernetes-validate (a [test] dependency) is missing: pip install -e '.[test]'"
     result = subprocess.run(
-        [validator, "--strict", "-k", KUBERNETES_VERSION, "--quiet", "--no-warn", "-"],
+        [str(validator), "--strict", "-k", KUBERNETES_VERSION, "--quiet", "--no-warn", "-"],
         input=yaml.safe_dump_all(objects), capture_output=True, text=True, timeout=120)
     errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
     assert (result.returncode != 0) == bool(errors), result.stdout + result.stderr

@@ -7,25 +7,31 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2,
-    model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc, regression_pb2,
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
 )
-from google.protobuf import json_format
 
 from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolicy
-from tests.conftest import Gateway, free_port
+from tests.conftest import Gateway, free_port, wait_until
 
 
 @pytest.fixture(scope="module")
-def gateway(tfserving_dir, slow_model_dir) -> Gateway:
+def gateway(tfserving_dir, held_model) -> Gateway:
     models = (
         ModelConfig(name="default", base_path=str(tfserving_dir / "saved_model_half_plus_two_cpu")),
         ModelConfig(name="half_plus_three", base_path=str(tfserving_dir / "saved_model_half_plus_three")),
         ModelConfig(name="two_versions", base_path=str(tfserving_dir / "saved_model_half_plus_two_2_versions"),
                     version_policy=VersionPolicy(kind="all"), version_labels={"stable": 123, "canary": 124}),
-        ModelConfig(name="slow", base_path=str(slow_model_dir)),
+        ModelConfig(name="held", base_path=str(held_model[0])),
     )
     settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, enable_batching=True,
                         batching=BatchingConfig(max_batch_size=16, batch_timeout_micros=1000,
@@ -172,18 +178,13 @@ def test_wrong_dtype_is_invalid_argument(stub):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_grpc_deadline_is_the_request_deadline(stub):
-    busy = predict_pb2.PredictRequest()
-    busy.model_spec.name = "slow"
-    busy.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0], np.float32)))
-    busy.inputs["spin"].CopyFrom(tf.make_tensor_proto(np.array([400_000], np.int64)))
-    running = stub.Predict.future(busy, timeout=120)
-    quick = predict_pb2.PredictRequest()
-    quick.CopyFrom(busy)
-    quick.inputs["spin"].CopyFrom(tf.make_tensor_proto(np.array([0], np.int64)))
+def test_grpc_deadline_is_the_request_deadline(stub, gateway, gate):
+    running = stub.Predict.future(held_request(1, hold=True), timeout=120)
+    wait_until(lambda: gate.waiting == 1, what="the held request to reach the gate")
     with pytest.raises(grpc.RpcError) as info:
-        stub.Predict(quick, timeout=0.3)
+        stub.Predict(held_request(1), timeout=0.3)  # waits behind it for the one slot
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    gate.open()
     np.testing.assert_allclose(tf.make_ndarray(running.result().outputs["y"]), [2.0])
 
 
@@ -197,23 +198,21 @@ def test_health_checking(channel):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def slow_request(rows: int, spin: int) -> predict_pb2.PredictRequest:
+def held_request(rows: int, hold: bool = False) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "slow"
+    request.model_spec.name = "held"
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones(rows, np.float32)))
-    request.inputs["spin"].CopyFrom(tf.make_tensor_proto(np.full(rows, spin, np.int64)))
+    request.inputs["hold"].CopyFrom(tf.make_tensor_proto(np.full(rows, int(hold), np.int64)))
     return request
 
 
-def test_full_queue_is_resource_exhausted(stub, gateway):
-    from tests.conftest import wait_until
-
-    running = stub.Predict.future(slow_request(1, 400_000), timeout=120)
-    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 0
-               and gateway.metric("tfgw_in_flight_requests") == 1, what="the busy request to run")
-    backlog = stub.Predict.future(slow_request(16 * 64, 0), timeout=120)  # fills the queue
-    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="slow") == 1024, what="a full queue")
+def test_full_queue_is_resource_exhausted(stub, gateway, gate):
+    running = stub.Predict.future(held_request(1, hold=True), timeout=120)
+    wait_until(lambda: gate.waiting == 1, what="the held request to reach the gate")
+    backlog = stub.Predict.future(held_request(16 * 64), timeout=120)  # fills the queue
+    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="held") == 1024, what="a full queue")
     with pytest.raises(grpc.RpcError) as info:
-        stub.Predict(slow_request(1, 0), timeout=30)
+        stub.Predict(held_request(1), timeout=30)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    gate.open()
     assert running.result().outputs["y"] and backlog.result().outputs["y"]

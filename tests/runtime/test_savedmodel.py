@@ -103,5 +103,5 @@ def test_a_failing_recorded_warmup_fails_the_load(tfserving_dir, tmp_path):
     with tf.io.TFRecordWriter(str(copy / warmup.WARMUP_FILE)) as writer:
         writer.write(entry.SerializeToString())
     model = savedmodel.load(copy)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidArgument, match=r"Signature inputs are \['x'\]; got \['nope'\]"):
         warmup.run(model, (1,))
