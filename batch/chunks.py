@@ -6,8 +6,9 @@ it was refused, never dropped; well-formed rows become one numpy array per input
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

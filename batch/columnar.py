@@ -9,8 +9,9 @@ so each bad row is refused with its own reason.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from itertools import islice
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import orjson

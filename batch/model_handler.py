@@ -16,8 +16,9 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler
 

@@ -11,21 +11,21 @@ namespace count each.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import apache_beam as beam
 import orjson
 from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
+from batch.chunks import DEAD_LETTER, ChunkResult, rows_to_chunk
 from batch.columnar import decode_block, decode_table, format_lines, read_blocks
+from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from batch.parquet_sink import ParquetSink, result_table
 from batch.records import csv_blocks, examples_to_rows, typed_csv_row
-from apache_beam.metrics import Metrics
-
-from batch.chunks import DEAD_LETTER, ChunkResult, rows_to_chunk
-from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)

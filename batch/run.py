@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from serving.logs import setup_logging
 
@@ -41,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from batch.pipeline import NAMESPACE, BatchJob, build
     from batch.model_handler import ModelLocation
+    from batch.pipeline import NAMESPACE, BatchJob, build
 
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]

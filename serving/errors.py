@@ -19,7 +19,6 @@ they are caught.
 """
 from __future__ import annotations
 
-
 INTERNAL_ERROR = "Internal error: the server's log has the details"
 """What a client is told of an unexpected exception (each transport logs it once)."""
 

@@ -40,7 +40,7 @@ class Metrics:
             "tfgw_rejections", "Requests refused or dropped, by reason.", ["model", "reason"],
             registry=r)
 
-    def for_model(self, model: str) -> "ModelBatchMetrics":
+    def for_model(self, model: str) -> ModelBatchMetrics:
         return ModelBatchMetrics(self, model)
 
     def exposition(self) -> bytes:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import FrameType
-
-from typing import Callable
 
 import grpc
 import uvicorn

@@ -52,7 +52,7 @@ class BatchingConfig(BaseModel):
     pad_variable_length_inputs: bool = False
 
     @model_validator(mode="after")
-    def _check_allowed_sizes(self) -> "BatchingConfig":
+    def _check_allowed_sizes(self) -> BatchingConfig:
         sizes = self.allowed_batch_sizes
         if sizes:
             if list(sizes) != sorted(set(sizes)) or sizes[0] < 1:

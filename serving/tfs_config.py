@@ -17,8 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, text_format
-from google.protobuf import wrappers_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, text_format, wrappers_pb2
 from pydantic import ValidationError
 
 from serving.settings import BatchingConfig, ModelConfig, VersionPolicy

@@ -9,8 +9,9 @@ its ``error`` attribute). Attributes are carried over, plus ``input_message_id``
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import apache_beam as beam
 import orjson

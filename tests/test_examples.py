@@ -20,8 +20,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.examples import build, image, natality
 from serving.settings import BatchingConfig
-
 from tests.conftest import REPO
+
 Signature = Callable[..., dict[str, tf.Tensor]]
 """A loaded SavedModel signature (a ConcreteFunction)."""
 

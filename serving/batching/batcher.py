@@ -29,8 +29,9 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
-from typing import Callable, Hashable, Protocol
+from typing import Protocol
 
 from serving.batching.cost import CostModel
 from serving.batching.rows import (

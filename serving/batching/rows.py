@@ -5,7 +5,7 @@ loop. Dimension 0 is the row (batch) dimension throughout.
 """
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

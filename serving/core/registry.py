@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from serving.batching.batcher import Batcher
-from serving.errors import NotFound, ServingError
 from serving.core.sources import Model, ModelSource
+from serving.errors import NotFound, ServingError
 from serving.settings import ModelConfig
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ selection, unloading) is the registry's, whatever the source.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -29,9 +30,9 @@ from tensorflow_serving.apis import (
 from serving.core.results import Classifications
 from serving.core.service import InferenceService, Servable
 from serving.errors import INTERNAL_ERROR, InvalidArgument, ServingError, Unimplemented
-from serving.runtime.tensors import to_numpy, to_proto
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
+from serving.runtime.tensors import to_numpy, to_proto
 from serving.tfs_config import ConfigError, models_from_server_config
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,14 @@ import base64
 import binascii
 import json
 import math
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 
-from serving.errors import InvalidArgument, Unimplemented
 from serving.core.results import Classifications
+from serving.errors import InvalidArgument, Unimplemented
 from serving.runtime.signature import DT_NAMES, STRING, SignatureSpec, TensorSpec, dtype_name, shape_text
 
 Form = Literal["row", "columnar"]

@@ -9,8 +9,9 @@ TensorFlow errors are translated into ``serving.errors`` here, at the boundary.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf

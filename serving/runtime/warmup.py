@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf

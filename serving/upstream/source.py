@@ -3,15 +3,15 @@ signatures (so validation, REST decoding and metadata match it exactly)."""
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from serving.errors import NotFound, Unavailable
-from serving.runtime.tensors import to_numpy, to_proto
 from serving.runtime.savedmodel import INIT_OP_KEY, spec_from_signature_def
 from serving.runtime.signature import SignatureSpec, find_signature
+from serving.runtime.tensors import to_numpy, to_proto
 from serving.settings import ModelConfig
 from serving.upstream.client import UpstreamClient
 

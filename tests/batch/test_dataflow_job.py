@@ -6,8 +6,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from google.cloud import dataflow_v1beta3
 
-from batch.pipeline import BatchJob, build
 from batch.model_handler import ModelLocation
+from batch.pipeline import BatchJob, build
 
 IMAGE = "us-docker.pkg.dev/demo/tf-gateway/beam-worker:latest"
 

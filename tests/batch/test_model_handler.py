@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.examples import natality
 from batch.chunks import Chunk, rows_to_chunk
 from batch.model_handler import ModelLocation, SavedModelHandler, VersionedModel
+from serving.examples import natality
 
 
 class Counting:

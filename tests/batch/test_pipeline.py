@@ -10,10 +10,10 @@ import pytest
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.util import assert_that
 
-from batch.run import main
-from serving.examples import natality
 from batch.chunks import rows_to_chunk
 from batch.model_handler import ModelLocation, SavedModelHandler, open_model
+from batch.run import main
+from serving.examples import natality
 
 MALFORMED = [
     "not json",
@@ -89,7 +89,8 @@ def test_the_handler_serves_another_pipeline(models_dir):
                                    atol=natality.TOLERANCE_POUNDS)
 
     with beam.Pipeline(runner="FnApiRunner") as pipeline:
-        results = pipeline | beam.Create([chunk]) | RunInference(SavedModelHandler(ModelLocation(str(models_dir / "natality"))))
+        handler = SavedModelHandler(ModelLocation(str(models_dir / "natality")))
+        results = pipeline | beam.Create([chunk]) | RunInference(handler)
         assert_that(results, check)
 
 

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from serving.batching.rows import (
-    BatchShapeError, allowed_size, concat, first_rows, merge_key, pad_rows, slice_rows, split_rows,
+    BatchShapeError,
+    allowed_size,
+    concat,
+    first_rows,
+    merge_key,
+    pad_rows,
+    slice_rows,
+    split_rows,
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import textwrap
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

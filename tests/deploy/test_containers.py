@@ -34,7 +34,8 @@ def last(dockerfile, instruction: str) -> str:
 def _pins() -> dict[str, str]:
     """name -> version prefix of pyproject's `name==X.Y.*` dependencies, extras included."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    dependencies = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    extras = project["optional-dependencies"].values()
+    dependencies = [*project["dependencies"], *(d for extra in extras for d in extra)]
     return {m[1]: m[2] for d in dependencies if (m := re.match(r"([\w-]+)(?:\[.*\])?==([\d.]+)\.\*", d))}
 
 
@@ -92,7 +93,8 @@ def test_build_context_holds_what_each_dockerfile_copies(dockerfile):
     for word, rest in instructions(dockerfile):
         if word == "COPY" and not rest.startswith("--from"):
             for source in rest.split()[:-1]:
-                assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source}: not in the repo (models/: `make models`)"
+                assert (REPO / source).exists(), (
+                    f"{dockerfile.name}: COPY {source}: not in the repo (models/: `make models`)")
                 assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, (
                     f"{dockerfile.name}: COPY {source} is excluded by its .dockerignore")
 

@@ -576,7 +576,7 @@ def test_decode_examples_errors(doc: dict[str, Any], message: str):
         codec.decode_examples(doc)
 
 
-# --- encode_classify / encode_regress (checked in tests/core/test_results.py) / encode_error -----------------------------------
+# --- encode_classify / encode_regress (checks: tests/core/test_results.py) / encode_error ---
 
 
 @pytest.mark.parametrize("outputs, want", [

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from batch.model_handler import ModelLocation
 from loadtests.emulator import pubsub_emulator
 from serving.examples import natality
-from batch.model_handler import ModelLocation
 from streaming.pipeline import StreamJob, build
 from tests.conftest import require_pubsub_emulator, wait_until
 
