@@ -93,3 +93,26 @@ def test_the_gateway_loads_no_pipeline_or_load_test_library(code):
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-2000:]
+
+
+def test_a_serving_gateway_process_loads_no_pipeline_or_load_test_library(models_dir, tmp_path):
+    """``python -m serving`` started, ready, answering, then stopped: at exit it has loaded
+    none of them (the process reports its own ``sys.modules``)."""
+    import httpx
+
+    from loadtests.processes import Server, free_port
+
+    report = (f"import atexit, runpy, sys\n"
+              f"atexit.register(lambda: print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}}"
+              f" & set({LOADED_AT_RUN_TIME + OURS!r})), flush=True))\n"
+              f"runpy.run_module('serving', run_name='__main__')\n")
+    port = free_port()
+    argv = [sys.executable, "-c", report, f"--rest_api_port={port}", f"--port={free_port()}",
+            "--model_name=natality", f"--model_base_path={models_dir / 'natality'}"]
+    with Server("gateway", argv, tmp_path / "gateway.log", port, ready_timeout=120) as server:
+        body = {"instances": [{"is_male": "True", "mother_age": 25.0, "plurality": "Single(1)",
+                               "gestation_weeks": 39.0}]}
+        assert httpx.post(server.url + "/v1/models/natality:predict", json=body, timeout=30).status_code == 200
+    assert server.proc.returncode == 0, server.log_tail()
+    loaded = [line for line in server.log_path.read_text().splitlines() if line.startswith("LOADED")]
+    assert loaded == ["LOADED []"], server.log_tail()
