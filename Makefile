@@ -10,7 +10,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models serve test lint bench bench-codec bench-batch bench-streaming loadtest clean
+.PHONY: venv models serve test lint bench bench-codec bench-batch bench-streaming loadtest soak clean
 
 # One venv; each target installs the extras it needs (pyproject.toml), once per set.
 $(VENV)/.extras-%: pyproject.toml
@@ -55,6 +55,11 @@ bench-streaming: $(VENV)/.extras-batch,loadtest models
 # (about 8 minutes); writes loadtests/results/loadtest.md and sweep.png for the README.
 loadtest: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.run local --short
+
+# Five minutes at 70% of the max QPS within the SLO, a new model version every minute:
+# errors and RSS growth (loadtests/results/soak/soak.md).
+soak: $(VENV)/.extras-loadtest models
+	$(PY) -m loadtests.soak
 
 clean:
 	rm -rf $(MODELS) $(VENV)

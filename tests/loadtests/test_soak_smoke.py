@@ -1,0 +1,18 @@
+"""Smoke test of ``make soak`` (loadtests/soak.py): a half-minute soak at a low given rate
+with two versions rolled in; the harness books every request, sees each version served and
+samples the server's RSS. Its figures are a benchmark's, not asserted here."""
+from __future__ import annotations
+
+from loadtests import soak
+
+
+def test_soak_rolls_versions_in_under_load_and_reports(models_dir, tmp_path):
+    result = soak.main(["--minutes", "0.5", "--rollout-every", "8", "--max-qps", "100",
+                        "--out", str(tmp_path)])
+    assert result.rate == 70 and result.requests > 0
+    assert [r.version for r in result.rollouts] == [2, 3]
+    assert all(r.served_after_s is not None for r in result.rollouts)
+    assert len(result.rss_mb) >= 3 and result.rss_growth is not None
+    report = (tmp_path / "soak.md").read_text()
+    assert f"| {result.requests:,} | {result.errors} |" in report
+    assert (tmp_path / "soak.json").is_file()
