@@ -7,7 +7,10 @@ rows in chunks keeps Python work per row tiny; the model runs once per chunk. A 
 bisected so only the failing rows are returned as failures, each with its reason.
 
 The loaded model is also held in a process-level cache: Beam's local runner re-creates
-DoFns per bundle in streaming, and would otherwise reload the model every bundle.
+DoFns per bundle in streaming, and would otherwise reload the model every bundle. The cache
+holds one version per location: when a newer version takes over an unpinned location, the
+version it served before is evicted (and, for a ``gs://`` or ``s3://`` base path, its local
+copy removed once no handler holds it).
 """
 from __future__ import annotations
 
@@ -30,11 +33,13 @@ from serving.runtime.versions import version_dirs
 log = logging.getLogger(__name__)
 
 _MODELS: dict[Any, tuple[int, Any]] = {}
+"""ModelLocation -> (version, model) it serves now: one version per location."""
 _LOCK = threading.Lock()
 
 
 def resolve_version(base_path: str, version: int | None = None) -> tuple[int, str]:
-    """(version, directory) under ``base_path`` (local or ``gs://``): ``version``, or the newest.
+    """(version, directory) under ``base_path`` (local, ``gs://`` or ``s3://``): ``version``,
+    or the newest.
 
     Called on workers, never while a pipeline is built, so building a Dataflow job touches
     nothing on ``gs://``.
@@ -69,6 +74,26 @@ def open_model(location: ModelLocation) -> tuple[int, Any]:
         if location not in _MODELS:
             _MODELS[location] = _open(location)
         return _MODELS[location]
+
+
+def open_newer(location: ModelLocation, version: int) -> tuple[int, Any]:
+    """(version, model) the unpinned ``location`` serves from now on: ``version``, loaded
+    once per process, unless a newer one already serves. The version it replaces is evicted
+    from the cache (handlers still running it keep it alive until they move on)."""
+    with _LOCK:
+        current = _MODELS.get(location)
+        if current is None or current[0] < version:
+            _MODELS[location] = _open(dataclasses.replace(location, version=version))
+            if current is not None:
+                log.info("version %d of %s replaced by %d: evicted", current[0],
+                         location.base_path or location.service, version)
+        return _MODELS[location]
+
+
+def cached_versions() -> dict[Any, int]:
+    """ModelLocation -> the version the process-level cache holds for it."""
+    with _LOCK:
+        return {location: version for location, (version, _) in _MODELS.items()}
 
 
 def _open(location: ModelLocation) -> tuple[int, Any]:
@@ -157,7 +182,7 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, VersionedModel]):
             latest, _ = resolve_version(self._location.base_path)
             current = max(model.version, self._newer.version if self._newer else 0)
             if latest > current:
-                version, loaded = open_model(dataclasses.replace(self._location, version=latest))
+                version, loaded = open_newer(self._location, latest)
                 log.info("serving version %d from %s", version, self._location.base_path)
                 self._newer = VersionedModel(version, loaded)
         return self._newer if self._newer and self._newer.version > model.version else model

@@ -11,12 +11,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from batch.job_options import beam_options, describe_dry_run, is_dry_run
 from serving.logs import setup_logging
 
 
-def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--input", required=True, help="file pattern (local or gs://)")
     parser.add_argument("--output", required=True, help="output prefix; dead letters go to PREFIX-errors-*")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -32,26 +34,39 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="csv: with a header line; tfrecord: of tf.Example")
     parser.add_argument("--output_format", choices=["jsonl", "parquet"], default="jsonl")
     parser.add_argument("--chunk_rows", type=int, default=2048, help="rows per model call")
-    return parser.parse_known_args(argv)
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """This job's flags, and the rest (Beam's options)."""
+    return build_parser().parse_known_args(argv)
+
+
+def _options(parser: argparse.ArgumentParser, beam_args: list[str]) -> Any:
+    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        beam_args = ["--runner=FnApiRunner", *beam_args]
+    return beam_options(parser, beam_args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
-    args, beam_args = parse(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    options = _options(parser, beam_args)  # a flag neither this job nor Beam knows: exit 2
     setup_logging()
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from batch.model_handler import ModelLocation
     from batch.pipeline import NAMESPACE, BatchJob, build
 
-    if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        beam_args = ["--runner=FnApiRunner", *beam_args]
     model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version)
     job = BatchJob(args.input, args.output, model, args.signature_name, args.key_field, args.chunk_rows,
                    args.input_format, args.output_format)
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
+    pipeline = beam.Pipeline(options=options)
     build(pipeline, job)
     result = pipeline.run()
+    if is_dry_run(options):
+        print(describe_dry_run(result, options), flush=True)
+        return {}
     result.wait_until_finish()
     if getattr(result, "has_job", True) is False:
         # A Flex Template launcher runs this to write the job description: nothing ran here.

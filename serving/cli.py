@@ -5,7 +5,7 @@ Users switching from TF Serving start the gateway with the command line they hav
 ``--model_config_file=...``, ``--enable_batching --batching_parameters_file=...``).
 TF Serving flags that have no meaning here are accepted and ignored with one warning each,
 so existing command lines keep working; the few whose silent loss would change security or
-what is served (TLS, UNIX sockets, other platforms) are refused. Unknown flags are errors.
+what is served (ALTS, UNIX sockets, other platforms) are refused. Unknown flags are errors.
 
 Precedence: explicit flags, then ``TFGW_*`` environment variables, then defaults. This
 module imports neither TensorFlow nor anything that does, so ``--help`` answers at once.
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
 from serving.logs import setup_logging
+from serving.model_roots import ModelRoots
 from serving.settings import ModelConfig, Settings
 from serving.tfs_config import (
     ConfigError,
@@ -30,6 +31,7 @@ from serving.tfs_config import (
     read_batching_parameters_file,
     read_model_config_file,
     read_monitoring_config_file,
+    read_ssl_config_file,
     resolve_base_path,
 )
 
@@ -42,11 +44,11 @@ IGNORED_TFS_FLAGS = (
     "enable_model_warmup", "enable_per_model_batching_parameters", "enable_profiler",
     "enable_serialization_as_tensor_content", "enable_signature_method_name_check",
     "flush_filesystem_caches", "grpc_channel_arguments",
-    "grpc_max_threads", "load_retry_interval_micros", "max_num_load_retries",
+    "grpc_max_threads",
     "mixed_precision", "num_load_threads", "num_request_iterations_for_warmup",
     "num_tflite_interpreters_per_pool", "num_tflite_pools", "num_unload_threads",
     "per_process_gpu_memory_fraction", "prefer_tflite_model",
-    "remove_unused_fields_from_bundle_metagraph", "rest_api_enable_cors_support",
+    "remove_unused_fields_from_bundle_metagraph",
     "rest_api_num_threads", "skip_initialize_tpu", "tensorflow_inter_op_parallelism",
     "tensorflow_intra_op_parallelism", "tensorflow_session_config_file",
     "tensorflow_session_parallelism", "thread_pool_factory_config_file",
@@ -56,7 +58,6 @@ IGNORED_TFS_FLAGS = (
 #: TF Serving flags whose silent loss would be unsafe: refused unless empty/false
 #: (``saved_model_tags`` unless it is the default ``serve``).
 REFUSED_TFS_FLAGS: Mapping[str, str] = {
-    "ssl_config_file": "TLS is not served here; terminate it in front of the gateway",
     "use_alts_credentials": "ALTS is not supported",
     "grpc_socket_path": "gRPC on a UNIX socket is not supported; use --port",
     "platform_config_file": "only the TensorFlow SavedModel platform is served",
@@ -68,7 +69,8 @@ _SETTINGS_FLAGS = (
     "port", "rest_api_port", "host", "enable_batching", "rest_api_timeout_in_ms",
     "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "upstream",
     "max_request_bytes", "max_rows_per_request",
-    "drain_timeout_seconds",
+    "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
+    "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
 )
 _COMPAT_PREFIX = "compat__"
 _FALSE_WORDS = ("", "false", "0", "no")
@@ -124,12 +126,22 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("tfs", "batching_parameters_file", str, "FILE", "text BatchingParameters"),
     ("tfs", "monitoring_config_file", str, "FILE", "text MonitoringConfig (Prometheus path)"),
     ("tfs", "rest_api_timeout_in_ms", int, "MS", "default request deadline"),
+    ("tfs", "ssl_config_file", str, "FILE",
+     "text SSLConfig: TLS on the gRPC port (server_key, server_cert, custom_ca, client_verify)"),
+    ("tfs", "rest_api_enable_cors_support", _bool, "BOOL", ""),
+    ("tfs", "max_num_load_retries", int, "N",
+     "retry a failed version load N times after the first attempt; 0: once"),
+    ("tfs", "load_retry_interval_micros", int, "US",
+     "time between load retries, in microseconds; negative: no wait"),
     ("own", "host", str, "ADDR", "address both servers bind"),
     ("own", "upstream", str, "HOST:PORT",
      "send merged batches to this TF Serving gRPC address instead of loading models here"),
     ("own", "max_request_bytes", int, "N", "larger bodies get 413"),
     ("own", "max_rows_per_request", int, "N", "more rows get 413"),
     ("own", "drain_timeout_seconds", float, "S", "on SIGTERM, time to finish in-flight work"),
+    ("own", "rest_api_ssl", _bool, "BOOL", ""),
+    ("own", "model_roots", str, "DIR,...", ""),
+    ("own", "enable_reload_config_api", _bool, "BOOL", ""),
 )
 
 
@@ -150,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for group, name, kind, metavar, text in _FLAGS:
         if name in _SETTINGS_FLAGS:
-            default = Settings.model_fields[name].default
-            text += f" (default: {default}; env TFGW_{name.upper()})"
+            field = Settings.model_fields[name]
+            text = text or field.description or ""  # help written once, on the field
+            text += f" (default: {field.default}; env TFGW_{name.upper()})"
         extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is _bool else {}
         groups[group].add_argument(f"--{name}", type=kind, metavar=metavar, help=text, **extra)
     for name in (*IGNORED_TFS_FLAGS, *REFUSED_TFS_FLAGS):
@@ -171,14 +184,21 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     values: dict[str, Any] = {name: args[name] for name in _SETTINGS_FLAGS if name in args}
     model_config_file = args.get("model_config_file") or None  # "" is unset, as in TF Serving
     values["models"] = _models(args, model_config_file)
-    values["model_config_file"] = model_config_file and os.path.abspath(model_config_file)
+    values["model_config_file"] = model_config_file and resolve_base_path(model_config_file)  # gs:// kept
     batching_file = args.get("batching_parameters_file") or None
     if batching_file:
         values["batching"] = read_batching_parameters_file(batching_file)
     monitoring_file = args.get("monitoring_config_file") or None
     if monitoring_file:
         values["metrics_path"] = read_monitoring_config_file(monitoring_file)
+    ssl_file = args.get("ssl_config_file") or None
+    if ssl_file:
+        values["ssl_config"] = read_ssl_config_file(ssl_file)
     settings = _make_settings(values, environ)
+    try:
+        ModelRoots(settings.model_roots)
+    except ValueError as err:
+        raise ConfigError(f"--model_roots: {err}") from None
     if batching_file and not settings.enable_batching:
         raise ConfigError("--batching_parameters_file is set but batching is not enabled: "
                           "add --enable_batching (TF Serving refuses this too)")

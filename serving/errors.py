@@ -11,11 +11,13 @@ they are caught.
     │   └── PayloadTooLarge  413 INVALID_ARGUMENT
     ├── NotFound             404 NOT_FOUND
     ├── FailedPrecondition   400 FAILED_PRECONDITION
+    ├── PermissionDenied     403 PERMISSION_DENIED
     ├── ResourceExhausted    429 RESOURCE_EXHAUSTED  (carries retry_after_s)
     ├── DeadlineExceeded     504 DEADLINE_EXCEEDED
     ├── Cancelled            499 CANCELLED
     ├── Unavailable          503 UNAVAILABLE
-    └── Unimplemented        501 UNIMPLEMENTED
+    ├── Unimplemented        501 UNIMPLEMENTED
+    └── BadUpstreamAnswer    502 INTERNAL  (an upstream's answer could not be read)
 """
 from __future__ import annotations
 
@@ -55,6 +57,13 @@ class FailedPrecondition(ServingError):
     grpc_code = "FAILED_PRECONDITION"
 
 
+class PermissionDenied(ServingError):
+    """The operator's configuration forbids the request (a reload outside the model roots)."""
+
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
 class ResourceExhausted(ServingError):
     """The queue is full; the client should retry after ``retry_after_s`` seconds."""
 
@@ -86,9 +95,16 @@ class Unimplemented(ServingError):
     grpc_code = "UNIMPLEMENTED"
 
 
+class BadUpstreamAnswer(ServingError):
+    """The upstream answered something malformed (e.g. a tensor whose content does not
+    match its shape): the request was fine, so not INVALID_ARGUMENT; 502 Bad Gateway."""
+
+    http_status = 502
+
+
 _BY_GRPC_CODE: dict[str, type[ServingError]] = {
     cls.grpc_code: cls
-    for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted,
+    for cls in (InvalidArgument, NotFound, FailedPrecondition, PermissionDenied, ResourceExhausted,
                 DeadlineExceeded, Cancelled, Unavailable, Unimplemented)
 }
 

@@ -1,5 +1,5 @@
-"""Process entry: build the core, the REST app and the gRPC server from settings, serve both,
-drain on SIGTERM.
+"""Process entry: build the core, the REST app and the gRPC server from settings, serve both
+(over TLS as ``--ssl_config_file`` and ``--rest_api_ssl`` say), drain on SIGTERM.
 
 On the first SIGTERM (or SIGINT) readiness turns false and new requests are refused with
 503, while requests already accepted (queued or running) finish; once none is in flight,
@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import grpc
 import uvicorn
@@ -21,6 +22,7 @@ from serving.grpc.server import create_grpc_server
 from serving.metrics import Metrics
 from serving.rest.app import create_app
 from serving.settings import Settings
+from serving.tls import server_ssl_context
 
 log = logging.getLogger("serving")
 
@@ -73,6 +75,23 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def rest_tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options for REST over TLS (``--rest_api_ssl``); none otherwise, since TF
+    Serving applies ``--ssl_config_file`` to gRPC only and so, by default, does the gateway."""
+    if settings.ssl_config is None:
+        return {}
+    if not settings.rest_api_ssl:
+        if settings.port:
+            log.info("TLS on the gRPC port; REST is plaintext, as in TF Serving (--rest_api_ssl "
+                     "serves it over TLS too)")
+        else:
+            log.warning("--ssl_config_file has no effect: no gRPC port (--port=0) and REST is "
+                        "plaintext without --rest_api_ssl")
+        return {}
+    context = server_ssl_context(settings.ssl_config)
+    return {"ssl_context_factory": lambda _config, _default: context}
+
+
 def run(settings: Settings) -> None:
     """Serve until signalled. Blocks."""
     service = InferenceService(settings, Metrics())
@@ -87,6 +106,7 @@ def run(settings: Settings) -> None:
         access_log=False,
         log_level="info",
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_seconds)),
+        **rest_tls_options(settings),
     )
     grpc_factory = (lambda: create_grpc_server(settings, service)) if settings.port else None
     server = DrainingServer(config, service, settings.drain_timeout_seconds, grpc_factory)

@@ -7,10 +7,10 @@ environment.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class VersionPolicy(BaseModel):
@@ -39,29 +39,86 @@ class BatchingConfig(BaseModel):
     """TF Serving's ``BatchingParameters`` (the ``--batching_parameters_file``).
 
     The batch timeout is an upper bound: the batcher releases a batch earlier when its
-    learned cost model says waiting for more rows is not worth it.
+    learned cost model says waiting for more rows is not worth it. README "How batching
+    works" has a table of what each field does here.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    max_batch_size: int = Field(128, ge=1)
-    batch_timeout_micros: int = Field(2000, ge=0)
-    max_enqueued_batches: int = Field(64, ge=1)
-    num_batch_threads: int = Field(1, ge=1)
-    allowed_batch_sizes: tuple[int, ...] = ()
-    pad_variable_length_inputs: bool = False
+    max_batch_size: int = Field(
+        128, ge=1, description="rows per model call; with enable_large_batch_splitting, the "
+        "most rows one request may have (TF Serving's input_batch_size_limit)")
+    batch_timeout_micros: int = Field(
+        2000, ge=0, description="the longest a batch waits for more rows (an upper bound)")
+    max_enqueued_batches: int = Field(
+        64, ge=1, description="queue bound, in batches of the execution batch size")
+    num_batch_threads: int = Field(1, ge=1, description="model calls that run at once")
+    thread_pool_name: str = Field(
+        "model_server_batch_threads", min_length=1,
+        description="names the model threads and labels the batching_session metrics "
+        "(TF Serving's default without a batching file; 'batch_threads' with one)")
+    enable_large_batch_splitting: bool = Field(
+        False, description="split requests into model calls of max_execution_batch_size rows; "
+        "max_batch_size then bounds a request")
+    max_execution_batch_size: int | None = Field(
+        None, ge=1, description="with enable_large_batch_splitting: rows per model call "
+        "(unset: max_batch_size)")
+    allowed_batch_sizes: tuple[int, ...] = Field(
+        (), description="pad each call to the smallest of these that holds its rows")
+    pad_variable_length_inputs: bool = Field(
+        False, description="accepted; requests whose row shapes differ run in separate calls")
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The most rows one model call gets."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size is not None:
+            return self.max_execution_batch_size
+        return self.max_batch_size
+
+    @property
+    def max_request_rows(self) -> int | None:
+        """The most rows one request may have (TF Serving's input_batch_size_limit when it
+        splits requests); None: any, split across calls (the gateway's own default)."""
+        return self.max_batch_size if self.enable_large_batch_splitting else None
 
     @model_validator(mode="after")
     def _check_allowed_sizes(self) -> BatchingConfig:
+        if self.execution_batch_size > self.max_batch_size:
+            raise ValueError(
+                f"max_execution_batch_size ({self.execution_batch_size}) must not exceed "
+                f"max_batch_size ({self.max_batch_size}) when enable_large_batch_splitting is on"
+            )
         sizes = self.allowed_batch_sizes
         if sizes:
             if list(sizes) != sorted(set(sizes)) or sizes[0] < 1:
                 raise ValueError("allowed_batch_sizes must be positive and strictly increasing")
-            if sizes[-1] != self.max_batch_size:
+            if sizes[-1] != self.execution_batch_size:
+                which = ("max_execution_batch_size" if self.enable_large_batch_splitting
+                         else "max_batch_size")
                 raise ValueError(
                     f"the last of allowed_batch_sizes ({sizes[-1]}) must equal "
-                    f"max_batch_size ({self.max_batch_size})"
+                    f"{which} ({self.execution_batch_size})"
                 )
+        return self
+
+
+class TLSConfig(BaseModel):
+    """TF Serving's ``SSLConfig`` (the ``--ssl_config_file``), PEM text read and checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    server_key: SecretStr = Field(description="the server's private key, PEM")
+    server_cert: str = Field(min_length=1, description="the server's certificate chain, PEM")
+    custom_ca: str = Field("", description="PEM CA certificates client certificates must "
+                           "chain to; empty: none")
+    client_verify: bool = Field(False, description="require a client certificate signed by "
+                                "custom_ca (mutual TLS)")
+
+    @model_validator(mode="after")
+    def _check_client_verify(self) -> TLSConfig:
+        if self.client_verify and not self.custom_ca:
+            raise ValueError("client_verify needs custom_ca, the CA certificates client "
+                             "certificates are checked against")
         return self
 
 
@@ -78,8 +135,9 @@ class Settings(BaseSettings):
     batching: BatchingConfig = BatchingConfig()
     metrics_path: str | None = Field("/metrics", description="Prometheus path; None: off")
     upstream: str | None = Field(
-        None, description="HOST:PORT (or dns:///NAME:PORT) of a TF Serving PredictionService "
-        "to send merged batches to, instead of running models in process")
+        None, description="HOST:PORT of a TF Serving PredictionService to send merged batches "
+        "to, instead of running models in process; dns:///NAME:PORT (every pod of a headless "
+        "Service) or ipv4:A:P,B:P names a fleet, each call going to a pod that has its version")
     rest_api_timeout_in_ms: int = Field(30000, ge=1, description="default request deadline")
     max_request_bytes: int = Field(64 << 20, ge=1, description="larger bodies get 413")
     max_rows_per_request: int = Field(100_000, ge=1, description="more rows get 413")
@@ -87,4 +145,37 @@ class Settings(BaseSettings):
     model_config_file_poll_wait_seconds: int = Field(0, ge=0, description="0: read once")
     file_system_poll_wait_seconds: float = Field(
         1.0, ge=0, description="how often base paths are scanned for new versions; 0: once")
+    max_num_load_retries: int = Field(
+        5, ge=0, description="retries of a failed version load after the first attempt; 0: none")
+    load_retry_interval_micros: int = Field(
+        60_000_000, description="time between load retries; negative: no wait")
     model_config_file: str | None = None
+    ssl_config: TLSConfig | None = Field(
+        None, description="TLS of the gRPC port (and of REST with rest_api_ssl), from "
+        "--ssl_config_file; None: plaintext")
+    rest_api_ssl: bool = Field(
+        False, description="serve REST over TLS too, with --ssl_config_file's key, certificate "
+        "and client_verify (TF Serving applies it to gRPC only)")
+    rest_api_enable_cors_support: bool = Field(
+        False, description="TF Serving's CORS headers on every /v1/ answer "
+        "(Access-Control-Allow-Origin: *)")
+    enable_reload_config_api: bool = Field(
+        True, description="answer ModelService.HandleReloadConfigRequest (base paths within "
+        "model_roots only); false: refuse every call with PERMISSION_DENIED")
+    model_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated folders or gs://BUCKET/PREFIX a reload request may "
+        "point base paths into; empty: the folder holding each model configured at start "
+        "(README, Security)")
+
+    @field_validator("model_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(root.strip() for root in value.split(",") if root.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if self.rest_api_ssl and self.ssl_config is None:
+            raise ValueError("rest_api_ssl needs an SSL config (--ssl_config_file)")
+        return self

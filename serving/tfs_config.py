@@ -1,11 +1,12 @@
 """TF Serving's text-proto config files, read into the pydantic models of ``serving.settings``.
 
 Users switching from TF Serving keep their files unchanged: ``--model_config_file``
-(``ModelServerConfig``), ``--batching_parameters_file`` (``BatchingParameters``) and
-``--monitoring_config_file`` (``MonitoringConfig``) parse with protobuf's own text format
-into messages with TF Serving's field names and numbers. ``tensorflow-serving-api`` ships
-``ModelServerConfig`` but not the other two, so those are declared here from TF Serving's
-``session_bundle_config.proto`` and ``monitoring_config.proto``.
+(``ModelServerConfig``), ``--batching_parameters_file`` (``BatchingParameters``),
+``--monitoring_config_file`` (``MonitoringConfig``) and ``--ssl_config_file``
+(``SSLConfig``) parse with protobuf's own text format into messages with TF Serving's field
+names and numbers. ``tensorflow-serving-api`` ships ``ModelServerConfig`` but not the
+others, so those are declared here from TF Serving's ``session_bundle_config.proto``,
+``monitoring_config.proto`` and ``ssl_config.proto``.
 
 Every problem (missing file, malformed text, unsupported or invalid values) is raised as
 one ``ConfigError`` whose message names the file and what is wrong.
@@ -20,7 +21,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, text_format, wrappers_pb2
 from pydantic import ValidationError
 
-from serving.settings import BatchingConfig, ModelConfig, VersionPolicy
+from serving.runtime import storage
+from serving.settings import BatchingConfig, ModelConfig, TLSConfig, VersionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     i64, string = ".google.protobuf.Int64Value", ".google.protobuf.StringValue"
+    boolean = ".google.protobuf.BoolValue"
     batching = descriptor_pb2.FileDescriptorProto(
         name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
         package="tensorflow.serving",
@@ -69,6 +72,8 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         _field("max_enqueued_batches", 3, _F.TYPE_MESSAGE, type_name=i64),
         _field("num_batch_threads", 4, _F.TYPE_MESSAGE, type_name=i64),
         _field("thread_pool_name", 5, _F.TYPE_MESSAGE, type_name=string),
+        _field("enable_large_batch_splitting", 8, _F.TYPE_MESSAGE, type_name=boolean),
+        _field("max_execution_batch_size", 9, _F.TYPE_MESSAGE, type_name=i64),
         _field("allowed_batch_sizes", 6, _F.TYPE_INT64, repeated=True),
         _field("pad_variable_length_inputs", 7, _F.TYPE_BOOL),
     ])
@@ -85,7 +90,18 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         _field("prometheus_config", 1, _F.TYPE_MESSAGE,
                type_name=".tensorflow.serving.PrometheusConfig"),
     ])
-    for file_proto in (batching, monitoring):
+    ssl_file = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    ssl_file.message_type.add(name="SSLConfig").field.extend([
+        _field("server_key", 1, _F.TYPE_STRING),
+        _field("server_cert", 2, _F.TYPE_STRING),
+        _field("custom_ca", 3, _F.TYPE_STRING),
+        _field("client_verify", 4, _F.TYPE_BOOL),
+    ])
+    for file_proto in (batching, monitoring, ssl_file):
         pool.AddSerializedFile(file_proto.SerializeToString())
     return pool
 
@@ -95,6 +111,8 @@ BatchingParameters: type[message.Message] = message_factory.GetMessageClass(
     _POOL.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
 MonitoringConfig: type[message.Message] = message_factory.GetMessageClass(
     _POOL.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+SSLConfig: type[message.Message] = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -102,10 +120,11 @@ MonitoringConfig: type[message.Message] = message_factory.GetMessageClass(
 def _parse_text_file(
     path: str | os.PathLike[str], message_class: type[message.Message], what: str
 ) -> Any:
-    """Read ``path`` as a text proto of ``message_class``; protobuf's error text is kept."""
+    """Read ``path`` (local, ``gs://`` or ``s3://``) as a text proto of ``message_class``;
+    protobuf's error text is kept."""
     where = f"{what} {str(path)!r}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = storage.read_bytes(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise ConfigError(f"{where}: cannot read it: {reason}") from None
@@ -199,25 +218,43 @@ def _version_policy(policy: Any, where: str) -> VersionPolicy:
 
 _WRAPPED_BATCHING_FIELDS = (
     "max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads",
+    "thread_pool_name", "enable_large_batch_splitting", "max_execution_batch_size",
 )
+#: TF Serving's thread pool name when a batching file leaves it unset (SharedBatchScheduler's
+#: default); without a file TF Serving uses ``BatchingConfig``'s default.
+_FILE_THREAD_POOL_NAME = "batch_threads"
 
 
 def read_batching_parameters_file(path: str | os.PathLike[str]) -> BatchingConfig:
-    """``--batching_parameters_file``; fields left unset take ``BatchingConfig``'s defaults."""
+    """``--batching_parameters_file``; fields left unset take ``BatchingConfig``'s defaults.
+
+    Every field of TF Serving's message is accepted; a field set in the file that the
+    gateway does not act on is logged with the reason (README, "How batching works").
+    """
     params = _parse_text_file(path, BatchingParameters, "batching parameters file")
     values: dict[str, Any] = {
         name: getattr(params, name).value
         for name in _WRAPPED_BATCHING_FIELDS
         if params.HasField(name)
     }
+    values.setdefault("thread_pool_name", _FILE_THREAD_POOL_NAME)
     if params.allowed_batch_sizes:
         values["allowed_batch_sizes"] = tuple(params.allowed_batch_sizes)
     values["pad_variable_length_inputs"] = params.pad_variable_length_inputs
     try:
-        return BatchingConfig(**values)
+        config = BatchingConfig(**values)
     except ValidationError as err:
         problem = describe_validation_error(err)
         raise ConfigError(f"batching parameters file {str(path)!r}: {problem}") from None
+    where = f"batching parameters file {str(path)!r}"
+    if config.pad_variable_length_inputs:
+        log.warning("%s: pad_variable_length_inputs is accepted but does nothing here: requests "
+                    "whose inputs differ beyond dimension 0 are not padded to one shape, they run "
+                    "in separate model calls (same answers, fewer rows per call)", where)
+    if params.HasField("max_execution_batch_size") and not config.enable_large_batch_splitting:
+        log.warning("%s: max_execution_batch_size is ignored without enable_large_batch_splitting "
+                    "(as in TF Serving); model calls get up to max_batch_size rows", where)
+    return config
 
 
 def read_monitoring_config_file(path: str | os.PathLike[str]) -> str | None:
@@ -233,3 +270,52 @@ def read_monitoring_config_file(path: str | os.PathLike[str]) -> str | None:
             f"{metrics_path!r} must start with '/'"
         )
     return metrics_path
+
+
+_PEM_BEGIN = "-----BEGIN "
+
+
+def read_ssl_config_file(path: str | os.PathLike[str]) -> TLSConfig:
+    """``--ssl_config_file``: TF Serving's ``SSLConfig``, its key and certificates checked.
+
+    As in TF Serving, ``server_key``, ``server_cert`` and ``custom_ca`` hold PEM text; the
+    gateway also takes the path of a PEM file in their place (relative paths against the
+    current directory), which is what a mounted Kubernetes Secret gives.
+    """
+    from serving.tls import server_ssl_context  # the ssl module only: no TensorFlow
+
+    where = f"SSL config file {str(path)!r}"
+    proto = _parse_text_file(path, SSLConfig, "SSL config file")
+    key = _pem_field(proto.server_key, "server_key", where)
+    cert = _pem_field(proto.server_cert, "server_cert", where)
+    custom_ca = _pem_field(proto.custom_ca, "custom_ca", where, required=False)
+    if proto.client_verify and not custom_ca:
+        raise ConfigError(f"{where}: client_verify needs custom_ca, the CA certificates "
+                          "client certificates are checked against")
+    config = TLSConfig(server_key=key, server_cert=cert, custom_ca=custom_ca,
+                       client_verify=proto.client_verify)
+    try:
+        server_ssl_context(config)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return config
+
+
+def _pem_field(value: str, name: str, where: str, required: bool = True) -> str:
+    """PEM text, given inline (TF Serving's form) or as the path of a PEM file."""
+    value = value.strip()
+    if not value:
+        if required:
+            raise ConfigError(f"{where}: {name} is empty")
+        return ""
+    if _PEM_BEGIN in value:
+        return value + "\n"
+    try:
+        text = Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(f"{where}: {name} is neither PEM text nor a readable PEM file: "
+                          f"{value!r}: {reason}") from None
+    if _PEM_BEGIN not in text:
+        raise ConfigError(f"{where}: {name} file {value!r} holds no PEM block")
+    return text

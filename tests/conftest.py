@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from loadtests.processes import free_port, wait_until  # the repo's only ones, for the tests
+from tests.object_stores import SCHEMES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -166,6 +167,28 @@ def gate(held_model) -> Gate:
     gate.close()
     yield gate
     gate.open()
+
+
+@pytest.fixture(scope="module", params=SCHEMES)
+def store(request, tmp_path_factory):
+    """A real object-store emulator (tests/object_stores.py) for the module, per scheme."""
+    from tests.object_stores import running_store
+
+    with running_store(request.param, tmp_path_factory.mktemp(f"{request.param}-emulator")) as store:
+        yield store
+
+
+@pytest.fixture
+def store_env(store, monkeypatch, tmp_path):
+    """The emulator's variables set for this process (the local Beam runner's workers run in
+    it too); local copies of versions go under ``tmp_path`` (returned), so a test sees them
+    come and go."""
+    import tempfile
+
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
 
 
 class Gateway:

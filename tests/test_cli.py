@@ -173,8 +173,41 @@ def test_ignored_tf_serving_flags_warn_once_each(caplog: pytest.LogCaptureFixtur
     assert len(warned) == 5
 
 
+def test_tls_cors_and_reload_flags() -> None:
+    defaults = build("--model_base_path=/m")
+    assert defaults.ssl_config is None and defaults.rest_api_ssl is False
+    assert defaults.rest_api_enable_cors_support is False
+    assert defaults.enable_reload_config_api is True and defaults.model_roots == ()
+    set_ = build("--model_base_path=/m", "--rest_api_enable_cors_support",
+                 "--enable_reload_config_api=false", "--model_roots=/models, gs://b/models")
+    assert set_.rest_api_enable_cors_support is True and set_.enable_reload_config_api is False
+    assert set_.model_roots == ("/models", "gs://b/models")
+    from_env = build("--model_base_path=/m", env={
+        "TFGW_MODEL_ROOTS": "/a,/b", "TFGW_ENABLE_RELOAD_CONFIG_API": "false",
+        "TFGW_REST_API_ENABLE_CORS_SUPPORT": "true"})
+    assert from_env.model_roots == ("/a", "/b") and from_env.enable_reload_config_api is False
+    assert from_env.rest_api_enable_cors_support is True
+    with pytest.raises(ConfigError, match="--model_roots: 'gs://b/..' has a '.' or '..' segment"):
+        build("--model_base_path=/m", "--model_roots=gs://b/..")
+    with pytest.raises(ConfigError, match="SSL config file '/no/ssl.config': cannot read it"):
+        build("--model_base_path=/m", "--ssl_config_file=/no/ssl.config")
+
+
 def test_file_system_poll_wait_seconds_is_a_setting() -> None:
     assert build("--model_base_path=/m", "--file_system_poll_wait_seconds=5").file_system_poll_wait_seconds == 5
+
+
+def test_load_retry_flags_are_settings_with_tf_servings_defaults(caplog: pytest.LogCaptureFixture) -> None:
+    defaults = build("--model_base_path=/m")
+    assert (defaults.max_num_load_retries, defaults.load_retry_interval_micros) == (5, 60_000_000)
+    caplog.set_level(logging.WARNING, logger="serving.cli")
+    settings = build("--model_base_path=/m", "--max_num_load_retries=2",
+                     "--load_retry_interval_micros=-1")
+    assert (settings.max_num_load_retries, settings.load_retry_interval_micros) == (2, -1)
+    assert not [r for r in caplog.records if "ignoring" in r.getMessage()]
+    assert {"max_num_load_retries", "load_retry_interval_micros"}.isdisjoint(IGNORED_TFS_FLAGS)
+    with pytest.raises(ConfigError, match="max_num_load_retries"):
+        build("--model_base_path=/m", "--max_num_load_retries=-1")
 
 
 def test_every_listed_ignored_flag_is_accepted() -> None:
@@ -184,7 +217,6 @@ def test_every_listed_ignored_flag_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("flag", "refused"),
     [
-        ("--ssl_config_file=/etc/ssl.config", True),
         ("--use_alts_credentials", True),
         ("--use_alts_credentials=false", False),
         ("--grpc_socket_path=/tmp/tfs.sock", True),
@@ -337,6 +369,7 @@ def test_batching_unset_fields_take_defaults(tmp_path: Path) -> None:
         batch_timeout_micros=defaults.batch_timeout_micros,
         max_enqueued_batches=defaults.max_enqueued_batches,
         num_batch_threads=defaults.num_batch_threads,
+        thread_pool_name="pool",
         allowed_batch_sizes=(8, 16, 32),
         pad_variable_length_inputs=True,
     )
@@ -344,6 +377,77 @@ def test_batching_unset_fields_take_defaults(tmp_path: Path) -> None:
 
 def test_no_batching_file_keeps_default_batching() -> None:
     assert build("--model_base_path=/m", "--enable_batching").batching == BatchingConfig()
+
+
+EVERY_BATCHING_FIELD = """
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 500 }
+max_enqueued_batches { value: 10 }
+num_batch_threads { value: 2 }
+thread_pool_name { value: "my_pool" }
+enable_large_batch_splitting { value: true }
+max_execution_batch_size { value: 16 }
+allowed_batch_sizes: 4
+allowed_batch_sizes: 8
+allowed_batch_sizes: 16
+pad_variable_length_inputs: true
+"""
+
+
+def test_batching_file_with_every_field_of_tf_serving_parses(tmp_path: Path) -> None:
+    """Every field of TF Serving's BatchingParameters is accepted, and each lands in Settings."""
+    from google.protobuf import text_format
+
+    from serving.tfs_config import BatchingParameters
+
+    params = write(tmp_path / "batching.config", EVERY_BATCHING_FIELD)
+    parsed = text_format.Parse(EVERY_BATCHING_FIELD, BatchingParameters())
+    assert {f.name for f, _ in parsed.ListFields()} == {
+        f.name for f in BatchingParameters.DESCRIPTOR.fields}  # the file sets every field
+    batching = build("--model_base_path=/m", "--enable_batching",
+                     f"--batching_parameters_file={params}").batching
+    assert batching == BatchingConfig(
+        max_batch_size=64, batch_timeout_micros=500, max_enqueued_batches=10,
+        num_batch_threads=2, thread_pool_name="my_pool", enable_large_batch_splitting=True,
+        max_execution_batch_size=16, allowed_batch_sizes=(4, 8, 16),
+        pad_variable_length_inputs=True)
+    assert batching.execution_batch_size == 16  # each model call
+    assert batching.max_request_rows == 64  # each request, as TF Serving's input_batch_size_limit
+
+
+def test_large_batch_splitting_without_max_execution_batch_size_runs_max_batch_size(
+        tmp_path: Path) -> None:
+    params = write(tmp_path / "batching.config",
+                   "max_batch_size { value: 32 } enable_large_batch_splitting { value: true }")
+    batching = build("--model_base_path=/m", "--enable_batching",
+                     f"--batching_parameters_file={params}").batching
+    assert (batching.execution_batch_size, batching.max_request_rows) == (32, 32)
+    assert batching.thread_pool_name == "batch_threads"  # TF Serving's default with a file
+
+
+def test_batching_fields_that_do_nothing_here_log_why(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    params = write(tmp_path / "batching.config",
+                   "max_batch_size { value: 32 } max_execution_batch_size { value: 8 }\n"
+                   "pad_variable_length_inputs: true\n")
+    with caplog.at_level(logging.WARNING, logger="serving.tfs_config"):
+        batching = build("--model_base_path=/m", "--enable_batching",
+                         f"--batching_parameters_file={params}").batching
+    assert batching.execution_batch_size == 32  # ignored without splitting, as in TF Serving
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("pad_variable_length_inputs" in m and "separate model calls" in m
+               and str(params) in m for m in messages), messages
+    assert any("max_execution_batch_size is ignored without enable_large_batch_splitting" in m
+               for m in messages), messages
+
+
+def test_batching_fields_the_gateway_acts_on_log_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    params = write(tmp_path / "batching.config", EVERY_BATCHING_FIELD.replace(
+        "pad_variable_length_inputs: true", ""))
+    with caplog.at_level(logging.WARNING, logger="serving.tfs_config"):
+        build("--model_base_path=/m", "--enable_batching", f"--batching_parameters_file={params}")
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 @pytest.mark.parametrize(
@@ -354,6 +458,11 @@ def test_no_batching_file_keeps_default_batching() -> None:
         ("max_batch_size { value: 0 }", "max_batch_size"),
         ("num_batch_threads { value: -1 }", "num_batch_threads"),
         ("max_batch_size: 32", "not a valid tensorflow.serving.BatchingParameters"),
+        ("max_batch_size { value: 8 } enable_large_batch_splitting { value: true } "
+         "max_execution_batch_size { value: 16 }", "must not exceed max_batch_size"),
+        ("max_batch_size { value: 32 } enable_large_batch_splitting { value: true } "
+         "max_execution_batch_size { value: 16 } allowed_batch_sizes: [8, 32]",
+         "must equal max_execution_batch_size (16)"),
     ],
 )
 def test_bad_batching_parameters(tmp_path: Path, text: str, problem: str) -> None:
@@ -473,7 +582,8 @@ def test_own_messages_match_tf_serving_protos() -> None:
     assert BatchingParameters.DESCRIPTOR.full_name == "tensorflow.serving.BatchingParameters"
     assert fields(BatchingParameters) == [
         ("max_batch_size", 1), ("batch_timeout_micros", 2), ("max_enqueued_batches", 3),
-        ("num_batch_threads", 4), ("thread_pool_name", 5), ("allowed_batch_sizes", 6),
+        ("num_batch_threads", 4), ("thread_pool_name", 5), ("enable_large_batch_splitting", 8),
+        ("max_execution_batch_size", 9), ("allowed_batch_sizes", 6),
         ("pad_variable_length_inputs", 7),
     ]
     assert fields(MonitoringConfig) == [("prometheus_config", 1)]

@@ -8,6 +8,9 @@ Contract (each point has a test in tests/batching/test_batcher.py):
   call of at most ``max_batch_size`` rows; a larger request is split into chunks that run
   in consecutive batches and are joined back. A request with ``rows=None`` (its inputs do
   not share dimension 0) runs alone and whole.
+- With ``max_request_rows`` set (TF Serving's ``enable_large_batch_splitting``, where
+  ``max_batch_size`` bounds a request and ``max_execution_batch_size`` each call), a
+  request with more rows raises ``InvalidArgument`` at once and is never queued.
 - A batch is released when it is full, when its oldest request has waited
   ``batch_timeout_s``, or sooner when waiting is not worth it: the batcher learns the
   call cost ``per_row · n + fixed`` online (``CostModel``) and waits for another request
@@ -45,7 +48,7 @@ from serving.batching.rows import (
     slice_rows,
     split_rows,
 )
-from serving.errors import DeadlineExceeded, ResourceExhausted, ServingError, Unavailable
+from serving.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServingError, Unavailable
 
 RunFn = Callable[[Tensors, float], Tensors]
 """The model call: a batch's inputs and its earliest deadline (time.monotonic()) -> outputs."""
@@ -55,18 +58,18 @@ class BatchMetrics(Protocol):
     """What the batcher reports; ``serving.metrics`` implements it per model."""
 
     def queued(self, rows: int) -> None: ...
-    def queue_wait(self, seconds: float) -> None: ...
-    def batch(self, rows: int, seconds: float) -> None: ...
+    def queue_wait(self, seconds: float, rows: int) -> None: ...
+    def batch(self, rows: int, seconds: float, padded_rows: int) -> None: ...
 
 
 class _NoMetrics:
     def queued(self, rows: int) -> None:
         pass
 
-    def queue_wait(self, seconds: float) -> None:
+    def queue_wait(self, seconds: float, rows: int) -> None:
         pass
 
-    def batch(self, rows: int, seconds: float) -> None:
+    def batch(self, rows: int, seconds: float, padded_rows: int) -> None:
         pass
 
 
@@ -110,6 +113,7 @@ class Batcher:
         batch_timeout_s: float,
         max_queued_rows: int,
         allowed_batch_sizes: tuple[int, ...] = (),
+        max_request_rows: int | None = None,
         merge: bool = True,
         metrics: BatchMetrics | None = None,
     ) -> None:
@@ -121,6 +125,8 @@ class Batcher:
             raise ValueError("max_queued_rows must be >= max_batch_size")
         if allowed_batch_sizes and allowed_batch_sizes[-1] != max_batch_size:
             raise ValueError("the last allowed batch size must equal max_batch_size")
+        if max_request_rows is not None and max_request_rows < max_batch_size:
+            raise ValueError("max_request_rows must be >= max_batch_size")
         self._run = run
         self._slots = slots
         self._executor = executor
@@ -128,6 +134,7 @@ class Batcher:
         self._timeout = batch_timeout_s
         self._max_queued_rows = max_queued_rows
         self._allowed = allowed_batch_sizes
+        self._max_request_rows = max_request_rows
         self._merge = merge
         self._metrics: BatchMetrics = metrics or _NoMetrics()
         self.cost = CostModel()
@@ -180,6 +187,9 @@ class Batcher:
         now = time.monotonic()
         if deadline <= now:
             raise DeadlineExceeded("Deadline exceeded before the request was queued")
+        if rows is not None and self._max_request_rows is not None and rows > self._max_request_rows:
+            raise InvalidArgument(  # TF Serving's words (SharedBatchScheduler's queue)
+                f"Task size {rows} is larger than maximum input batch size {self._max_request_rows}")
         mergeable_rows = rows if self._merge else None
         weight = mergeable_rows if mergeable_rows is not None else 1
         if self._queued_rows and self._queued_rows + weight > self._max_queued_rows:
@@ -327,7 +337,7 @@ class Batcher:
         now = time.monotonic()
         for item, start, _ in shares:
             if start == 0:
-                self._metrics.queue_wait(now - item.enqueued)
+                self._metrics.queue_wait(now - item.enqueued, item.weight)
         return shares
 
     async def _execute(self, shares: list[Share]) -> None:
@@ -359,7 +369,7 @@ class Batcher:
             elapsed = time.monotonic() - started
             if target is not None:
                 self.cost.observe(target, elapsed)
-            self._metrics.batch(rows or 1, elapsed)
+            self._metrics.batch(rows or 1, elapsed, target or 1)
             if target != rows:
                 outputs = first_rows(outputs, rows)
             parts = [outputs] if alone else split_rows(outputs, [b - a for _, a, b in shares])

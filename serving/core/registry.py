@@ -4,13 +4,23 @@ Versions are discovered under each model's base path (numeric directories, TF Se
 layout), filtered by the version policy, loaded and warmed up off the event loop, then
 marked AVAILABLE. Requests select only among loaded versions by name, number or label:
 nothing a client sends ever becomes part of a filesystem path or causes a load.
+
+A failed load is retried as TF Serving's ``LoaderHarness::Load`` does: up to
+``load_retries`` more attempts (``--max_num_load_retries``), ``load_retry_interval_s``
+apart (``--load_retry_interval_micros``; negative: no wait). Meanwhile the version stays
+LOADING and its status carries the last attempt's error; after the last failure it is END
+with that error and is not tried again while its directory stays selected (TF Serving keeps
+it in error too). Retries stop (END, with the last error) when the version is no longer
+selected, TF Serving's ``cancel_load_retry``; a failed version that disappears and comes
+back is loaded afresh. Retries run in a task of their own, so the registry's lock (config
+reloads, version polling) is never held across the interval.
 """
 from __future__ import annotations
 
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from serving.batching.batcher import Batcher
@@ -45,16 +55,29 @@ class Servable:
     error: str = ""
     model: Model | None = None
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    attempts: int = 0  # load attempts made
+    retry: asyncio.Task | None = None  # the pending load retries, while there are some
 
 
 class ModelRegistry:
     """Loads the configured models and resolves requests to loaded versions."""
 
     def __init__(self, configs: Iterable[ModelConfig], batcher_factory: BatcherFactory,
-                 source: ModelSource) -> None:
+                 source: ModelSource, *, load_retries: int = 0, load_retry_interval_s: float = 0.0,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 on_retry_loaded: Callable[[], None] = lambda: None) -> None:
+        """``load_retries`` more attempts after a failed load, ``load_retry_interval_s``
+        apart; ``sleep`` waits out that interval (tests pass their own); ``on_retry_loaded``
+        runs when a retry loaded a version (outside ``reconcile``, which reports changes)."""
+        if load_retries < 0:
+            raise ValueError("load_retries must be >= 0")
         self.configs = {config.name: config for config in configs}
         self._batcher_factory = batcher_factory
         self._source = source
+        self._load_retries = load_retries
+        self._retry_interval = max(0.0, load_retry_interval_s)
+        self._sleep = sleep
+        self._on_retry_loaded = on_retry_loaded
         self._versions: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
         self._errors: dict[str, str] = {}
         self._lock = asyncio.Lock()
@@ -109,6 +132,13 @@ class ModelRegistry:
                if v not in versions or (versions[v].state is State.END and not versions[v].error)]
         for servable in new:
             versions[servable.version] = servable
+        for version, servable in list(versions.items()):
+            if version in selected:
+                continue
+            if servable.retry is not None:  # TF Serving's cancel_load_retry
+                servable.retry.cancel()
+            elif servable.state is State.END and servable.error:
+                del versions[version]  # failed and gone: tried afresh if it comes back
         await asyncio.gather(*(self._load_version(s) for s in new))
         stale = [s for v, s in versions.items() if v not in selected and s.state is State.AVAILABLE]
         if stale and not any(versions[v].state is State.AVAILABLE for v in selected if v in versions):
@@ -124,22 +154,61 @@ class ModelRegistry:
 
     async def _load_version(self, servable: Servable) -> None:
         servable.state = State.LOADING
-        log.info("loading %s version %d from %s", servable.name, servable.version, servable.path)
+        if await self._attempt_load(servable):
+            return
+        if self._load_retries:
+            servable.retry = asyncio.create_task(self._retry_load(servable))
+        else:
+            servable.state = State.END
+
+    async def _attempt_load(self, servable: Servable) -> bool:
+        """One load attempt; on failure the version keeps LOADING with the error."""
+        servable.attempts += 1
+        log.info("loading %s version %d from %s (attempt %d of %d)", servable.name,
+                 servable.version, servable.path, servable.attempts, self._load_retries + 1)
         try:
             servable.model = await asyncio.to_thread(
                 self._source.load, servable.name, servable.version, servable.path)
         except Exception as error:  # noqa: BLE001 - a bad version must not take the server down
-            servable.state = State.END
             servable.error = f"Failed to load {servable.path}: {error}"
             servable.model = None
-            log.error("%s", servable.error)
-            return
+            log.error("%s (attempt %d of %d)", servable.error, servable.attempts, self._load_retries + 1)
+            return False
+        servable.error = ""
         servable.state = State.AVAILABLE
         log.info("%s version %d AVAILABLE", servable.name, servable.version)
+        return True
+
+    async def _retry_load(self, servable: Servable) -> None:
+        """The remaining attempts, ``load_retry_interval_s`` apart, off the registry's lock."""
+        try:
+            while servable.attempts <= self._load_retries:
+                await self._sleep(self._retry_interval)
+                if await self._attempt_load(servable):
+                    servable.retry = None
+                    await self._resync(servable.name)  # unload what the new version replaces
+                    self._on_retry_loaded()
+                    return
+            log.error("%s version %d: giving up after %d load attempts",
+                      servable.name, servable.version, servable.attempts)
+        except asyncio.CancelledError:
+            log.info("%s version %d: load retries cancelled", servable.name, servable.version)
+        finally:
+            if servable.retry is not None:
+                servable.retry = None
+                servable.state = State.END
+
+    async def _resync(self, name: str) -> None:
+        async with self._lock:
+            config = self.configs.get(name)
+            if config is not None:
+                await self._sync_model(config)
 
     async def _unload(self, servables: list[Servable]) -> None:
         """Stop routing to these versions, answer what they accepted, then drop them."""
         for servable in servables:
+            if servable.retry is not None:
+                servable.retry.cancel()
             servable.state = State.UNLOADING
         for servable in servables:
             await asyncio.gather(*(b.drain() for b in servable.batchers.values()))

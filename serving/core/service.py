@@ -50,6 +50,15 @@ _REJECTION_REASONS = {
 }
 
 
+#: TF Serving's ``API`` label of request_latency, per entrypoint and our method name:
+#: its REST handler uses the URL's verb, its gRPC service the RPC's name; it counts
+#: MultiInference in neither request_count nor request_latency.
+_TFS_API = {
+    "REST": {"predict": "predict", "classify": "classify", "regress": "regress"},
+    "GRPC": {"predict": "Predict", "classify": "Classify", "regress": "Regress"},
+}
+
+
 class InferenceService:
     """Model lookup, validated and batched inference, status and metadata."""
 
@@ -57,13 +66,19 @@ class InferenceService:
         self.settings = settings
         self.metrics = metrics
         batching = settings.batching
-        self._executor = ThreadPoolExecutor(batching.num_batch_threads, thread_name_prefix="model")
+        self._executor = ThreadPoolExecutor(batching.num_batch_threads,
+                                            thread_name_prefix=batching.thread_pool_name)
+        self._runtime = "TF1" if settings.upstream is None else "upstream"  # runtime_latency's label
         self._slots = asyncio.Semaphore(batching.num_batch_threads)
         if settings.enable_batching:
-            sizes = batching.allowed_batch_sizes or (1, batching.max_batch_size)
+            sizes = batching.allowed_batch_sizes or (1, batching.execution_batch_size)
         else:
             sizes = (1,)
-        self.registry = ModelRegistry(settings.models, self._make_batcher, _source(settings, tuple(sizes)))
+        self.registry = ModelRegistry(
+            settings.models, self._make_batcher, _source(settings, tuple(sizes)),
+            load_retries=settings.max_num_load_retries,
+            load_retry_interval_s=settings.load_retry_interval_micros / 1e6,
+            on_retry_loaded=_refreeze)
         self.draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -157,11 +172,17 @@ class InferenceService:
         return self._in_flight
 
     @contextlib.contextmanager
-    def track(self, model: str, method: str) -> Iterator[None]:
-        """Account one request: refuse it while draining, count it, time it, label its outcome."""
+    def track(self, model: str, method: str, entrypoint: str) -> Iterator[None]:
+        """Account one request: refuse it while draining, count it, time it, label its outcome.
+
+        ``entrypoint`` is "REST" or "GRPC", as TF Serving's metrics label it.
+        """
         label = model if model in self.registry.configs else ""
+        tfs_api = _TFS_API[entrypoint].get(method)  # None: TF Serving does not count it
         if self.draining:
             self.metrics.rejections.labels(label, "draining").inc()
+            if tfs_api is not None:
+                self.metrics.tfs.request_count.inc(label, "UNAVAILABLE")
             raise Unavailable("The server is shutting down")
         self._in_flight += 1
         self.metrics.in_flight.inc()
@@ -185,8 +206,11 @@ class InferenceService:
         finally:
             self._in_flight -= 1
             self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(label, method, code).inc()
-            self.metrics.request_duration.labels(label, method).observe(time.perf_counter() - started)
+            self.metrics.request_duration.labels(label, method).observe(elapsed)
+            if tfs_api is not None:
+                self.metrics.tfs.request(label, tfs_api, entrypoint, code, elapsed)
             if self.draining and self._in_flight == 0:
                 self._idle.set()
 
@@ -204,7 +228,7 @@ class InferenceService:
         spec = self.signature(servable, signature_name)
         rows = spec.validate(tensors)
         self._check_rows(rows)
-        return await self._batcher(servable, signature_name).submit(tensors, rows, deadline)
+        return await self._submit(servable, signature_name, "Predict", tensors, rows, deadline)
 
     async def classify(self, servable: Servable, signature_name: str, examples: list[bytes],
                        deadline: float) -> Classifications:
@@ -231,7 +255,17 @@ class InferenceService:
         self._check_rows(len(examples))
         key = next(iter(spec.inputs))
         tensors = {key: np.array(examples, dtype=object)}
-        return await self._batcher(servable, signature_name).submit(tensors, len(examples), deadline)
+        api = "Classify" if method == CLASSIFY else "Regress"
+        return await self._submit(servable, signature_name, api, tensors, len(examples), deadline)
+
+    async def _submit(self, servable: Servable, signature_name: str, api: str, tensors: Tensors,
+                      rows: int | None, deadline: float) -> Tensors:
+        """Through the batcher; timed as TF Serving's runtime_latency (its session Run, which
+        with batching includes the batch queue), successful calls only, as TF Serving."""
+        started = time.perf_counter()
+        outputs = await self._batcher(servable, signature_name).submit(tensors, rows, deadline)
+        self.metrics.tfs.runtime(servable.name, api, self._runtime, time.perf_counter() - started)
+        return outputs
 
     def _check_rows(self, rows: int | None) -> None:
         if rows is not None and rows > self.settings.max_rows_per_request:
@@ -252,12 +286,15 @@ class InferenceService:
             lambda tensors, deadline: model.run(signature_name, tensors, deadline),
             slots=self._slots,
             executor=self._executor,
-            max_batch_size=batching.max_batch_size,
+            max_batch_size=batching.execution_batch_size,
             batch_timeout_s=batching.batch_timeout_micros / 1e6 if self.settings.enable_batching else 0.0,
-            max_queued_rows=batching.max_enqueued_batches * batching.max_batch_size,
+            max_queued_rows=batching.max_enqueued_batches * batching.execution_batch_size,
             allowed_batch_sizes=batching.allowed_batch_sizes if self.settings.enable_batching else (),
+            max_request_rows=batching.max_request_rows if self.settings.enable_batching else None,
             merge=self.settings.enable_batching,
-            metrics=self.metrics.for_model(servable.name),
+            metrics=self.metrics.for_model(
+                servable.name,
+                thread_pool_name=batching.thread_pool_name if self.settings.enable_batching else None),
         )
 
     # -- status and metadata -------------------------------------------------------------

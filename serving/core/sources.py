@@ -47,7 +47,8 @@ class ModelSource(Protocol):
 
 
 class LocalSource:
-    """SavedModels under each model's base path (TF Serving's layout), loaded in process."""
+    """SavedModels under each model's base path (TF Serving's layout; local, ``gs://`` or
+    ``s3://``: ``serving.runtime.storage``), loaded in process."""
 
     def __init__(self, warmup_batch_sizes: tuple[int, ...]) -> None:
         self._warmup_sizes = warmup_batch_sizes

@@ -14,6 +14,9 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -29,10 +32,11 @@ from tensorflow_serving.apis import (
 
 from serving.core.results import Classifications
 from serving.core.service import InferenceService, Servable
-from serving.errors import INTERNAL_ERROR, InvalidArgument, ServingError, Unimplemented
+from serving.errors import INTERNAL_ERROR, InvalidArgument, PermissionDenied, ServingError, Unimplemented
+from serving.model_roots import ModelRoots
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
-from serving.runtime.tensors import to_numpy, to_proto
+from serving.runtime.tensors import TensorLimits, protos_to_numpy, to_proto
 from serving.tfs_config import ConfigError, models_from_server_config
 
 log = logging.getLogger(__name__)
@@ -47,9 +51,11 @@ def _rpc(method: str | None) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument(request.message)
                 if method is None:
                     return await handler(self, request, context)
-                with self._service.track(_model_name(request), method):
+                with self._service.track(_model_name(request), method, "GRPC"):
                     return await handler(self, request, context)
             except ServingError as error:
                 await context.abort(grpc.StatusCode[error.grpc_code], error.message)
@@ -60,6 +66,37 @@ def _rpc(method: str | None) -> Callable[[Handler], Handler]:
         return call
 
     return wrap
+
+
+class Undecodable:
+    """A request whose bytes do not parse as the method's message. gRPC's own deserializer
+    would answer UNKNOWN; ``add_to_server`` hands this to the method instead, which answers
+    INVALID_ARGUMENT."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def add_to_server(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
+    """Register ``servicer``'s methods of ``service`` (what the generated ``add_*_to_server``
+    does), with request parsing that turns undecodable bytes into ``Undecodable``."""
+    handlers = {}
+    for method in service.methods:
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Undecodable(f"Could not parse the {message_class.DESCRIPTOR.name}: {error}")
+
+    return parse
 
 
 def _model_name(request: Any) -> str:
@@ -110,7 +147,9 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         servable = self._resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         spec = self._service.signature(servable, signature_name)
-        tensors = {name: to_numpy(name, proto) for name, proto in request.inputs.items()}
+        settings = self._service.settings
+        limits = TensorLimits(settings.max_rows_per_request, settings.max_request_bytes)
+        tensors = protos_to_numpy(request.inputs, limits, spec.inputs)
         wanted = list(request.output_filter)
         unknown = [name for name in wanted if name not in spec.outputs]
         if unknown:
@@ -190,10 +229,18 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
 
     @_rpc(None)
     async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context):
+        """Serve exactly the request's models, if the operator allows reloads and every base
+        path lies within the model roots (``serving.model_roots``); otherwise PERMISSION_DENIED
+        before anything is read, and nothing changes."""
+        settings = self._service.settings
+        if not settings.enable_reload_config_api:
+            raise PermissionDenied("HandleReloadConfigRequest is switched off on this server "
+                                   "(--enable_reload_config_api=false)")
         try:
             configs = models_from_server_config(request.config, "ReloadConfigRequest")
         except ConfigError as error:
             raise InvalidArgument(str(error)) from None
+        ModelRoots.from_settings(settings).check(configs, "ReloadConfigRequest")
         await self._service.reload(configs)
         return model_management_pb2.ReloadConfigResponse()
 

@@ -32,7 +32,7 @@ from serving.errors import (
     ResourceExhausted,
     ServingError,
 )
-from serving.rest import codec
+from serving.rest import codec, cors
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.settings import Settings
 
@@ -90,7 +90,7 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
         target = parse_target(request.path_params["path"], "POST")
         if target.verb is None:
             raise NotFound(f"Malformed request: POST {request.url.path}")
-        with service.track(target.name, target.verb):
+        with service.track(target.name, target.verb, "REST"):
             deadline = _deadline(request, settings.rest_api_timeout_in_ms)
             doc = codec.parse_json(await _read_body(request, settings.max_request_bytes))
             servable = service.resolve(target.name, target.version, target.label)
@@ -132,6 +132,9 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
 
     app.add_route("/v1/models/{path:path}", post_model, methods=["POST"])
     app.add_route("/v1/models/{path:path}", get_model, methods=["GET"])
+    app.add_route("/v1/models/{path:path}", cors.preflight, methods=["OPTIONS"])
+    if settings.rest_api_enable_cors_support:
+        app.add_middleware(cors.CORSHeaders)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

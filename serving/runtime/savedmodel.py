@@ -5,10 +5,13 @@ models, TF2 ``tf.saved_model.save`` and Keras 3 ``model.export`` alike; Keras'
 ``load_model`` refuses SavedModel directories under Keras 3). Signature metadata comes
 from the SavedModel proto itself, so metadata answers match TF Serving's byte for byte.
 TensorFlow errors are translated into ``serving.errors`` here, at the boundary.
+A version on ``gs://`` or ``s3://`` is copied to a local directory first
+(``serving.runtime.storage``) and loaded from there; the copy goes when the model does.
 """
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.errors import InvalidArgument, ServingError
+from serving.runtime import storage
 from serving.runtime.signature import STRING, SignatureSpec, TensorSpec, find_signature
 
 SERVE_TAG = "serve"
@@ -31,13 +35,15 @@ Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 @dataclass
 class LoadedModel:
-    """A loaded SavedModel: its signatures as specs, protos and callables."""
+    """A loaded SavedModel: its signatures as specs, protos and callables. ``path`` is the
+    local directory it was loaded from (a copy, for a remote ``source``)."""
 
     path: str
     specs: dict[str, SignatureSpec]
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
     _runners: Mapping[str, Runner]
     _keepalive: Any  # the loaded object or session that owns the variables
+    source: str = ""  # where the version lives (gs://, s3://, or ``path`` itself)
 
     def signature(self, name: str) -> SignatureSpec:
         return find_signature(self.specs, name)
@@ -70,7 +76,20 @@ def load(path: str | os.PathLike) -> LoadedModel:
     TF2's loader cannot restore some of them (TF Serving's half_plus_three among them)
     and would check feed shapes that TF Serving does not.
     """
-    path = os.fspath(path)
+    source = os.fspath(path)
+    local = storage.local_copy(source)
+    try:
+        model = _load_local(local)
+    except BaseException:
+        storage.remove_copy(local, source)
+        raise
+    model.source = source
+    if local != source:  # the local copy lives as long as the model: removed once it is dropped
+        weakref.finalize(model, storage.remove_copy, local, source)
+    return model
+
+
+def _load_local(path: str) -> LoadedModel:
     meta_graph = _serving_meta_graph(path)
     defs = dict(meta_graph.signature_def)  # all of them, for metadata (as TF Serving answers)
     callable_defs = {name: d for name, d in defs.items() if name != INIT_OP_KEY}
@@ -125,8 +144,7 @@ def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) ->
 
 def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
     proto = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as handle:  # gs:// too
-        proto.ParseFromString(handle.read())
+    proto.ParseFromString(storage.read_bytes(os.path.join(path, "saved_model.pb")))
     for meta_graph in proto.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return meta_graph

@@ -1,26 +1,258 @@
-"""TensorProto <-> numpy, with TensorFlow's own converters.
+"""TensorProto <-> numpy.
 
-``tf.make_tensor_proto`` writes numeric tensors as ``tensor_content`` (one buffer, no
-per-element protobuf fields) and strings as ``string_val``, as TF Serving does.
+Protos -> numpy (``protos_to_numpy``, ``to_numpy``) reads what a client or an upstream sent,
+so nothing is allocated before the proto is checked: a supported dtype (the signature's,
+when one is given), a valid shape (no unknown rank, no negative dimension, no element count
+that overflows), the row and decoded-byte limits, and content that matches the shape
+(``tensor_content`` of exactly elements x dtype size bytes; or exactly ``elements`` values
+in the dtype's ``*_val`` field, or exactly one value broadcast to the shape; TensorFlow would
+also pad any shorter list with its last value, which hides a truncated tensor). Anything else
+is ``InvalidArgument`` (``PayloadTooLarge`` for a limit), with the input's name. Only then
+is the array built, with numpy straight from the proto's fields (``np.frombuffer`` /
+``np.fromiter``; checks included, as fast as ``tf.make_ndarray`` or up to 2x faster on 1-row
+requests, measured on a busy machine); for valid protos the result equals
+``tf.make_ndarray``'s (``half_val`` holds float16/bfloat16 bits, complex values are pairs,
+strings are an object array of bytes), which a test checks for every dtype here.
+
+numpy -> proto (``to_proto``) uses ``tf.make_tensor_proto``: numeric tensors as
+``tensor_content`` (one buffer, no per-element protobuf fields) and strings as
+``string_val``, as TF Serving does.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
+from google.protobuf.message import Message
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.errors import InvalidArgument
-from serving.runtime.signature import STRING
+from serving.errors import InvalidArgument, PayloadTooLarge
+from serving.runtime.signature import STRING, TensorSpec, shape_text
+
+_MAX_RANK = 254
+"""TensorFlow's ``TensorShape::MaxDimensions()``."""
+_MAX_ELEMENTS = ((1 << 63) - 1) // 16
+"""What numpy can index, in elements of the widest dtype (complex128)."""
+_POINTER_BYTES = np.dtype(object).itemsize
+"""What one element of a DT_STRING tensor costs in its numpy array, beside the bytes."""
+_NAME_CHARS = 64
 
 
-def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+@dataclass(frozen=True)
+class TensorLimits:
+    """What protos may decode to; ``None``: unbounded."""
+
+    max_rows: int | None = None
+    """Dimension 0 of each batched tensor (``--max_rows_per_request``)."""
+    max_bytes: int | None = None
+    """The decoded arrays together (``--max_request_bytes``); a DT_STRING element counts
+    its pointer (the strings themselves are in the message, which gRPC already bounds)."""
+
+
+def answer_limits(message: Message) -> TensorLimits:
+    """Limits for the tensors of a peer's answer (a TF Serving PredictResponse).
+
+    A proto whose values are all written out decodes to at most 8 bytes per byte on the
+    wire (a one-byte varint of ``int64_val``); only a broadcast value decodes to more, and
+    TF Serving never broadcasts. So an answer may decode to 8x its own size, and a tiny
+    answer that claims a huge shape is refused instead of allocated.
+    """
+    return TensorLimits(max_bytes=8 * message.ByteSize())
+
+
+@dataclass(frozen=True)
+class _Kind:
+    dtype: np.dtype
+    """What the array is (a structured dtype for the quantized types, as TF's)."""
+    field: str
+    """The repeated field holding the values when ``tensor_content`` is empty."""
+    wire: np.dtype
+    """The values' dtype as read from ``field``, before range checks and the view."""
+    per_value: int = 1
+    """Field entries per element (2 for complex: real, imaginary)."""
+    bits: bool = False
+    """``field`` holds the element's bit pattern (``half_val``, ``float8_val``)."""
+
+
+def _kinds() -> dict[int, _Kind]:
+    def numpy_dtype(enum: int) -> np.dtype:
+        return np.dtype(tf.dtypes.as_dtype(enum).as_numpy_dtype)
+
+    d = types_pb2
+    kinds = {
+        d.DT_FLOAT: _Kind(np.dtype(np.float32), "float_val", np.dtype(np.float32)),
+        d.DT_DOUBLE: _Kind(np.dtype(np.float64), "double_val", np.dtype(np.float64)),
+        d.DT_INT64: _Kind(np.dtype(np.int64), "int64_val", np.dtype(np.int64)),
+        d.DT_UINT32: _Kind(np.dtype(np.uint32), "uint32_val", np.dtype(np.uint32)),
+        d.DT_UINT64: _Kind(np.dtype(np.uint64), "uint64_val", np.dtype(np.uint64)),
+        d.DT_BOOL: _Kind(np.dtype(np.bool_), "bool_val", np.dtype(np.bool_)),
+        d.DT_STRING: _Kind(STRING, "string_val", STRING),
+        d.DT_COMPLEX64: _Kind(np.dtype(np.complex64), "scomplex_val", np.dtype(np.float32), per_value=2),
+        d.DT_COMPLEX128: _Kind(np.dtype(np.complex128), "dcomplex_val", np.dtype(np.float64), per_value=2),
+        d.DT_HALF: _Kind(np.dtype(np.float16), "half_val", np.dtype(np.uint16), bits=True),
+        d.DT_BFLOAT16: _Kind(numpy_dtype(d.DT_BFLOAT16), "half_val", np.dtype(np.uint16), bits=True),
+        d.DT_FLOAT8_E5M2: _Kind(numpy_dtype(d.DT_FLOAT8_E5M2), "float8_val", np.dtype(np.uint8), bits=True),
+        d.DT_FLOAT8_E4M3FN: _Kind(numpy_dtype(d.DT_FLOAT8_E4M3FN), "float8_val", np.dtype(np.uint8), bits=True),
+    }
+    for enum, base in ((d.DT_INT32, np.int32), (d.DT_INT16, np.int16), (d.DT_INT8, np.int8),
+                       (d.DT_UINT16, np.uint16), (d.DT_UINT8, np.uint8)):
+        kinds[enum] = _Kind(np.dtype(base), "int_val", np.dtype(base))
+    for enum, base in ((d.DT_QINT8, np.int8), (d.DT_QUINT8, np.uint8), (d.DT_QINT16, np.int16),
+                       (d.DT_QUINT16, np.uint16), (d.DT_QINT32, np.int32)):
+        kinds[enum] = _Kind(numpy_dtype(enum), "int_val", np.dtype(base))
+    return kinds
+
+
+_KINDS = _kinds()
+
+
+def _label(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS] + "..."
+
+
+def _dt_name(enum: int) -> str:
     try:
-        array = tf.make_ndarray(proto)
-    except Exception as error:  # noqa: BLE001 - any malformed proto is the client's fault
-        raise InvalidArgument(f"Input '{name}' is not a valid TensorProto: {error}") from None
-    if array.dtype.kind in "SUa":
-        array = array.astype(object)
-    return array
+        return types_pb2.DataType.Name(enum)
+    except ValueError:
+        return f"data type {enum}"
+
+
+class _Checked:
+    """A proto that passed the checks, with what they worked out (a plain class: per request)."""
+
+    __slots__ = ("what", "proto", "kind", "shape", "elements", "nbytes")
+
+    def __init__(self, what: str, proto: tensor_pb2.TensorProto, kind: _Kind, shape: tuple[int, ...],
+                 elements: int) -> None:
+        self.what = what  # "Input 'name'", for messages
+        self.proto = proto
+        self.kind = kind
+        self.shape = shape
+        self.elements = elements
+        self.nbytes = elements * (_POINTER_BYTES if kind.dtype == STRING else kind.dtype.itemsize)
+
+
+def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: TensorLimits = TensorLimits(),
+                    specs: Mapping[str, TensorSpec] | None = None, role: str = "Input",
+                    ) -> dict[str, np.ndarray]:
+    """Every proto checked (against ``specs``' dtypes where they name it) and the limits
+    applied to all of them together, before any array is built; messages call each tensor
+    ``role`` ('Input', 'Output')."""
+    items = list(protos.items())
+    checked = [_check(name, proto, limits, specs.get(name) if specs else None, role) for name, proto in items]
+    total = sum(c.nbytes for c in checked)
+    if limits.max_bytes is not None and total > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"The tensors would take {total} bytes decoded; the limit is {limits.max_bytes}")
+    return {name: _build(c) for (name, _), c in zip(items, checked)}
+
+
+def to_numpy(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits = TensorLimits(),
+             spec: TensorSpec | None = None) -> np.ndarray:
+    """One proto, checked as in ``protos_to_numpy``."""
+    return protos_to_numpy({name: proto}, limits, {name: spec} if spec else None)[name]
+
+
+def _check(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits,
+           spec: TensorSpec | None, role: str) -> _Checked:
+    what = f"{role} '{_label(name)}'"
+    kind = _KINDS.get(proto.dtype)
+    if kind is None:
+        raise InvalidArgument(f"{what} has {_dt_name(proto.dtype)}, which cannot be served")
+    if spec is not None and (spec.is_string != (kind.dtype == STRING)
+                             or (not spec.is_string and kind.dtype != spec.dtype)):
+        raise InvalidArgument(
+            f"{what} expects {spec.dtype_name or spec.dtype}, got {_dt_name(proto.dtype)}")
+    if proto.tensor_shape.unknown_rank:
+        raise InvalidArgument(f"{what} has an unknown rank; a tensor needs a known shape")
+    dims = proto.tensor_shape.dim
+    if len(dims) > _MAX_RANK:
+        raise InvalidArgument(f"{what} has {len(dims)} dimensions; the most is {_MAX_RANK}")
+    shape = tuple(d.size for d in dims)
+    if any(size < 0 for size in shape):
+        raise InvalidArgument(f"{what} has a negative dimension in shape {shape_text(shape)}")
+    span = 1  # the dimensions' product without the zeros: numpy refuses a shape where it overflows
+    for size in shape:
+        span *= max(size, 1)
+        if span > _MAX_ELEMENTS:
+            raise InvalidArgument(f"{what}: the number of elements of shape {shape_text(shape)} overflows")
+    elements = span if all(shape) else 0
+    checked = _Checked(what, proto, kind, shape, elements)
+    batched = spec is None or spec.batched
+    if limits.max_rows is not None and shape and batched and shape[0] > limits.max_rows:
+        raise PayloadTooLarge(f"{what} has {shape[0]} rows; the limit is {limits.max_rows}")
+    if limits.max_bytes is not None and checked.nbytes > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"{what} of shape {shape_text(shape)} and {_dt_name(proto.dtype)} would take "
+            f"{checked.nbytes} bytes decoded; the limit is {limits.max_bytes}")
+    _check_content(what, checked)
+    return checked
+
+
+def _check_content(what: str, c: _Checked) -> None:
+    content = len(c.proto.tensor_content)
+    if content:
+        if c.kind.dtype == STRING:
+            raise InvalidArgument(f"{what}: DT_STRING values go in string_val, not tensor_content")
+        expected = c.nbytes
+        if content != expected:
+            raise InvalidArgument(
+                f"{what}: tensor_content has {content} bytes; shape {shape_text(c.shape)} of "
+                f"{_dt_name(c.proto.dtype)} needs {expected}")
+        return
+    entries = len(getattr(c.proto, c.kind.field))
+    if entries % c.kind.per_value:
+        raise InvalidArgument(f"{what}: {c.kind.field} has an odd number of entries ({entries}); "
+                              "complex values come as (real, imaginary) pairs")
+    values = entries // c.kind.per_value
+    if values == c.elements or (values == 1 and c.elements > 0):
+        return
+    if values == 0:
+        raise InvalidArgument(f"{what} has no values for shape {shape_text(c.shape)} "
+                              f"({c.elements} elements): set tensor_content or {c.kind.field}")
+    raise InvalidArgument(
+        f"{what} has {values} values in {c.kind.field} for shape {shape_text(c.shape)}; "
+        f"expected {c.elements} (or one, to be repeated)")
+
+
+def _build(c: _Checked) -> np.ndarray:
+    kind, proto = c.kind, c.proto
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=kind.dtype).copy().reshape(c.shape)
+    if c.elements == 0:
+        return np.zeros(c.shape, kind.dtype)
+    field = getattr(proto, kind.field)
+    if kind.dtype == STRING:
+        values = np.empty(len(field), dtype=object)
+        values[:] = list(field)
+    elif kind.field == "float8_val":
+        values = np.frombuffer(field, dtype=np.uint8).copy().view(kind.dtype)
+    else:
+        values = _read(c, field)
+    if len(values) == 1 and c.elements != 1:
+        values = np.repeat(values, c.elements)
+    return values.reshape(c.shape)
+
+
+def _read(c: _Checked, field) -> np.ndarray:
+    kind = c.kind
+    count = len(field)
+    if kind.wire.kind in "iu" and kind.wire.itemsize < 4 or kind.bits:
+        # int_val / half_val are int32 on the wire: the value must fit the element type.
+        wide = np.fromiter(field, dtype=np.int64, count=count)
+        info = np.iinfo(kind.wire)
+        if count and (wide.min() < info.min or wide.max() > info.max):
+            raise InvalidArgument(
+                f"{c.what}: {kind.field} holds a value outside "
+                f"{_dt_name(c.proto.dtype)}'s range [{info.min}, {info.max}]")
+        values = wide.astype(kind.wire)
+    else:
+        values = np.fromiter(field, dtype=kind.wire, count=count)
+    if kind.per_value == 2 or kind.bits or kind.dtype != kind.wire:
+        values = values.view(kind.dtype)
+    return values
 
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:

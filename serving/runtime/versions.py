@@ -1,26 +1,55 @@
 """Version directories under a model base path (TF Serving's layout: ``BASE/123/``).
 
 The one listing used by the server, the pipelines and the benchmarks. It goes through
-``tf.io.gfile``, so a base path may be local or any file system TensorFlow has a plugin for.
+``serving.runtime.storage``, so a base path may be local, ``gs://`` or ``s3://``; listing
+needs no TensorFlow.
 """
 from __future__ import annotations
 
+import os
 import posixpath
+import threading
+
+from serving.runtime import storage
 
 
-def version_dirs(base_path: str) -> dict[int, str]:
+def version_dirs(base_path: str | os.PathLike[str]) -> dict[int, str]:
     """Version number -> full path of each numeric directory under ``base_path``
-    (``00000123`` is version 123). A missing base path raises FileNotFoundError."""
-    import tensorflow as tf
+    (``00000123`` is version 123). A missing base path raises FileNotFoundError.
 
-    base = str(base_path)
-    if not tf.io.gfile.isdir(base):
-        raise FileNotFoundError(f"model base path {base} does not exist or is not a directory")
+    On an object store a version directory counts once its ``saved_model.pb`` is there
+    (object stores have no atomic rename: upload it last)."""
+    base = os.fspath(base_path)
+    if storage.is_remote(base):
+        base = base.rstrip("/")
     found: dict[int, str] = {}
-    for entry in tf.io.gfile.listdir(base):
-        name = entry.rstrip("/")
-        path = posixpath.join(base, name)
-        if name.isdigit() and tf.io.gfile.isdir(path):
-            found[int(name)] = path
-    return found
+    for name in storage.child_dirs(base):
+        if name.isdigit():
+            found[int(name)] = storage.join(base, name)
+    if storage.is_remote(base):
+        _forget_removed(base, set(found.values()))
+    return {v: path for v, path in found.items() if _complete(path)}
 
+
+_COMPLETE: set[str] = set()
+"""Remote version directories already seen with their saved_model.pb (checked once each)."""
+_COMPLETE_LOCK = threading.Lock()
+
+
+def _complete(path: str) -> bool:
+    if not storage.is_remote(path):
+        return True
+    with _COMPLETE_LOCK:
+        if path in _COMPLETE:
+            return True
+    if not storage.holds_saved_model(path):
+        return False
+    with _COMPLETE_LOCK:
+        _COMPLETE.add(path)
+    return True
+
+
+def _forget_removed(base: str, present: set[str]) -> None:
+    """A version directory removed from the bucket is checked afresh if it comes back."""
+    with _COMPLETE_LOCK:
+        _COMPLETE.difference_update({p for p in _COMPLETE if posixpath.dirname(p) == base and p not in present})

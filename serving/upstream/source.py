@@ -8,10 +8,10 @@ from collections.abc import Mapping
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from serving.errors import NotFound, Unavailable
+from serving.errors import BadUpstreamAnswer, InvalidArgument, NotFound, Unavailable
 from serving.runtime.savedmodel import INIT_OP_KEY, spec_from_signature_def
 from serving.runtime.signature import SignatureSpec, find_signature
-from serving.runtime.tensors import to_numpy, to_proto
+from serving.runtime.tensors import answer_limits, protos_to_numpy, to_proto
 from serving.settings import ModelConfig
 from serving.upstream.client import UpstreamClient
 
@@ -48,14 +48,21 @@ class UpstreamModel:
         try:
             response = self._client.predict(request, deadline)
         except NotFound as error:
-            # We mirror this version as AVAILABLE, so the upstream is restarting or
-            # reloading: a transient 503, not a 404 for a model the client rightly asked for.
+            # We mirror this version as AVAILABLE, yet no pod serves it now (the fleet is
+            # restarting or rolling back): a transient 503, not a 404 for a model the client
+            # rightly asked for.
             raise Unavailable(f"{error.message} (the upstream is not serving it right now)") from None
-        return {key: to_numpy(key, proto) for key, proto in response.outputs.items()}
+        try:
+            return protos_to_numpy(response.outputs, answer_limits(response), role="Output")
+        except InvalidArgument as error:  # the upstream's answer is broken, not the request
+            raise BadUpstreamAnswer(f"upstream {self._client.target} answered a malformed tensor: "
+                                    f"{error.message}") from None
 
 
 class UpstreamSource:
-    """The versions the upstream reports AVAILABLE for each configured model name.
+    """The versions the upstream reports AVAILABLE for each configured model name: those
+    any of its pods serves (during a rollout pods differ; the client routes each call to a
+    pod that has the version).
 
     The upstream applies its own version policy; ours mirrors what it serves.
     """

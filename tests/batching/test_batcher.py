@@ -148,6 +148,21 @@ async def test_request_larger_than_max_batch_is_split_and_joined(executor):
     await batcher.stop()
 
 
+async def test_request_over_max_request_rows_is_refused_at_once_and_never_runs(executor):
+    """TF Serving's large batch splitting: max_batch_size (here max_request_rows) bounds a
+    request, max_execution_batch_size (here max_batch_size) each call."""
+    model = Model()
+    batcher = make(model, executor, max_batch_size=4, max_request_rows=10)
+    with pytest.raises(InvalidArgument, match="Task size 11 is larger than maximum input batch size 10"):
+        await batcher.submit({"x": np.arange(11, dtype=np.float32)}, 11, deadline())
+    assert batcher.queued_rows == 0 and model.batches == []
+    values = np.arange(10, dtype=np.float32)  # at the bound: split into calls of 4
+    result = await batcher.submit({"x": values}, 10, deadline())
+    np.testing.assert_array_equal(result["y"], values * 2)
+    assert [len(b) for b in model.batches] == [4, 4, 2]
+    await batcher.stop()
+
+
 async def test_full_queue_rejects_at_once_with_retry_after(executor):
     model = Model(hold=True)
     batcher = make(model, executor, max_batch_size=4, max_queued_rows=8)

@@ -10,7 +10,8 @@ def test_soak_rolls_versions_in_under_load_and_reports(models_dir, tmp_path):
     result = soak.main(["--minutes", "0.5", "--rollout-every", "8", "--max-qps", "100",
                         "--out", str(tmp_path)])
     assert result.rate == 70 and result.requests > 0
-    assert [r.version for r in result.rollouts] == [2, 3]
+    versions = [r.version for r in result.rollouts]  # how many fit in depends on the clock
+    assert versions and versions == list(range(2, 2 + len(versions)))
     assert all(r.served_after_s is not None for r in result.rollouts)
     assert len(result.rss_mb) >= 3 and result.rss_growth is not None
     report = (tmp_path / "soak.md").read_text()

@@ -1,0 +1,67 @@
+"""What ``batch/run.py`` and ``streaming/run.py`` share about Beam's options and the job
+they launch: strict flags, and a dry run that says what it built.
+
+Beam's ``PipelineOptions`` only warns about (and drops) a flag it does not know, so a
+misspelled job flag (``--prediction_servce``) would pass silently: each CLI parses its own
+flags, then hands what is left to Beam's own parser (built by Beam from every registered
+``PipelineOptions`` class) and refuses whatever that does not know either.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+
+def beam_options(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> Any:
+    """``PipelineOptions`` of ``beam_args``; a flag neither ``parser`` nor Beam knows is a
+    usage error (``parser.error``: the message names it, exit status 2)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    unknown = unknown_beam_args(beam_args)
+    if unknown:
+        parser.error(f"unrecognized arguments (neither this job's nor Beam's options): {' '.join(unknown)}")
+    return PipelineOptions(list(beam_args), save_main_session=False)
+
+
+def unknown_beam_args(beam_args: Sequence[str]) -> list[str]:
+    """The arguments Beam's option parser leaves over (what it would warn about and drop)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    parsers: list[argparse.ArgumentParser] = []
+    # get_all_options builds Beam's parser from every PipelineOptions subclass and passes it
+    # to add_extra_args_fn: the same parser Beam uses, without reaching into its privates.
+    PipelineOptions([]).get_all_options(add_extra_args_fn=parsers.append)
+    _, unknown = parsers[0].parse_known_args(list(beam_args))
+    return unknown
+
+
+def is_dry_run(options: Any) -> bool:
+    """``--dry_run`` as Beam's DataflowRunner reads it (any value but empty counts)."""
+    from apache_beam.options.pipeline_options import TestOptions
+
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def describe_dry_run(result: Any, options: Any) -> str:
+    """What a dry run built: the Dataflow job's name, type, place, steps and image."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    job = getattr(result, "job", None)
+    if job is None:
+        return "Dry run: the pipeline was built; this runner describes no job"
+    proto, graph = job.proto, job.proto_pipeline
+    transforms = graph.components.transforms
+    steps: list[str] = []
+    for root in graph.root_transform_ids:
+        children = transforms[root].subtransforms
+        steps += [transforms[child].unique_name for child in children] or [transforms[root].unique_name]
+    images = sorted({beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
+                     for env in graph.components.environments.values()
+                     if env.urn == "beam:env:docker:v1"})
+    kind = getattr(proto.type, "name", str(proto.type))
+    cloud = options.view_as(GoogleCloudOptions)
+    return (f"Dry run: built Dataflow job '{proto.name}' ({kind}) for project {cloud.project}, "
+            f"region {cloud.region}; {len(steps)} steps: {', '.join(steps)}; container image: "
+            f"{', '.join(images) or 'none'}. Nothing was submitted.")

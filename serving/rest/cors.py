@@ -1,0 +1,59 @@
+"""CORS as TF Serving does it (``--rest_api_enable_cors_support``, its ``http_server.cc``).
+
+- ``OPTIONS`` (a browser's preflight) on ``/v1/models/...`` is answered by the server itself,
+  with or without the flag: 200 and an empty body when the ``Origin`` header holds
+  ``http://`` or ``https://``, otherwise 400 "Origin header is missing in CORS preflight"
+  (TF Serving's status; the body is our usual ``{"error": ...}``). TF Serving answers it on
+  any ``/v1/`` path; here other ``/v1/`` paths keep answering 404 to every method.
+- With the flag, every answer on a path of TF Serving's REST API (``(?i)/v1/.*``: success,
+  error, preflight) carries
+  ``Access-Control-Allow-Origin: *``, ``Access-Control-Allow-Methods: POST, GET`` and
+  ``Access-Control-Allow-Headers``: TF Serving's ``Content-Type`` plus the gateway's own
+  ``X-Request-Timeout-Ms``, so a browser may send it.
+
+Other paths (``/healthz``, ``/readyz``, the metrics path) get neither, as TF Serving's
+metrics handler gets none.
+"""
+from __future__ import annotations
+
+import re
+
+from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.rest import codec
+
+PREFLIGHT_ORIGIN = re.compile(r"https?://")
+CORS_HEADERS = (
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type, X-Request-Timeout-Ms"),
+)
+
+
+async def preflight(request: Request) -> Response:
+    """TF Serving's answer to ``OPTIONS /v1/...``."""
+    if PREFLIGHT_ORIGIN.search(request.headers.get("origin", "")):
+        return Response(status_code=200)
+    return Response(codec.encode_error("Origin header is missing in CORS preflight"),
+                    status_code=400, media_type="application/json")
+
+
+class CORSHeaders:
+    """ASGI middleware: TF Serving's CORS headers on every answer under ``/v1/``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"][:4].lower() != "/v1/":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *CORS_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
