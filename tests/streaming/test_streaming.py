@@ -121,3 +121,45 @@ def test_a_new_version_is_picked_up_mid_stream(emulator, models_dir, tmp_path):
     finally:
         result.cancel()
     assert versions[0] == "1" and versions[-1] == "2"
+
+
+@pytest.mark.parametrize("store", ["gs"], indirect=True)
+def test_a_model_in_a_bucket_serves_and_its_new_version_is_picked_up(emulator, store, store_env, models_dir):
+    """``--model_base_path gs://...`` on the GCS emulator: resolved and loaded by the workers,
+    and a version uploaded mid-stream answers the next messages."""
+    from google.cloud import pubsub_v1
+
+    base = f"{store.bucket()}/natality"
+    store.upload_dir(models_dir / "natality" / "1", f"{base}/1")
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    source, source_sub = topic_and_subscription(publisher, subscriber, "gs-in")
+    output, output_sub = topic_and_subscription(publisher, subscriber, "gs-out")
+    dead, _ = topic_and_subscription(publisher, subscriber, "gs-dead")
+    job = StreamJob(output_topic=output, dead_letter_topic=dead, input_subscription=source_sub,
+                    model=ModelLocation(base), refresh_interval_s=1)
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"]))
+    build(pipeline, job)
+    result = pipeline.run()
+    columns = natality.sample_rows(1, seed=5)
+    row = {k: v.tolist()[0] for k, v in columns.items()}
+    answers: list[tuple[str, float]] = []
+
+    def answered_by(version: str) -> bool:
+        publisher.publish(source, json.dumps(row).encode()).result(timeout=30)
+        response = subscriber.pull(subscription=output_sub, max_messages=50, timeout=5, return_immediately=True)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=output_sub, ack_ids=[m.ack_id for m in response.received_messages])
+            answers.extend((m.message.attributes["model_version"],
+                            json.loads(m.message.data)["predictions"]["weight_pounds"])
+                           for m in response.received_messages)
+        return any(v == version for v, _ in answers)
+
+    try:
+        wait_until(lambda: answered_by("1"), timeout=180, what="answers from version 1 in the bucket")
+        store.upload_dir(models_dir / "natality" / "1", f"{base}/2")
+        wait_until(lambda: answered_by("2"), timeout=180, what="answers from version 2 uploaded mid-stream")
+    finally:
+        result.cancel()
+    assert answers[0][0] == "1" and answers[-1][0] == "2"
+    expected = natality.expected_weight(**columns)[0]
+    assert all(abs(weight - expected) < natality.TOLERANCE_POUNDS for _, weight in answers)
