@@ -100,10 +100,10 @@ def test_default_roots_are_the_folders_holding_the_models(tree):
 
 
 def test_default_roots_are_the_base_path_itself_under_slash_or_a_folder_anyone_can_write(tree):
-    shared = tree / "shared"
-    (shared / "m").mkdir(parents=True)
-    shared.chmod(0o1777)  # like /tmp
-    assert default_roots([str(shared / "m"), "/natality"]) == (str(shared / "m"), "/natality")
+    writable = tree / "writable"
+    (writable / "m").mkdir(parents=True)
+    writable.chmod(0o1777)  # like /tmp
+    assert default_roots([str(writable / "m"), "/natality"]) == (str(writable / "m"), "/natality")
 
 
 def test_explicit_roots_win_and_split_on_commas(tree):
