@@ -84,10 +84,18 @@ def scrape(server: Server, model: str) -> Counters:
 
 def settle(servers: Sequence[Server], model: str, timeout: float = 10.0) -> list[Counters]:
     """The servers' counters once nothing is in flight (wrk leaves requests behind when it
-    stops; the servers still answer them and count them), or after ``timeout`` as they are."""
+    stops; the servers still answer them and count them), or after ``timeout`` as they are.
+
+    Servers are scraped one after another, so one idle round is not enough: a request can
+    pass from a front (scraped later) to its upstream (scraped earlier) in between. Two
+    idle rounds in a row with the same counters are.
+    """
     def idle() -> list[Counters] | None:
-        counters = [scrape(s, model) for s in servers]
-        return counters if all(c.in_flight == 0 for c in counters) else None
+        first = [scrape(s, model) for s in servers]
+        if any(c.in_flight for c in first):
+            return None
+        second = [scrape(s, model) for s in servers]
+        return second if second == first else None
 
     try:
         return wait_until(idle, timeout, "nothing in flight", interval=0.05)
