@@ -28,29 +28,29 @@ log = logging.getLogger("serving")
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server (REST) with the gRPC server beside it on the same event loop, and a
-    drain step between the signal and the shutdown of both."""
+    """uvicorn's server (REST) with the gRPC server beside it (its calls answered on the same
+    event loop), and a drain step between the signal and the shutdown of both."""
 
     def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float,
-                 grpc_factory: Callable[[], grpc.aio.Server] | None = None) -> None:
+                 grpc_factory: Callable[[], grpc.Server] | None = None) -> None:
         super().__init__(config)
         self._service = service
         self._drain_timeout = drain_timeout
         self._grpc_factory = grpc_factory
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: grpc.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
 
     async def serve(self, sockets=None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         if self._grpc_factory is not None:
-            self._grpc = self._grpc_factory()  # created on this loop, which it binds to
-            await self._grpc.start()
+            self._grpc = self._grpc_factory()  # created on this loop, which answers its calls
+            self._grpc.start()
         try:
             await super().serve(sockets)
         finally:
             if self._grpc is not None:
-                await self._grpc.stop(grace=None)
+                self._grpc.stop(grace=None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._drain_task is not None:
@@ -71,7 +71,8 @@ class DrainingServer(uvicorn.Server):
         else:
             log.warning("drain timeout with %d requests in flight", self._service.in_flight)
         if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)
+            # Calls still finishing need this loop: wait for the stop in a thread.
+            await asyncio.to_thread(self._grpc.stop(grace=1.0).wait)
         self.should_exit = True
 
 

@@ -1,1 +1,1 @@
-"""The gRPC adapter: TF Serving's PredictionService and ModelService on grpc.aio."""
+"""The gRPC adapter: TF Serving's PredictionService and ModelService, answered on the core's event loop."""

@@ -3,6 +3,8 @@
 Each method only converts protos to numpy and back and delegates to
 ``InferenceService``; ``ServingError`` becomes a gRPC status in one place (``_rpc``).
 The client's deadline is the request's deadline; a client that cancels leaves the queue.
+Methods are coroutines run on the core's event loop; ``serving.grpc.server`` hands them
+the calls (and a ``CallContext``) from gRPC's threads.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 import grpc
 import numpy as np
@@ -41,7 +43,18 @@ from serving.tfs_config import ConfigError, models_from_server_config
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+class CallContext(Protocol):
+    """What a method needs of its call (grpc.aio's ServicerContext has it too)."""
+
+    def time_remaining(self) -> float | None: ...
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
+
+
+Handler = Callable[[Any, Any, CallContext], Awaitable[Any]]
+Method = Callable[[Any, CallContext], Awaitable[Any]]
+"""A servicer's bound method."""
 
 
 def _rpc(method: str | None) -> Callable[[Handler], Handler]:
@@ -49,7 +62,7 @@ def _rpc(method: str | None) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(self: Any, request: Any, context: CallContext) -> Any:
             try:
                 if isinstance(request, Undecodable):
                     raise InvalidArgument(request.message)
@@ -77,13 +90,18 @@ class Undecodable:
         self.message = message
 
 
-def add_to_server(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor) -> None:
-    """Register ``servicer``'s methods of ``service`` (what the generated ``add_*_to_server``
-    does), with request parsing that turns undecodable bytes into ``Undecodable``."""
+def add_to_server(server: grpc.Server, servicer: Any, service: ServiceDescriptor,
+                  bridge: Callable[[Method], Callable[[Any, grpc.ServicerContext], Any]]) -> None:
+    """Register ``servicer``'s unary methods of ``service`` (what the generated
+    ``add_*_to_server`` does), each through ``bridge`` (the server's way to run a coroutine
+    method), with request parsing that turns undecodable bytes into ``Undecodable``.
+    Streaming methods (health's Watch) stay unregistered: UNIMPLEMENTED, as before."""
     handlers = {}
     for method in service.methods:
+        if method.client_streaming or method.server_streaming:
+            continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
+            bridge(getattr(servicer, method.name)),
             request_deserializer=_tolerant(GetMessageClass(method.input_type)),
             response_serializer=GetMessageClass(method.output_type).SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
@@ -100,8 +118,9 @@ def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
 
 
 def _model_name(request: Any) -> str:
-    tasks = getattr(request, "tasks", None)
-    return tasks[0].model_spec.name if tasks else request.model_spec.name
+    if isinstance(request, inference_pb2.MultiInferenceRequest):
+        return request.tasks[0].model_spec.name if request.tasks else ""
+    return request.model_spec.name
 
 
 class _Base:
@@ -114,7 +133,7 @@ class _Base:
         label = spec.version_label if choice == "version_label" else None
         return self._service.resolve(spec.name, version, label)
 
-    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+    def _deadline(self, context: CallContext) -> float:
         remaining = context.time_remaining()
         if remaining is None:
             remaining = self._service.settings.rest_api_timeout_in_ms / 1000.0
@@ -142,14 +161,17 @@ def _examples(request: Any) -> list[bytes]:
 class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
+    def __init__(self, service: InferenceService) -> None:
+        super().__init__(service)
+        settings = service.settings
+        self._limits = TensorLimits(settings.max_rows_per_request, settings.max_request_bytes)
+
     @_rpc("predict")
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         servable = self._resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         spec = self._service.signature(servable, signature_name)
-        settings = self._service.settings
-        limits = TensorLimits(settings.max_rows_per_request, settings.max_request_bytes)
-        tensors = protos_to_numpy(request.inputs, limits, spec.inputs)
+        tensors = protos_to_numpy(request.inputs, self._limits, spec.inputs)
         wanted = list(request.output_filter)
         unknown = [name for name in wanted if name not in spec.outputs]
         if unknown:

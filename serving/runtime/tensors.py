@@ -14,14 +14,16 @@ requests, measured on a busy machine); for valid protos the result equals
 ``tf.make_ndarray``'s (``half_val`` holds float16/bfloat16 bits, complex values are pairs,
 strings are an object array of bytes), which a test checks for every dtype here.
 
-numpy -> proto (``to_proto``) uses ``tf.make_tensor_proto``: numeric tensors as
-``tensor_content`` (one buffer, no per-element protobuf fields) and strings as
-``string_val``, as TF Serving does.
+numpy -> proto (``to_proto``) gives what ``tf.make_tensor_proto`` gives: numeric tensors of
+more than one value as ``tensor_content`` (one buffer, no per-element protobuf fields) and
+strings as ``string_val``, as TF Serving does. The plain numeric dtypes are built by hand
+(TensorFlow's general path costs more than the rest of a 1-row gRPC answer); a test checks
+the bytes equal TensorFlow's for every dtype and shape built so.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -74,6 +76,21 @@ class _Kind:
     """Field entries per element (2 for complex: real, imaginary)."""
     bits: bool = False
     """``field`` holds the element's bit pattern (``half_val``, ``float8_val``)."""
+    # Worked out once from the above, not per tensor:
+    string: bool = field(init=False)
+    itemsize: int = field(init=False)
+    """Bytes per element decoded (a DT_STRING element: its pointer)."""
+    narrow: bool = field(init=False)
+    """``field``'s values are wider on the wire than the element: range-checked."""
+    view: bool = field(init=False)
+    """The values read are viewed as ``dtype``."""
+
+    def __post_init__(self) -> None:
+        string = self.dtype == STRING
+        object.__setattr__(self, "string", string)
+        object.__setattr__(self, "itemsize", _POINTER_BYTES if string else self.dtype.itemsize)
+        object.__setattr__(self, "narrow", self.bits or (self.wire.kind in "iu" and self.wire.itemsize < 4))
+        object.__setattr__(self, "view", self.per_value == 2 or self.bits or self.dtype != self.wire)
 
 
 def _kinds() -> dict[int, _Kind]:
@@ -119,19 +136,29 @@ def _dt_name(enum: int) -> str:
         return f"data type {enum}"
 
 
+def _what(role: str, name: str) -> str:
+    """How messages call a tensor: "Input 'name'" (made only for a message)."""
+    return f"{role} '{_label(name)}'"
+
+
 class _Checked:
     """A proto that passed the checks, with what they worked out (a plain class: per request)."""
 
-    __slots__ = ("what", "proto", "kind", "shape", "elements", "nbytes")
+    __slots__ = ("role", "name", "proto", "kind", "shape", "elements", "nbytes")
 
-    def __init__(self, what: str, proto: tensor_pb2.TensorProto, kind: _Kind, shape: tuple[int, ...],
-                 elements: int) -> None:
-        self.what = what  # "Input 'name'", for messages
+    def __init__(self, role: str, name: str, proto: tensor_pb2.TensorProto, kind: _Kind,
+                 shape: tuple[int, ...], elements: int) -> None:
+        self.role = role
+        self.name = name
         self.proto = proto
         self.kind = kind
         self.shape = shape
         self.elements = elements
-        self.nbytes = elements * (_POINTER_BYTES if kind.dtype == STRING else kind.dtype.itemsize)
+        self.nbytes = elements * kind.itemsize
+
+    @property
+    def what(self) -> str:
+        return _what(self.role, self.name)
 
 
 def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: TensorLimits = TensorLimits(),
@@ -157,44 +184,47 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits = Te
 
 def _check(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits,
            spec: TensorSpec | None, role: str) -> _Checked:
-    what = f"{role} '{_label(name)}'"
     kind = _KINDS.get(proto.dtype)
     if kind is None:
-        raise InvalidArgument(f"{what} has {_dt_name(proto.dtype)}, which cannot be served")
-    if spec is not None and (spec.is_string != (kind.dtype == STRING)
+        raise InvalidArgument(f"{_what(role, name)} has {_dt_name(proto.dtype)}, which cannot be served")
+    if spec is not None and (spec.is_string != kind.string
                              or (not spec.is_string and kind.dtype != spec.dtype)):
         raise InvalidArgument(
-            f"{what} expects {spec.dtype_name or spec.dtype}, got {_dt_name(proto.dtype)}")
-    if proto.tensor_shape.unknown_rank:
-        raise InvalidArgument(f"{what} has an unknown rank; a tensor needs a known shape")
-    dims = proto.tensor_shape.dim
+            f"{_what(role, name)} expects {spec.dtype_name or spec.dtype}, got {_dt_name(proto.dtype)}")
+    tensor_shape = proto.tensor_shape
+    if tensor_shape.unknown_rank:
+        raise InvalidArgument(f"{_what(role, name)} has an unknown rank; a tensor needs a known shape")
+    dims = tensor_shape.dim
     if len(dims) > _MAX_RANK:
-        raise InvalidArgument(f"{what} has {len(dims)} dimensions; the most is {_MAX_RANK}")
-    shape = tuple(d.size for d in dims)
-    if any(size < 0 for size in shape):
-        raise InvalidArgument(f"{what} has a negative dimension in shape {shape_text(shape)}")
+        raise InvalidArgument(f"{_what(role, name)} has {len(dims)} dimensions; the most is {_MAX_RANK}")
+    shape = tuple([d.size for d in dims])
+    if shape and min(shape) < 0:
+        raise InvalidArgument(f"{_what(role, name)} has a negative dimension in shape {shape_text(shape)}")
     span = 1  # the dimensions' product without the zeros: numpy refuses a shape where it overflows
     for size in shape:
-        span *= max(size, 1)
-        if span > _MAX_ELEMENTS:
-            raise InvalidArgument(f"{what}: the number of elements of shape {shape_text(shape)} overflows")
+        if size:
+            span *= size
+            if span > _MAX_ELEMENTS:
+                raise InvalidArgument(
+                    f"{_what(role, name)}: the number of elements of shape {shape_text(shape)} overflows")
     elements = span if all(shape) else 0
-    checked = _Checked(what, proto, kind, shape, elements)
+    checked = _Checked(role, name, proto, kind, shape, elements)
     batched = spec is None or spec.batched
     if limits.max_rows is not None and shape and batched and shape[0] > limits.max_rows:
-        raise PayloadTooLarge(f"{what} has {shape[0]} rows; the limit is {limits.max_rows}")
+        raise PayloadTooLarge(f"{checked.what} has {shape[0]} rows; the limit is {limits.max_rows}")
     if limits.max_bytes is not None and checked.nbytes > limits.max_bytes:
         raise PayloadTooLarge(
-            f"{what} of shape {shape_text(shape)} and {_dt_name(proto.dtype)} would take "
+            f"{checked.what} of shape {shape_text(shape)} and {_dt_name(proto.dtype)} would take "
             f"{checked.nbytes} bytes decoded; the limit is {limits.max_bytes}")
-    _check_content(what, checked)
+    _check_content(checked)
     return checked
 
 
-def _check_content(what: str, c: _Checked) -> None:
+def _check_content(c: _Checked) -> None:
     content = len(c.proto.tensor_content)
     if content:
-        if c.kind.dtype == STRING:
+        what = c.what
+        if c.kind.string:
             raise InvalidArgument(f"{what}: DT_STRING values go in string_val, not tensor_content")
         expected = c.nbytes
         if content != expected:
@@ -204,11 +234,12 @@ def _check_content(what: str, c: _Checked) -> None:
         return
     entries = len(getattr(c.proto, c.kind.field))
     if entries % c.kind.per_value:
-        raise InvalidArgument(f"{what}: {c.kind.field} has an odd number of entries ({entries}); "
+        raise InvalidArgument(f"{c.what}: {c.kind.field} has an odd number of entries ({entries}); "
                               "complex values come as (real, imaginary) pairs")
     values = entries // c.kind.per_value
     if values == c.elements or (values == 1 and c.elements > 0):
         return
+    what = c.what
     if values == 0:
         raise InvalidArgument(f"{what} has no values for shape {shape_text(c.shape)} "
                               f"({c.elements} elements): set tensor_content or {c.kind.field}")
@@ -223,25 +254,25 @@ def _build(c: _Checked) -> np.ndarray:
         return np.frombuffer(proto.tensor_content, dtype=kind.dtype).copy().reshape(c.shape)
     if c.elements == 0:
         return np.zeros(c.shape, kind.dtype)
-    field = getattr(proto, kind.field)
-    if kind.dtype == STRING:
-        values = np.empty(len(field), dtype=object)
-        values[:] = list(field)
+    repeated = getattr(proto, kind.field)
+    if kind.string:
+        values = np.empty(len(repeated), dtype=object)
+        values[:] = list(repeated)
     elif kind.field == "float8_val":
-        values = np.frombuffer(field, dtype=np.uint8).copy().view(kind.dtype)
+        values = np.frombuffer(repeated, dtype=np.uint8).copy().view(kind.dtype)
     else:
-        values = _read(c, field)
+        values = _read(c, repeated)
     if len(values) == 1 and c.elements != 1:
         values = np.repeat(values, c.elements)
     return values.reshape(c.shape)
 
 
-def _read(c: _Checked, field) -> np.ndarray:
+def _read(c: _Checked, repeated) -> np.ndarray:
     kind = c.kind
-    count = len(field)
-    if kind.wire.kind in "iu" and kind.wire.itemsize < 4 or kind.bits:
+    count = len(repeated)
+    if kind.narrow:
         # int_val / half_val are int32 on the wire: the value must fit the element type.
-        wide = np.fromiter(field, dtype=np.int64, count=count)
+        wide = np.fromiter(repeated, dtype=np.int64, count=count)
         info = np.iinfo(kind.wire)
         if count and (wide.min() < info.min or wide.max() > info.max):
             raise InvalidArgument(
@@ -249,13 +280,44 @@ def _read(c: _Checked, field) -> np.ndarray:
                 f"{_dt_name(c.proto.dtype)}'s range [{info.min}, {info.max}]")
         values = wide.astype(kind.wire)
     else:
-        values = np.fromiter(field, dtype=kind.wire, count=count)
-    if kind.per_value == 2 or kind.bits or kind.dtype != kind.wire:
+        values = np.fromiter(repeated, dtype=kind.wire, count=count)
+    if kind.view:
         values = values.view(kind.dtype)
     return values
 
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    if array.dtype == STRING:
-        return tf.make_tensor_proto(array, dtype=tf.string)
-    return tf.make_tensor_proto(array)
+    """The proto ``tf.make_tensor_proto(array)`` makes, byte for byte; built by hand for the
+    plain numeric dtypes (about 10x faster on a 1-row answer), by TensorFlow for the rest."""
+    kind = _BY_HAND.get(array.dtype)
+    if kind is None:
+        if array.dtype == STRING:
+            return tf.make_tensor_proto(array, dtype=tf.string)
+        return tf.make_tensor_proto(array)
+    enum, repeated, content = kind
+    proto = tensor_pb2.TensorProto(dtype=enum)
+    shape = proto.tensor_shape
+    shape.SetInParent()
+    for size in array.shape:
+        shape.dim.add(size=size)
+    if content and array.size > 1:  # TensorFlow's rule: one value goes in its *_val field
+        proto.tensor_content = array.tobytes()
+    else:
+        getattr(proto, repeated).extend(array.ravel().tolist())
+    return proto
+
+
+def _by_hand() -> dict[np.dtype, tuple[int, str, bool]]:
+    """numpy dtype -> (DataType, *_val field, whether TensorFlow writes more than one value
+    as ``tensor_content``), for the dtypes ``to_proto`` builds itself."""
+    d = types_pb2
+    table = {np.float32: (d.DT_FLOAT, "float_val", True), np.float64: (d.DT_DOUBLE, "double_val", True),
+             np.int64: (d.DT_INT64, "int64_val", True), np.int32: (d.DT_INT32, "int_val", True),
+             np.int16: (d.DT_INT16, "int_val", True), np.int8: (d.DT_INT8, "int_val", True),
+             np.uint8: (d.DT_UINT8, "int_val", True), np.uint16: (d.DT_UINT16, "int_val", False),
+             np.uint32: (d.DT_UINT32, "uint32_val", True), np.uint64: (d.DT_UINT64, "uint64_val", True),
+             np.bool_: (d.DT_BOOL, "bool_val", False)}
+    return {np.dtype(t): kind for t, kind in table.items()}
+
+
+_BY_HAND = _by_hand()

@@ -1,0 +1,415 @@
+"""gRPC against REST on one gateway: server CPU per 1-row natality Predict over each API.
+
+One gateway process serves both APIs (``python -m serving --port G --rest_api_port R
+--model_config_file models/models.config --enable_batching ...``), pinned to one core; the
+load runs on the other. Each transport gets a warm-up, then the same measured duration:
+
+  closed loop (default)  ``--concurrency`` requests always in flight: REST through wrk (as
+                         ``make bench``), gRPC through our driver (below)
+  fixed rate (``--rate``) both through our driver at the same rate (Poisson-free, evenly
+                         spaced sends, latency counted from when a request was due)
+
+The server's CPU seconds (``/proc``) and its Predict counter (``/metrics``, read once nothing
+is in flight) are taken around each measured run, so "server CPU per request" divides the
+CPU the server used by the requests it answered in that window. A REST request is one row in
+TF Serving's row format, a gRPC request the same row as TensorProtos (``tf.make_tensor_proto``,
+as TF Serving's clients build them), pre-serialized; the first answers of each API are
+checked against the model's known answer before any load.
+
+The driver (``python -m loadtests.bench_grpc drive``, started pinned to the load core)
+sends pre-serialized requests with grpc.aio through a generic unary call that does no proto
+work, or plain HTTP/1.1 keep-alive requests over asyncio streams; ``--clients N`` splits the
+load over N driver processes (one Python process tops out near one core; the table shows
+the load generator's CPU, so a saturated generator is visible).
+
+    python -m loadtests.bench_grpc [--duration 10] [--warmup 3] [--concurrency 64]
+                                   [--rate REQ_PER_S] [--clients 1] [--transports rest,grpc]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests import bench_wrk
+from loadtests.payloads import RequestPool, RowsMix, check, columns, instances, predict_body
+from loadtests.probes import scrape, settle, validate
+from loadtests.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
+
+MODEL = "natality"
+BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
+MODELS_CONFIG = REPO / "models" / "models.config"
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+TRANSPORTS = ("rest", "grpc")
+
+
+# --- the driver (a subprocess on the load core) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drive:
+    """One driver process's job."""
+
+    transport: str
+    target: str
+    """``host:port``."""
+    requests: list[bytes]
+    """Serialized PredictRequests (gRPC) or whole HTTP/1.1 requests (REST), sent in a cycle."""
+    concurrency: int
+    duration_s: float
+    rate: float | None
+    """Requests per second, evenly spaced; None: closed loop at ``concurrency``."""
+
+
+async def _grpc_sender(target: str):
+    import grpc
+
+    channel = grpc.aio.insecure_channel(target)
+    await channel.channel_ready()
+    call = channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out: no proto work here
+
+    async def send(request: bytes) -> bool:
+        try:
+            return bool(await call(request, timeout=30))
+        except grpc.aio.AioRpcError:
+            return False
+
+    return send, channel.close
+
+
+async def _http_sender(target: str, connections: int):
+    host, port = target.rsplit(":", 1)
+    idle: asyncio.Queue = asyncio.Queue()
+    opened = []
+    for _ in range(connections):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        opened.append(writer)
+        idle.put_nowait((reader, writer))
+
+    async def send(request: bytes) -> bool:
+        reader, writer = await idle.get()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            return head.startswith(b"HTTP/1.1 200")
+        finally:
+            idle.put_nowait((reader, writer))
+
+    async def close() -> None:
+        for writer in opened:
+            writer.close()
+
+    return send, close
+
+
+async def _drive(job: Drive) -> dict[str, Any]:
+    if job.transport == "grpc":
+        send, close = await _grpc_sender(job.target)
+    else:
+        send, close = await _http_sender(job.target, job.concurrency)
+    latencies: list[float] = []
+    errors = 0
+    requests = job.requests
+    started = time.perf_counter()
+    end = started + job.duration_s
+
+    async def one(index: int, due: float) -> None:
+        nonlocal errors
+        ok = await send(requests[index % len(requests)])
+        if ok:
+            latencies.append(time.perf_counter() - due)
+        else:
+            errors += 1
+
+    if job.rate is None:
+        async def loop(offset: int) -> None:
+            index = offset
+            while (now := time.perf_counter()) < end:
+                await one(index, now)
+                index += job.concurrency
+
+        await asyncio.gather(*(loop(i) for i in range(job.concurrency)))
+    else:
+        in_flight: set[asyncio.Task] = set()
+        interval, index = 1.0 / job.rate, 0
+        while (due := started + index * interval) < end:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(in_flight) >= job.concurrency:
+                errors += 1  # the in-flight cap: an overloaded server shows as errors
+            else:
+                task = asyncio.create_task(one(index, due))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            index += 1
+        await asyncio.gather(*in_flight)
+    elapsed = time.perf_counter() - started
+    await close()
+    return {"ok": len(latencies), "errors": errors, "seconds": elapsed,
+            "latencies_us": sorted(round(x * 1e6) for x in latencies)}
+
+
+def drive_main(job_file: Path) -> None:
+    job: Drive = pickle.loads(job_file.read_bytes())
+    print(json.dumps(asyncio.run(_drive(job))), flush=True)
+
+
+# --- the orchestrator -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured run of one transport."""
+
+    transport: str
+    mode: str
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    answered: int
+    """Predicts the server counted in the CPU window."""
+    server_cpu_s: float
+    loop_cpu_s: float
+    """The server's main thread: its event loop, where both APIs' Python work runs."""
+    mean_batch_rows: float | None
+    """Rows per model call: per-request CPU falls as batches grow, so compare it too."""
+    loadgen_cpu: float | None
+    """CPU seconds per second of the load generator(s)."""
+    seconds: float
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s / self.answered * 1e3 if self.answered else float("nan")
+
+    @property
+    def loop_ms_per_request(self) -> float:
+        return self.loop_cpu_s / self.answered * 1e3 if self.answered else float("nan")
+
+
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of the process's main thread (its task id is the pid)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def grpc_requests(n: int) -> list[bytes]:
+    """Serialized 1-row natality PredictRequests, as TF Serving's clients build them."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.runtime.tensors import to_proto
+
+    def encode(rows: list[dict]) -> bytes:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL
+        for name, array in columns(MODEL, rows).items():
+            request.inputs[name].CopyFrom(to_proto(array))
+        return request.SerializeToString()
+
+    pool = RequestPool(MODEL, RowsMix.parse("1"), encode, per_size=n)
+    return pool.requests[1]
+
+
+def http_requests(bodies: list[dict], port: int) -> list[bytes]:
+    out = []
+    for body in bodies:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        out.append(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+                   .encode() + data)
+    return out
+
+
+def validate_grpc(target: str, bodies: list[dict], n: int = 5) -> None:
+    """The first ``n`` rows through the real stub must get the model's known answer."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from serving.runtime.tensors import to_numpy, to_proto
+
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for body in bodies[:n]:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = MODEL
+            for name, array in columns(MODEL, body["instances"]).items():
+                request.inputs[name].CopyFrom(to_proto(array))
+            response = stub.Predict(request, timeout=30)
+            (output,) = response.outputs.items()
+            predictions = to_numpy(*output).reshape(-1).tolist()
+            problem = check(MODEL, body, {"predictions": predictions})
+            if problem:
+                raise RuntimeError(f"gRPC answered wrongly: {problem}")
+
+
+def run_drivers(transport: str, target: str, requests: list[bytes], concurrency: int,
+                duration_s: float, rate: float | None, clients: int, pinning: Pinning,
+                tmp: Path) -> tuple[dict[str, Any], float]:
+    """``clients`` driver processes splitting the load; (merged results, their CPU share)."""
+    procs = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for i in range(clients):
+        share = concurrency // clients + (i < concurrency % clients)
+        job = Drive(transport, target, requests[i::clients] or requests, share, duration_s,
+                    rate / clients if rate else None)
+        job_file = tmp / f"drive-{transport}-{i}.pickle"
+        job_file.write_bytes(pickle.dumps(job))
+        procs.append(subprocess.Popen(
+            [*pinning.loadgen, sys.executable, "-m", "loadtests.bench_grpc", "drive", str(job_file)],
+            cwd=REPO, stdout=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=duration_s + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {transport} driver failed ({proc.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = max(r["seconds"] for r in results)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    merged = {"ok": sum(r["ok"] for r in results), "errors": sum(r["errors"] for r in results),
+              "seconds": seconds,
+              "latencies_us": sorted(x for r in results for x in r["latencies_us"])}
+    return merged, cpu / seconds
+
+
+def measure(transport: str, server: Server, args: argparse.Namespace, pinning: Pinning,
+            targets: dict[str, str], requests: dict[str, list[bytes]], bodies_file: Path,
+            tmp: Path) -> Run:
+    url = f"http://{targets['rest']}/v1/models/{MODEL}:predict"
+    use_wrk = transport == "rest" and args.rate is None
+
+    def load(seconds: float) -> tuple[dict[str, Any], float | None]:
+        if use_wrk:
+            result = bench_wrk.run(url, bodies_file, round(seconds), args.concurrency,
+                                   pinning.loadgen)
+            return {"ok": result.requests - result.errors, "errors": result.errors,
+                    "seconds": result.duration_s, "p50": result.latency_ms.p50,
+                    "p99": result.latency_ms.p99}, result.loadgen_cpu
+        return run_drivers(transport, targets[transport], requests[transport], args.concurrency,
+                           seconds, args.rate, args.clients, pinning, tmp)
+
+    if args.warmup:
+        log(f"{transport}: warm-up {args.warmup} s")
+        load(args.warmup)
+    (counters_before,) = settle([server], MODEL)
+    cpu_before, loop_before = server.cpu_seconds(), main_thread_cpu(server.proc.pid)
+    log(f"{transport}: measuring {args.duration} s")
+    result, loadgen_cpu = load(args.duration)
+    (counters_after,) = settle([server], MODEL)
+    cpu_after, loop_after = server.cpu_seconds(), main_thread_cpu(server.proc.pid)
+    server.check_alive(f"during the {transport} run")
+    if "p50" in result:
+        p50, p99 = result["p50"], result["p99"]
+    else:
+        latencies = np.array(result["latencies_us"] or [0]) / 1e3
+        p50, p99 = np.percentile(latencies, 50), np.percentile(latencies, 99)
+    return Run(transport, f"rate {args.rate:g}/s" if args.rate else f"closed {args.concurrency}",
+               qps=result["ok"] / result["seconds"], p50_ms=float(p50), p99_ms=float(p99),
+               errors=result["errors"], answered=round(counters_after.predict_ok - counters_before.predict_ok),
+               server_cpu_s=(cpu_after or 0.0) - (cpu_before or 0.0), loop_cpu_s=loop_after - loop_before,
+               mean_batch_rows=(counters_after.batch_rows - counters_before.batch_rows) / batches
+               if (batches := counters_after.batches - counters_before.batches) else None,
+               loadgen_cpu=loadgen_cpu,
+               seconds=result["seconds"])
+
+
+def render(runs: Sequence[Run], note: str) -> str:
+    lines = [f"gRPC vs REST, 1-row {MODEL} Predict, one gateway ({note})", "",
+             "| transport | load | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
+             "| loop thread ms/req | rows/batch | server CPU share | loadgen CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        loadgen = f"{r.loadgen_cpu:.2f}" if r.loadgen_cpu is not None else "?"
+        rows = f"{r.mean_batch_rows:.1f}" if r.mean_batch_rows is not None else "?"
+        lines.append(f"| {r.transport} | {r.mode} | {r.qps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+                     f"| {r.errors} | {r.cpu_ms_per_request:.3f} | {r.loop_ms_per_request:.3f} | {rows} "
+                     f"| {r.server_cpu_s / r.seconds:.2f} | {loadgen} |")
+    by = {r.transport: r for r in runs}
+    if set(TRANSPORTS) <= set(by):
+        ratio = by["grpc"].cpu_ms_per_request / by["rest"].cpu_ms_per_request
+        loop = by["grpc"].loop_ms_per_request / by["rest"].loop_ms_per_request
+        lines += ["", f"gRPC/REST server CPU per request: {ratio:.2f} (goal: <= 1.00); "
+                      f"loop thread alone: {loop:.2f}"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Run]:
+    args = parse_args(argv)
+    terminate_on_sigterm()
+    pinning = Pinning.detect()
+    log(pinning.note)
+    grpc_port, rest_port = free_port(), free_port()
+    targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{rest_port}"}
+    bodies = [predict_body([row]) for row in instances(MODEL, 300, 2024)]
+    requests = {"grpc": grpc_requests(300), "rest": http_requests(bodies, rest_port)}
+    argv_server = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
+                   f"--rest_api_port={rest_port}", f"--model_config_file={args.model_config_file}",
+                   "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp_name:
+        tmp = Path(tmp_name)
+        bodies_file = tmp / "bodies.jsonl"
+        bodies_file.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
+        with Server("gateway", argv_server, args.out / "logs" / "bench-grpc-gateway.log",
+                    rest_port) as server:
+            validate(f"http://{targets['rest']}/v1/models/{MODEL}:predict", bodies,
+                     lambda body, response: check(MODEL, body, response))
+            validate_grpc(targets["grpc"], bodies)
+            scrape(server, MODEL)
+            for transport in args.transports:
+                runs.append(measure(transport, server, args, pinning, targets, requests,
+                                    bodies_file, tmp))
+    print(render(runs, f"{pinning.note}; gRPC load from {args.clients} driver process(es)"),
+          flush=True)
+    return runs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_grpc",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per transport")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per transport")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="requests in flight (closed loop), or the cap on them (--rate)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="fixed rate in requests/s for both transports (default: closed loop)")
+    parser.add_argument("--clients", type=int, default=1, help="driver processes for our driver")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS),
+                        type=lambda text: tuple(t for t in text.split(",") if t))
+    parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
+                        help=f"the gateway's models (must include {MODEL})")
+    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.warmup < 0 or args.concurrency < 1 or args.clients < 1 \
+            or (args.rate is not None and args.rate <= 0) or not set(args.transports) <= set(TRANSPORTS):
+        parser.error("--duration >= 1, --warmup >= 0, --concurrency >= 1, --clients >= 1, "
+                     f"--rate > 0, --transports from {','.join(TRANSPORTS)}")
+    return args
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["drive"]:
+        drive_main(Path(sys.argv[2]))
+    else:
+        try:
+            main()
+        except KeyboardInterrupt:
+            log("interrupted; servers stopped")
+            sys.exit(130)

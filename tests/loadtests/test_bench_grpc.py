@@ -1,0 +1,68 @@
+"""Smoke test of ``python -m loadtests.bench_grpc``'s load driver and report, against tiny real
+servers (a gRPC server answering the Predict method with fixed bytes, an asyncio HTTP/1.1
+server): no TensorFlow, no gateway, so it runs in about a second. No timing is asserted.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import grpc
+
+from loadtests.bench_grpc import PREDICT_METHOD, Drive, Run, _drive, render
+from loadtests.processes import free_port
+
+
+def _grpc_server() -> tuple[grpc.Server, str]:
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+    service, method = PREDICT_METHOD.strip("/").split("/")
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"answer")
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_grpc_closed_loop_counts_every_answer():
+    server, target = _grpc_server()
+    try:
+        result = asyncio.run(_drive(Drive("grpc", target, [b"request"], 4, 0.3, None)))
+    finally:
+        server.stop(None)
+    assert result["ok"] > 0 and result["errors"] == 0
+    assert len(result["latencies_us"]) == result["ok"]
+
+
+def test_http_fixed_rate_sends_on_schedule():
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.close()
+
+    async def run() -> dict:
+        port = free_port()
+        server = await asyncio.start_server(answer, "127.0.0.1", port)
+        request = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        async with server:
+            return await _drive(Drive("rest", f"127.0.0.1:{port}", [request], 2, 0.29, 40.0))
+
+    result = asyncio.run(run())
+    assert result["ok"] + result["errors"] == 12  # sends due at 0, 25, ..., 275 ms
+    assert result["errors"] == 0
+
+
+def test_report_gives_the_cpu_ratio():
+    def run(transport: str, cpu_s: float) -> Run:
+        return Run(transport, "closed 64", qps=100.0, p50_ms=1.0, p99_ms=2.0, errors=0,
+                   answered=1000, server_cpu_s=cpu_s, loop_cpu_s=cpu_s / 2, mean_batch_rows=8.0,
+                   loadgen_cpu=0.5, seconds=10.0)
+
+    text = render([run("rest", 0.5), run("grpc", 0.6)], "test")
+    assert "| grpc | closed 64 | 100 |" in text and "| 0.600 | 0.300 | 8.0 |" in text
+    assert "gRPC/REST server CPU per request: 1.20" in text
