@@ -104,6 +104,9 @@ def _render_main(model: str, result: ModelResult, connections: int) -> str:
         parts.append(f"d/c QPS **{r.gateway_vs_naive_qps:.2f}×**")
     if r.gateway_vs_noop_qps is not None:
         parts.append(f"d/b QPS {r.gateway_vs_noop_qps:.2f}×")
+    if r.gateway_vs_noop_cpu_per_request is not None:
+        parts.append(f"d/b server CPU per request {r.gateway_vs_noop_cpu_per_request:.2f}× "
+                     f"(QPS d/b if both were CPU-bound: {1 / r.gateway_vs_noop_cpu_per_request:.2f}×)")
     if r.gateway_vs_raw_best is not None:
         parts.append(f"d/a {r.gateway_vs_raw_best:.2%} of the model's best rows/s")
     gateway, naive = servers.get("gateway"), servers.get("naive")
@@ -116,9 +119,11 @@ def _render_main(model: str, result: ModelResult, connections: int) -> str:
         run = servers[name]
         errors = run.wrk.errors if isinstance(run, ServerRun) else "?"
         lines.append(f"**WARNING: {name} had errors ({errors}); its QPS is not comparable.**")
-    if result.goal is not None:
-        verdict = "MET" if result.goal.met else "NOT MET"
-        lines.append(f"Goal ({result.goal.needs}): **{verdict}**.")
+    for judged in (result.goal, result.ceiling_goal):
+        if judged is not None:
+            verdict = "MET" if judged.met else "NOT MET"
+            measured = "" if judged.qps_ratio is None else f" (QPS ratio {judged.qps_ratio:.2f}×)"
+            lines.append(f"Goal ({judged.needs}): **{verdict}**{measured}.")
     return "\n".join(lines) + "\n"
 
 

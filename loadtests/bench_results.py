@@ -27,6 +27,8 @@ GOAL_QPS_RATIO = 2.5
 """The gateway must serve at least this many times the naive server's QPS on natality..."""
 GOAL_MODEL = "natality"
 """...with a p99 latency no worse than the naive server's."""
+CEILING_GOAL_RATIO = 0.75
+"""And at least this share of the no-op FastAPI server's QPS (issue 13, goal 3)."""
 
 INLINE = {"inline": True}
 """Field metadata: ``to_json`` writes the field's own fields in place of the field."""
@@ -114,6 +116,9 @@ class Ratios:
     gateway_vs_naive_qps: float | None = None
     gateway_vs_naive_p99: float | None = None
     gateway_vs_noop_qps: float | None = None
+    gateway_vs_noop_cpu_per_request: float | None = None
+    """Server CPU seconds per answered request, d over b: what QPS d/b would be with both
+    servers CPU-bound on their core, and steadier than QPS on a shared machine."""
     gateway_vs_raw_best: float | None = None
     invalid_because_of_errors: tuple[str, ...] = ()
     """Setups that answered errors: their QPS is not comparable."""
@@ -128,11 +133,20 @@ def ratios(setups: Mapping[str, ServerRun | Failure], raw: RawResult | Failure |
                    gateway_vs_naive_p99=gateway.latency_ms.p99 / naive.latency_ms.p99)
     if gateway and noop:
         out["gateway_vs_noop_qps"] = gateway.qps / noop.qps
+        cpu = [_cpu_per_request(setups[name]) for name in ("gateway", "noop")]
+        if None not in cpu:
+            out["gateway_vs_noop_cpu_per_request"] = cpu[0] / cpu[1]
     if gateway and isinstance(raw, RawResult):
         out["gateway_vs_raw_best"] = gateway.qps / raw.best_rows_per_s
     tainted = tuple(name for name in ("gateway", "naive", "noop")
                     if name in measured and measured[name].errors)
     return Ratios(**out, invalid_because_of_errors=tainted)
+
+
+def _cpu_per_request(run: ServerRun | Failure) -> float | None:
+    if not isinstance(run, ServerRun) or not run.server_cpu or not run.wrk.qps:
+        return None
+    return run.server_cpu / run.wrk.qps
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,15 @@ def goal(r: Ratios) -> Goal:
     met = (r.gateway_vs_naive_qps >= GOAL_QPS_RATIO and r.gateway_vs_naive_p99 <= 1.0
            and not r.invalid_because_of_errors)
     return Goal(met, needs, r.gateway_vs_naive_qps, r.gateway_vs_naive_p99)
+
+
+def ceiling_goal(r: Ratios) -> Goal:
+    """The gateway's QPS against the HTTP ceiling (the no-op FastAPI server)."""
+    needs = f"QPS >= {CEILING_GOAL_RATIO:.0%} of the no-op FastAPI server's, no errors"
+    if r.gateway_vs_noop_qps is None:
+        return Goal(False, needs + " (gateway or no-op server not measured)")
+    met = r.gateway_vs_noop_qps >= CEILING_GOAL_RATIO and not r.invalid_because_of_errors
+    return Goal(met, needs, r.gateway_vs_noop_qps)
 
 
 # --- (e)(f) through an upstream ---------------------------------------------------------------
@@ -250,6 +273,8 @@ class ModelResult:
     mean_body_bytes: float = 0.0
     goal: Goal | None = None
     """Judged on ``GOAL_MODEL`` when both the gateway and the naive server were asked for."""
+    ceiling_goal: Goal | None = None
+    """Judged on ``GOAL_MODEL`` when both the gateway and the no-op server were asked for."""
     ratios: Ratios = field(init=False)
 
     def __post_init__(self) -> None:

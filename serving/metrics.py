@@ -61,11 +61,27 @@ class Metrics:
         self.rejections = Counter(
             "tfgw_rejections", "Requests refused or dropped, by reason.", ["model", "reason"],
             registry=r)
+        self._answered: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self.tfs = TFServingMetrics()
         r.register(self.tfs)
         ProcessCollector(registry=r)
         GCCollector(registry=r)
         PlatformCollector(registry=r)
+
+    def answered(self, model: str, method: str, code: str, seconds: float) -> None:
+        """One request answered: ``tfgw_requests_total`` and ``tfgw_request_duration_seconds``.
+
+        The labelled children are looked up once per label set (``labels()`` validates and
+        locks on every call, a few microseconds a request); model labels are only ever
+        configured names, so the cache stays small.
+        """
+        key = (model, method, code)
+        children = self._answered.get(key)
+        if children is None:
+            children = self._answered[key] = (self.requests.labels(model, method, code),
+                                              self.request_duration.labels(model, method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def for_model(self, model: str, thread_pool_name: str | None = None) -> ModelBatchMetrics:
         """The batcher's metrics for ``model``; with ``thread_pool_name`` (batching on) also

@@ -30,6 +30,7 @@ from loadtests.bench_results import (
     ThroughRun,
     UpstreamResult,
     UpstreamRun,
+    ceiling_goal,
     goal,
     ratios,
     to_json,
@@ -164,6 +165,26 @@ def test_table_matches_the_numbers():
     json.dumps(written)  # the report is JSON-serialisable as written
     assert written["setups"]["gateway"]["qps"] == pytest.approx(10486.68)  # wrk's figures in place
     assert written["ratios"]["gateway_vs_naive_qps"] == ratio
+
+
+def test_ceiling_goal_and_cpu_per_request_are_judged_and_shown():
+    slow = bench_wrk.parse_output(CLEAN)  # 10486.68 requests/s
+    fast = bench_wrk.parse_output(FAILING.replace(
+        "  Socket errors: connect 0, read 3, write 0, timeout 7\n", "").replace(
+        "  Non-2xx or 3xx responses: 59990\n", ""))  # 30000 requests/s, no errors
+    below = {"noop": ServerRun(fast, server_cpu=1.0), "gateway": ServerRun(slow, server_cpu=0.9)}
+    measured = ratios(below, None)
+    assert measured.gateway_vs_noop_qps == pytest.approx(10486.68 / 30000)
+    cpu = (0.9 / 10486.68) / (1.0 / 30000)
+    assert measured.gateway_vs_noop_cpu_per_request == pytest.approx(cpu)
+    table = render_model("natality", ModelResult(below, ceiling_goal=ceiling_goal(measured)), 64)
+    assert f"d/b server CPU per request {cpu:.2f}×" in table
+    assert ("Goal (QPS >= 75% of the no-op FastAPI server's, no errors): **NOT MET** "
+            "(QPS ratio 0.35×).") in table
+    above = {"noop": ServerRun(slow), "gateway": ServerRun(fast)}  # no CPU figures: no CPU ratio
+    assert ceiling_goal(ratios(above, None)).met is True
+    assert ratios(above, None).gateway_vs_noop_cpu_per_request is None
+    assert ceiling_goal(ratios({"noop": below["noop"]}, None)).met is False
 
 
 def test_a_failed_server_is_reported_not_hidden():

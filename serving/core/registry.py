@@ -243,11 +243,14 @@ class ModelRegistry:
             if label not in config.version_labels:
                 raise NotFound(f"Unrecognized servable version label: {label}")
             version = config.version_labels[label]
-        if version is None:
-            available = [v for v, s in self._versions[name].items() if s.state is State.AVAILABLE]
-            if not available:
+        if version is None:  # the newest AVAILABLE version: the common case, found in one pass
+            latest = None
+            for servable in self._versions[name].values():
+                if servable.state is State.AVAILABLE and (latest is None or servable.version > latest.version):
+                    latest = servable
+            if latest is None:
                 raise NotFound(f"Servable not found for request: {_describe(name, None, None)}")
-            version = max(available)
+            return latest
         servable = self._available(name, version)
         if servable is None:
             raise NotFound(f"Servable not found for request: {_describe(name, version, label)}")

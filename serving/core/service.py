@@ -7,12 +7,11 @@ outputs are numpy tensors and TF Serving protos; no HTTP or gRPC types appear he
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
 
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
@@ -81,6 +80,7 @@ class InferenceService:
             on_retry_loaded=_refreeze)
         self.draining = False
         self._in_flight = 0
+        metrics.in_flight.set_function(lambda: self._in_flight)  # read at scrape, not kept per request
         self._idle = asyncio.Event()
         self._loading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
@@ -171,9 +171,9 @@ class InferenceService:
     def in_flight(self) -> int:
         return self._in_flight
 
-    @contextlib.contextmanager
-    def track(self, model: str, method: str, entrypoint: str) -> Iterator[None]:
-        """Account one request: refuse it while draining, count it, time it, label its outcome.
+    def track(self, model: str, method: str, entrypoint: str) -> _Tracked:
+        """Account one request (``with service.track(...):``): refuse it while draining,
+        count it, time it, label its outcome.
 
         ``entrypoint`` is "REST" or "GRPC", as TF Serving's metrics label it.
         """
@@ -184,35 +184,19 @@ class InferenceService:
             if tfs_api is not None:
                 self.metrics.tfs.request_count.inc(label, "UNAVAILABLE")
             raise Unavailable("The server is shutting down")
+        return _Tracked(self, label, method, entrypoint, tfs_api)
+
+    def _enter(self) -> None:
         self._in_flight += 1
-        self.metrics.in_flight.inc()
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            yield
-        except ServingError as error:
-            code = error.grpc_code
-            reason = next((r for t, r in _REJECTION_REASONS.items() if isinstance(error, t)), None)
-            if reason:
-                self.metrics.rejections.labels(label, reason).inc()
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            self.metrics.rejections.labels(label, "cancelled").inc()
-            raise
-        except Exception:
-            code = "INTERNAL"
-            raise
-        finally:
-            self._in_flight -= 1
-            self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(label, method, code).inc()
-            self.metrics.request_duration.labels(label, method).observe(elapsed)
-            if tfs_api is not None:
-                self.metrics.tfs.request(label, tfs_api, entrypoint, code, elapsed)
-            if self.draining and self._in_flight == 0:
-                self._idle.set()
+
+    def _exit(self, label: str, method: str, entrypoint: str, tfs_api: str | None, code: str,
+              elapsed: float) -> None:
+        self._in_flight -= 1
+        self.metrics.answered(label, method, code, elapsed)
+        if tfs_api is not None:
+            self.metrics.tfs.request(label, tfs_api, entrypoint, code, elapsed)
+        if self.draining and self._in_flight == 0:
+            self._idle.set()
 
     # -- inference -----------------------------------------------------------------------
 
@@ -321,6 +305,44 @@ class InferenceService:
             signatures.signature_def[key].CopyFrom(signature_def)
         response.metadata["signature_def"].Pack(signatures)
         return response
+
+
+class _Tracked:
+    """One request between ``track`` and its answer: a plain context manager (no generator)
+    since every request passes through it."""
+
+    __slots__ = ("_service", "_label", "_method", "_entrypoint", "_tfs_api", "_started")
+
+    def __init__(self, service: InferenceService, label: str, method: str, entrypoint: str,
+                 tfs_api: str | None) -> None:
+        self._service = service
+        self._label = label
+        self._method = method
+        self._entrypoint = entrypoint
+        self._tfs_api = tfs_api
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._service._enter()
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 _tb: TracebackType | None) -> None:
+        elapsed = time.perf_counter() - self._started
+        code = "OK"
+        if kind is not None:
+            reason = None
+            if isinstance(error, ServingError):
+                code = error.grpc_code
+                reason = next((r for t, r in _REJECTION_REASONS.items() if isinstance(error, t)), None)
+            elif isinstance(error, asyncio.CancelledError):
+                code, reason = "CANCELLED", "cancelled"
+            elif isinstance(error, Exception):
+                code = "INTERNAL"
+            if reason:
+                self._service.metrics.rejections.labels(self._label, reason).inc()
+        self._service._exit(self._label, self._method, self._entrypoint, self._tfs_api, code,
+                            elapsed)
 
 
 def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...]) -> ModelSource:
