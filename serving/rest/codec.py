@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -120,6 +121,30 @@ def _decode_rows(instances: Any, signature: SignatureSpec) -> dict[str, np.ndarr
         return {name: _row_tensor(instances, spec, None)}
     names = instances[0].keys()
     _check_known(names, signature)
+    return {name: _row_tensor(values, signature.inputs[name], name)
+            for name, values in _columns(instances, names).items()}
+
+
+def _columns(instances: list[Any], names: Any) -> dict[str, list[Any]]:
+    """Each input's values down the rows, once every row is an object with exactly ``names``.
+
+    Checked in bulk rather than row by row: a row that is not an object, or lacks a name,
+    fails the gathering (TypeError, KeyError); with every name in every row, equal total
+    key counts mean no row has more. Only then, or for an input named ``b64`` (whose
+    ``{"b64": ...}`` rows are values, not objects), are the rows checked one by one.
+    """
+    try:
+        columns = {name: [row[name] for row in instances] for name in names}
+        exact = sum(map(len, instances)) == len(names) * len(instances)
+    except (KeyError, TypeError):
+        columns, exact = {}, False
+    if not exact or names == {"b64"}:
+        _check_row_keys(instances, names)
+    return columns
+
+
+def _check_row_keys(instances: list[Any], names: Any) -> None:
+    """Raise for the first row that is not an object with exactly ``names``."""
     for i, row in enumerate(instances):
         if not _is_named(row):
             raise InvalidArgument(f"Expecting object but got value/list at item {i} of input list")
@@ -128,10 +153,6 @@ def _decode_rows(instances: Any, signature: SignatureSpec) -> dict[str, np.ndarr
                 f"Failed to process element: {i} of 'instances' list. JSON object: "
                 f"{_preview(row)} keys must be equal to: {','.join(sorted(names))}"
             )
-    return {
-        name: _row_tensor([row[name] for row in instances], signature.inputs[name], name)
-        for name in names
-    }
 
 
 def _decode_columns(inputs: Any, signature: SignatureSpec) -> dict[str, np.ndarray]:
@@ -176,10 +197,9 @@ def _row_tensor(rows: list[Any], spec: TensorSpec, key: str | None) -> np.ndarra
 
     ``key`` is the input's name when rows are objects, None when rows are the values.
     """
-    if not spec.is_string:
-        fast = _fast_numeric(rows, spec.dtype)
-        if fast is not None:
-            return fast
+    fast = _fast_tensor(rows, spec)
+    if fast is not None:
+        return fast
     leaf = _leaf(spec)
     flat: list[Any] = []
     shape: tuple[int, ...] = ()
@@ -201,10 +221,9 @@ def _row_tensor(rows: list[Any], spec: TensorSpec, key: str | None) -> np.ndarra
 
 
 def _column_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
-    if not spec.is_string:
-        fast = _fast_numeric(value, spec.dtype)
-        if fast is not None:
-            return fast
+    fast = _fast_tensor(value, spec)
+    if fast is not None:
+        return fast
     leaf = _leaf(spec)
     flat: list[Any] = []
     try:
@@ -227,6 +246,39 @@ def _assemble(flat: list[Any], shape: tuple[int, ...], dtype: np.dtype) -> np.nd
     if len(shape) > _MAX_RANK:
         raise InvalidArgument(f"Tensor rank {len(shape)} is above the maximum of {_MAX_RANK}")
     return np.array(flat, dtype=dtype).reshape(shape)
+
+
+# Fast paths: numpy finds the shape of the whole nested list at once and the values are
+# converted in bulk; anything they do not accept (ragged lists, a value of the wrong type,
+# out of range or lossy) returns None and goes through _walk, which either converts it or
+# says exactly what is wrong and where.
+
+
+def _fast_tensor(value: Any, spec: TensorSpec) -> np.ndarray | None:
+    """``value`` as a tensor of ``spec``'s dtype, or None when it needs the checked path."""
+    return _fast_strings(value) if spec.is_string else _fast_numeric(value, spec.dtype)
+
+
+def _fast_strings(value: Any) -> np.ndarray | None:
+    """A dense nested list of JSON strings and ``{"b64": ...}`` objects as ``bytes``.
+
+    With ``dtype=object`` numpy stops at a ragged level and keeps its lists as elements;
+    a list is never a string leaf, so a ragged value returns None like any bad leaf.
+    """
+    if type(value) is list:  # most often a flat list of strings: one pass, no shape to find
+        with contextlib.suppress(TypeError, UnicodeEncodeError):
+            return np.fromiter(map(str.encode, value), dtype=object, count=len(value))
+    try:
+        arr = np.array(value, dtype=object)
+        flat = arr.reshape(-1)
+        items = flat.tolist()
+        try:
+            flat[:] = list(map(str.encode, items))
+        except TypeError:  # not all strings: {"b64": ...} objects, or a bad leaf
+            flat[:] = [item.encode() if type(item) is str else _b64_decode(item) for item in items]
+    except (ValueError, UnicodeEncodeError, InvalidArgument):
+        return None
+    return arr
 
 
 # Numeric fast path: numpy infers the JSON values' type, then it is checked against the

@@ -635,3 +635,93 @@ def test_one_row_four_inputs_round_trip():
     })
     assert NATALITY.validate(tensors) == 1
     assert codec.encode_predict({"weight": np.array([[7.25]], dtype=F32)}, form) == b'{"predictions":[[7.25]]}'
+
+
+# --- the bulk fast paths: same tensors, same errors at the same place ------------------
+
+NATALITY_ROW = {"is_male": "True", "mother_age": 25.0, "plurality": "Single(1)",
+                "gestation_weeks": 39.0}
+
+
+def rows_body(rows: list[Any]) -> str:
+    return json.dumps({"instances": rows})
+
+
+def natality_rows(n: int = 512) -> list[Any]:
+    return [dict(NATALITY_ROW, mother_age=20.0 + i % 20) for i in range(n)]
+
+
+def test_large_row_request_decodes_every_row():
+    tensors, _ = decode(rows_body(natality_rows()), NATALITY)
+    assert NATALITY.validate(tensors) == 512
+    assert tensors["is_male"].dtype == object and tensors["is_male"][511] == b"True"
+    np.testing.assert_array_equal(tensors["mother_age"], [20.0 + i % 20 for i in range(512)])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"is_male": 5}, "JSON Value: 5 Type: Number is not of expected type: DT_STRING"),
+    ({"is_male": None}, "JSON Value: null Type: Null is not of expected type: DT_STRING"),
+    ({"plurality": ["Single(1)"]}, r"Expecting shape \[\] but got: \[1\]"),
+    ({"plurality": "\ud800"}, "JSON Value: .* is not valid Unicode"),
+    ({"mother_age": "25"}, 'JSON Value: "25" Type: String is not of expected type: DT_FLOAT'),
+    ({"gestation_weeks": 1e300}, "Cannot convert JSON value: 1e\\+300 to float without loss"),
+    ({"gestation_weeks": [39.0]}, r"Expecting shape \[\] but got: \[1\]"),
+], ids=["number-for-string", "null-for-string", "list-for-scalar-string", "lone-surrogate",
+        "string-for-float", "float32-overflow", "list-for-scalar-float"])
+def test_bad_value_at_row_400_of_512_is_reported_there(changes: dict[str, Any], message: str):
+    (key,) = changes
+    rows = natality_rows()
+    rows[400] = {**rows[400], **changes}
+    with pytest.raises(InvalidArgument, match=f"element: 400 key: {key} of 'instances' list. "
+                                              f"Error: {message}"):
+        decode(rows_body(rows), NATALITY)
+
+
+@pytest.mark.parametrize("row, message", [
+    ([1.0], "Expecting object but got value/list at item 400 of input list"),
+    ({"b64": "AA=="}, "Expecting object but got value/list at item 400 of input list"),
+    ("True", "Expecting object but got value/list at item 400 of input list"),
+    (dict(NATALITY_ROW, extra=1), "element: 400 of 'instances' list.*keys must be equal to"),
+    ({k: v for k, v in NATALITY_ROW.items() if k != "plurality"}, "element: 400 .*keys must be"),
+])
+def test_bad_row_at_400_of_512_is_reported_there(row: Any, message: str):
+    rows = natality_rows()
+    rows[400] = row
+    with pytest.raises(InvalidArgument, match=message):
+        decode(rows_body(rows), NATALITY)
+
+
+def test_an_input_named_b64_still_tells_a_b64_row_from_an_object():
+    tensors, _ = decode('{"instances": [{"b64": 5}, {"b64": 6}]}', sig(b64=I32))
+    assert_tensors(tensors, {"b64": np.array([5, 6], dtype=I32)})
+    with pytest.raises(InvalidArgument, match="Expecting object but got value/list at item 1"):
+        decode('{"instances": [{"b64": 5}, {"b64": "AA=="}]}', sig(b64=I32))
+
+
+@pytest.mark.parametrize("body, signature, want", [
+    ('{"instances": ["a", {"b64": "AA=="}, "c"]}', sig(x=object), strings("a", b"\0", "c")),
+    ('{"inputs": [[{"b64": "YQ=="}, "b"], ["c", "d"]]}', sig(x=object),
+     strings(b"a", "b", "c", "d", shape=(2, 2))),
+    ('{"instances": [[["a"], ["b"]], [["c"], ["d"]]]}', sig(x=object),
+     strings("a", "b", "c", "d", shape=(2, 2, 1))),
+    ('{"inputs": "caf\u00e9"}', sig(x=object), strings("caf\u00e9", shape=())),
+    ('{"inputs": [[], []]}', sig(x=object), np.empty((2, 0), dtype=object)),
+    ('{"instances": [1, 2.5, 3]}', sig(x=F32), np.array([1, 2.5, 3], dtype=F32)),
+    ('{"instances": [[1, 2.5], [3, 4]]}', sig(x=F64), np.array([[1, 2.5], [3, 4]], dtype=F64)),
+    ('{"inputs": [true, false]}', sig(x=np.bool_), np.array([True, False])),
+], ids=["b64-among-strings", "b64-nested-columnar", "strings-None-k-1", "scalar-string",
+        "empty-rows", "mixed-int-float", "mixed-int-float-nested", "bools"])
+def test_bulk_decoding_edge_cases(body: str, signature: SignatureSpec, want: np.ndarray):
+    tensors, _ = decode(body, signature)
+    assert_tensors(tensors, {"x": want})
+
+
+@pytest.mark.parametrize("instances, message", [
+    ([["a", "b"]] * 400 + [["a"]] + [["a", "b"]] * 111, "element: 400 .*Expecting tensor size: 2"),
+    ([["a"]] * 400 + [[["a"]]] + [["a"]] * 111, r"element: 400 .*Expecting shape \[1\] but got"),
+    ([["a"]] * 400 + [[{"b64": "!"}]] + [["a"]] * 111, "element: 400 .*Unable to base64 decode"),
+    ([["a"]] * 400 + [[{"x": 1}]] + [["a"]] * 111, "element: 400 .*not formatted correctly"),
+], ids=["ragged-size", "ragged-depth", "bad-b64", "object-for-b64"])
+def test_nested_string_rows_report_the_bad_row(instances: list[Any], message: str):
+    with pytest.raises(InvalidArgument, match=message):
+        decode(rows_body(instances), sig(x=object))

@@ -50,6 +50,14 @@ BODIES = [
     ("a number", b"12", "Is not object"),
     ("no instances", b"{}", "Missing 'inputs' or 'instances' key"),
     ("both forms", b'{"instances":[],"inputs":[]}', "only one of 'inputs' or 'instances'"),
+    # large requests: the bulk decoders hand anything odd to the checked path
+    ("bad row last of 5,000", b'{"instances":[' + b",".join(
+        [natality(b"1.0")[14:-2]] * 4_999 + [natality(b'"old"')[14:-2]]) + b"]}",
+     "element: 4999 key: mother_age"),
+    ("string input 70 lists deep", natality(b"1.0").replace(b'"True"', b"[" * 70 + b'"True"' + b"]" * 70),
+     "is_male"),
+    ("ragged string column", b'{"inputs":{"is_male":["True",["True"]],"plurality":["Single(1)","Twins(2)"],'
+                             b'"mother_age":[1.0,2.0],"gestation_weeks":[39.0,39.0]}}', "input: is_male"),
 ]
 
 
