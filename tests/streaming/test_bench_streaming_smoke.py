@@ -1,16 +1,21 @@
-"""`make bench-streaming` still runs (one short rate; no timing assertions). Needs the Pub/Sub
-emulator: skipped without it, failed without it under CI=true (tests/conftest.py)."""
+"""`make bench-streaming` still runs (one setup, one short rate, one searched rate; no timing
+assertions). Needs the Pub/Sub emulator: skipped without it, failed without it under CI=true
+(tests/conftest.py)."""
 from __future__ import annotations
 
-from loadtests.bench_streaming import SETTINGS, main
+from loadtests.bench_streaming import BATCHING, MODELS, main
 from tests.conftest import require_pubsub_emulator
 
 
-def test_bench_streaming_measures_both_settings(models_dir, capsys):
+def test_bench_streaming_measures_the_gateway_path(models_dir, capsys):
     require_pubsub_emulator()
-    results = main(["--rates", "10", "--seconds", "2"])
-    assert set(results) == {(name, 10.0) for name in SETTINGS}
-    for result in results.values():
-        assert result.received >= result.sent > 0
-        assert result.p50_ms <= result.p99_ms
-    assert "| one message per call | 10 |" in capsys.readouterr().out
+    results = main(["--models", "gateway", "--batching", "per-message", "--rates", "10",
+                    "--seconds", "2", "--search_steps", "1", "--search_seconds", "1"])
+    model, batching = MODELS["gateway"], BATCHING["per-message"].label
+    assert set(results) == {(model, batching)}
+    stages = results[(model, batching)].stages
+    assert [s.rate for s in stages] in ([10.0, 20.0], [10.0, 5.0])  # the fixed rate, one searched
+    for stage in stages:
+        assert stage.received >= stage.sent > 0
+        assert stage.p50_ms <= stage.p99_ms
+    assert f"| {model} | {batching} |" in capsys.readouterr().out

@@ -163,3 +163,46 @@ def test_a_model_in_a_bucket_serves_and_its_new_version_is_picked_up(emulator, s
     assert answers[0][0] == "1" and answers[-1][0] == "2"
     expected = natality.expected_weight(**columns)[0]
     assert all(abs(weight - expected) < natality.TOLERANCE_POUNDS for _, weight in answers)
+
+
+def test_the_microservice_approach_answers_through_the_gateway_over_grpc(emulator, models_dir, gateway_factory):
+    """``--prediction_service``: the model is called on a gateway's PredictionService."""
+    from google.cloud import pubsub_v1
+
+    from serving.settings import ModelConfig
+    from tests.conftest import free_port
+
+    gateway = gateway_factory(port=free_port(), enable_batching=True,
+                              models=(ModelConfig(name="natality", base_path=str(models_dir / "natality")),))
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    source, source_sub = topic_and_subscription(publisher, subscriber, "g-in")
+    output, output_sub = topic_and_subscription(publisher, subscriber, "g-out")
+    dead, _ = topic_and_subscription(publisher, subscriber, "g-dead")
+    job = StreamJob(output_topic=output, dead_letter_topic=dead, input_subscription=source_sub,
+                    model=ModelLocation(service=gateway.grpc_target, model_name="natality"))
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"]))
+    build(pipeline, job)
+    result = pipeline.run()
+    columns = natality.sample_rows(6, seed=7)
+    rows = [{"id": i, **{k: v.tolist()[i] for k, v in columns.items()}} for i in range(6)]
+    answers: dict[int, float] = {}
+
+    def drain() -> bool:
+        response = subscriber.pull(subscription=output_sub, max_messages=50, timeout=5, return_immediately=True)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=output_sub, ack_ids=[m.ack_id for m in response.received_messages])
+            for m in response.received_messages:
+                body = json.loads(m.message.data)
+                answers[body["id"]] = body["predictions"]["weight_pounds"]
+        return len(answers) >= len(rows)
+
+    try:
+        for row in rows:
+            publisher.publish(source, json.dumps(row).encode())
+        wait_until(drain, timeout=120, what="every message answered through the gateway")
+    finally:
+        result.cancel()
+    expected = natality.expected_weight(**columns)
+    assert sorted(answers) == list(range(6))
+    assert all(abs(answers[i] - expected[i]) < natality.TOLERANCE_POUNDS for i in range(6))
+    assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK") >= 1
