@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -256,3 +257,64 @@ def gateway_factory() -> Iterator[Callable[..., Gateway]]:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, without persistence, started by the
+    repo's launcher (``loadtests.processes.Job``): for the prediction store's tests and
+    whatever writes to or reads from it (batch jobs, gateways)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from loadtests.processes import Job
+
+        binary = require_tool("redis-server", "apt-get install redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no", "--dir", str(log_dir)]
+        self.job = Job("redis-server", argv, log_dir / f"redis-{self.port}.log")
+        try:
+            wait_until(self._answers, timeout=30, what="redis-server to answer PING")
+        except BaseException:
+            self.job.stop()
+            raise
+
+    def _answers(self) -> bool:
+        import socket
+
+        self.job.check_alive("before it answered PING")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(7).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, as in a crash."""
+        self.job.proc.kill()
+        self.job.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server still accepts connections (the kernel does) but answers
+        nothing, as a store that is overloaded or partitioned away."""
+        os.kill(self.job.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.job.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGKILL (nothing to save: no persistence; also ends a paused server), then the
+        launcher's own stop for the rest of the group and the log."""
+        if self.job.alive():
+            self.kill()
+        self.job.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server for the test (skips without redis-server, fails under
+    CI=true: ``require_tool``); stopped at the end."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
