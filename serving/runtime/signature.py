@@ -7,6 +7,7 @@ SavedModel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -61,9 +62,10 @@ class SignatureSpec:
     outputs: dict[str, TensorSpec]
     input_order: tuple[str, ...] = field(default=())
 
-    @property
+    @cached_property
     def batchable(self) -> bool:
-        """Whether requests for this signature can be merged along dimension 0."""
+        """Whether requests for this signature can be merged along dimension 0 (asked per
+        request, so worked out once)."""
         return all(spec.batched for spec in self.inputs.values())
 
     def validate(self, tensors: dict[str, np.ndarray]) -> int | None:
@@ -72,6 +74,19 @@ class SignatureSpec:
         None means the inputs do not share a dimension 0 (columnar requests may do so), so
         the request cannot be merged with others and runs alone.
         """
+        if tensors.keys() != self.inputs.keys():
+            self._check_names(tensors)
+        rows: set[int] = set()
+        for name, value in tensors.items():
+            spec = self.inputs[name]
+            _check_dtype(spec, value)
+            _check_shape(spec, value.shape)
+            rows.add(value.shape[0] if value.ndim else -1)
+        if len(rows) == 1 and -1 not in rows and self.batchable:
+            return rows.pop()
+        return None
+
+    def _check_names(self, tensors: dict[str, np.ndarray]) -> None:
         missing = [name for name in self.inputs if name not in tensors]
         if missing:
             raise InvalidArgument(
@@ -84,15 +99,6 @@ class SignatureSpec:
                 f"Unknown input(s) {sorted(extra)} for signature '{self.name}'; "
                 f"expected {sorted(self.inputs)}"
             )
-        rows: set[int] = set()
-        for name, value in tensors.items():
-            spec = self.inputs[name]
-            _check_dtype(spec, value)
-            _check_shape(spec, value.shape)
-            rows.add(value.shape[0] if value.ndim else -1)
-        if len(rows) == 1 and -1 not in rows and self.batchable:
-            return rows.pop()
-        return None
 
 
 def dtype_name(dtype: np.dtype) -> str:
@@ -129,15 +135,24 @@ def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
     inputs that omit trailing dimensions of size 1, e.g. ``[3]`` for ``[-1, 1]``; TF Serving
     passes those through, so do we.
     """
-    if spec.shape is None:
-        return
     expected = spec.shape
+    if expected is None or _fits(expected, shape):
+        return
     trimmed = expected
     while len(trimmed) > len(shape) and trimmed[-1] == 1:
         trimmed = trimmed[:-1]
-    if len(trimmed) == len(shape) and all(e is None or e == s for e, s in zip(trimmed, shape)):
+    if _fits(trimmed, shape):
         return
     want = [-1 if d is None else d for d in expected]
     raise InvalidArgument(
         f"Input '{spec.name}' expects shape {want}, got {list(shape)}"
     )
+
+
+def _fits(expected: tuple[int | None, ...], shape: tuple[int, ...]) -> bool:
+    if len(expected) != len(shape):
+        return False
+    for want, got in zip(expected, shape):
+        if want is not None and want != got:
+            return False
+    return True

@@ -292,18 +292,28 @@ def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     kind = _BY_HAND.get(array.dtype)
     if kind is None:
         if array.dtype == STRING:
+            values = array.ravel().tolist()
+            if all(type(v) is bytes for v in values):  # what the model and the codec give
+                proto = _shaped(types_pb2.DT_STRING, array.shape)
+                proto.string_val.extend(values)
+                return proto
             return tf.make_tensor_proto(array, dtype=tf.string)
         return tf.make_tensor_proto(array)
     enum, repeated, content = kind
-    proto = tensor_pb2.TensorProto(dtype=enum)
-    shape = proto.tensor_shape
-    shape.SetInParent()
-    for size in array.shape:
-        shape.dim.add(size=size)
+    proto = _shaped(enum, array.shape)
     if content and array.size > 1:  # TensorFlow's rule: one value goes in its *_val field
         proto.tensor_content = array.tobytes()
     else:
         getattr(proto, repeated).extend(array.ravel().tolist())
+    return proto
+
+
+def _shaped(enum: int, dims: tuple[int, ...]) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto(dtype=enum)
+    shape = proto.tensor_shape
+    shape.SetInParent()  # a scalar still carries an (empty) shape, as TensorFlow writes it
+    for size in dims:
+        shape.dim.add(size=size)
     return proto
 
 

@@ -165,3 +165,27 @@ def test_an_answer_may_not_claim_more_than_its_values_hold():
     answer.outputs["y"].CopyFrom(proto(D.DT_DOUBLE, [HUGE, 4], double_val=[1.0]))
     with pytest.raises(PayloadTooLarge, match="Output 'y'"):
         protos_to_numpy(answer.outputs, answer_limits(answer), role="Output")
+
+
+_LAYOUTS = {
+    "scalar": lambda a: a.reshape(-1)[:1].reshape(()),
+    "one": lambda a: a.reshape(-1)[:1],
+    "row": lambda a: a.reshape(-1),
+    "matrix": lambda a: a.reshape(3, 4),
+    "transposed": lambda a: a.reshape(3, 4).T,
+    "fortran": lambda a: np.asfortranarray(a.reshape(2, 6)),
+    "empty": lambda a: a.reshape(-1)[:0].reshape(0, 3),
+}
+_DTYPES = [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+           np.uint32, np.uint64, np.bool_, np.float16, object]
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_to_proto_is_byte_identical_to_tensorflows(dtype, layout):
+    """``to_proto`` builds common dtypes by hand: the bytes must be TensorFlow's own."""
+    base = np.arange(12) % 7
+    values = np.array([f"v{n}".encode() for n in base], dtype=object) if dtype is object else base.astype(dtype)
+    array = _LAYOUTS[layout](values)
+    expected = tf.make_tensor_proto(array, dtype=tf.string if dtype is object else None)
+    assert to_proto(array).SerializeToString() == expected.SerializeToString()
