@@ -10,7 +10,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models serve test lint bench bench-codec bench-batch bench-streaming loadtest soak clean
+.PHONY: venv models serve test lint bench bench-grpc bench-large bench-codec bench-batch bench-streaming loadtest soak clean
 
 # One venv; each target installs the extras it needs (pyproject.toml), once per set.
 $(VENV)/.extras-%: pyproject.toml
@@ -38,9 +38,18 @@ lint: $(VENV)/.extras-test
 test: $(VENV)/.extras-test models lint
 	$(PY) -m pytest -q
 
-# The benchmarks need wrk (apt-get install wrk).
+# The benchmarks need wrk (apt-get install wrk). `make bench` runs the three server benches:
+# setups against the ceiling, naive and upstream; gRPC vs REST CPU; large requests.
 bench: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.bench
+	$(PY) -m loadtests.bench_grpc
+	$(PY) -m loadtests.bench_large
+
+bench-grpc: $(VENV)/.extras-loadtest models
+	$(PY) -m loadtests.bench_grpc
+
+bench-large: $(VENV)/.extras-loadtest models
+	$(PY) -m loadtests.bench_large
 
 bench-codec: $(VENV)/.extras-examples
 	$(PY) -m loadtests.bench_codec
