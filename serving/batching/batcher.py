@@ -8,10 +8,14 @@ Contract (each point has a test in tests/batching/test_batcher.py):
   call of at most ``max_batch_size`` rows; a larger request is split into chunks that run
   in consecutive batches and are joined back. A request with ``rows=None`` (its inputs do
   not share dimension 0) runs alone and whole.
+- Merging stops at the batch size with the most rows/s measured so far (``SizeLadder``:
+  a compute-bound model can be slower per row in big calls): a call's first request
+  still gets up to ``max_batch_size`` rows, later ones join only while the call holds
+  fewer rows than that size. Until sizes are measured there is no such cap.
 - With ``max_request_rows`` set (TF Serving's ``enable_large_batch_splitting``, where
   ``max_batch_size`` bounds a request and ``max_execution_batch_size`` each call), a
   request with more rows raises ``InvalidArgument`` at once and is never queued.
-- A batch is released when it is full, when its oldest request has waited
+- A batch is released when it is full (at that size), when its oldest request has waited
   ``batch_timeout_s``, or sooner when waiting is not worth it: the batcher learns the
   call cost ``per_row · n + fixed`` online (``CostModel``) and waits for another request
   only while one is expected sooner than ``fixed`` (the cost of a separate call). At low
@@ -36,7 +40,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Protocol
 
-from serving.batching.cost import CostModel
+from serving.batching.cost import CostModel, SizeLadder
 from serving.batching.rows import (
     BatchShapeError,
     Tensors,
@@ -138,6 +142,7 @@ class Batcher:
         self._merge = merge
         self._metrics: BatchMetrics = metrics or _NoMetrics()
         self.cost = CostModel()
+        self.sizes = SizeLadder.for_batches(max_batch_size, allowed_batch_sizes)
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._arrived = asyncio.Event()
@@ -263,8 +268,9 @@ class Batcher:
                 await self._arrived.wait()
             await self._slots.acquire()
             try:
-                await self._gather_more()
-                shares = self._take_batch()
+                cap = self.sizes.cap()
+                await self._gather_more(cap)
+                shares = self._take_batch(cap)
             except BaseException:
                 self._slots.release()
                 raise
@@ -280,13 +286,13 @@ class Batcher:
             self._queue.popleft()
         return self._queue[0] if self._queue else None
 
-    async def _gather_more(self) -> None:
+    async def _gather_more(self, cap: int) -> None:
         """Wait while more rows are expected soon enough to be worth it (see module doc)."""
         while True:
             head = self._live_head()
             if head is None:
                 return
-            delay = self._worth_waiting(head, time.monotonic())
+            delay = self._worth_waiting(head, time.monotonic(), cap)
             if delay <= 0:
                 return
             self._arrived.clear()
@@ -295,8 +301,8 @@ class Batcher:
             except TimeoutError:
                 return
 
-    def _worth_waiting(self, head: _Pending, now: float) -> float:
-        if head.rows is None or self._queued_rows >= self.max_batch_size:
+    def _worth_waiting(self, head: _Pending, now: float, cap: int) -> float:
+        if head.rows is None or self._queued_rows >= cap:
             return 0.0
         left = head.enqueued + self._timeout - now
         if left <= 0 or not self.cost.known or self._gap is None:
@@ -307,8 +313,9 @@ class Batcher:
         slack = head.deadline - now - self.cost.estimate(self._queued_rows + 1)
         return min(left, 2 * self._gap, slack)
 
-    def _take_batch(self) -> list[Share]:
-        """Pop up to max_batch_size compatible rows in arrival order."""
+    def _take_batch(self, cap: int) -> list[Share]:
+        """Pop compatible rows in arrival order: up to max_batch_size from the first request,
+        from later ones only while the batch holds fewer than ``cap``."""
         shares: list[Share] = []
         skipped: list[_Pending] = []
         capacity = self.max_batch_size
@@ -329,6 +336,8 @@ class Batcher:
             shares.append((item, item.taken, item.taken + take))
             item.taken += take
             capacity -= take
+            if len(shares) == 1:  # later requests fill the call only up to the measured best size
+                capacity = min(capacity, cap - take)
             if item.taken < item.rows:
                 self._queue.appendleft(item)
         self._queue.extendleft(reversed(skipped))
@@ -369,6 +378,7 @@ class Batcher:
             elapsed = time.monotonic() - started
             if target is not None:
                 self.cost.observe(target, elapsed)
+                self.sizes.observe(target, elapsed)
             self._metrics.batch(rows or 1, elapsed, target or 1)
             if target != rows:
                 outputs = first_rows(outputs, rows)

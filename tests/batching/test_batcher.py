@@ -148,6 +148,26 @@ async def test_request_larger_than_max_batch_is_split_and_joined(executor):
     await batcher.stop()
 
 
+async def test_merging_stops_at_the_fastest_measured_size(executor):
+    """Calls of 4 rows were measured fastest: later requests join a call only up to 4 rows,
+    while a call's first request still gets up to max_batch_size."""
+    model, batcher, running = await busy(executor, max_batch_size=16)
+    for size in (1, 2, 4, 8, 16):  # seconds per call: slowest per row at 1 and past 4
+        for _ in range(5):
+            batcher.sizes.observe(size, size * {1: 9.0, 2: 8.5, 4: 8.0}.get(size, 8.0 + size))
+    assert batcher.sizes.cap() == 4
+    big = asyncio.ensure_future(batcher.submit({"x": np.arange(6, dtype=np.float32)}, 6, deadline()))
+    small = [asyncio.ensure_future(batcher.submit(rows(i), 1, deadline())) for i in range(10, 18)]
+    await wait_for(lambda: batcher.queued_rows == 14)
+    model.release.set()
+    await running
+    np.testing.assert_array_equal((await big)["y"], np.arange(6) * 2)
+    for i, task in zip(range(10, 18), small):
+        np.testing.assert_array_equal((await task)["y"], [2 * i])
+    assert [len(b) for b in model.batches[1:]] == [6, 4, 4]
+    await batcher.stop()
+
+
 async def test_request_over_max_request_rows_is_refused_at_once_and_never_runs(executor):
     """TF Serving's large batch splitting: max_batch_size (here max_request_rows) bounds a
     request, max_execution_batch_size (here max_batch_size) each call."""
@@ -291,9 +311,9 @@ def test_waits_only_when_another_request_is_expected_sooner_than_a_call_costs(ex
         head = type("Head", (), {"rows": 1, "enqueued": time.monotonic(),
                                  "deadline": time.monotonic() + 30})()
         batcher._gap = 0.005  # low load: next request in 5 ms, a call costs 1 ms
-        low = batcher._worth_waiting(head, time.monotonic())
+        low = batcher._worth_waiting(head, time.monotonic(), 64)
         batcher._gap = 0.0002  # high load: next request in 0.2 ms
-        high = batcher._worth_waiting(head, time.monotonic())
+        high = batcher._worth_waiting(head, time.monotonic(), 64)
         return low, high
 
     low, high = asyncio.run(scenario())
