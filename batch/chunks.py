@@ -2,10 +2,12 @@
 
 Shared by the batch and streaming pipelines, and free of Beam. Row dicts (JSON objects,
 CSV rows) are checked against a signature: each malformed row is returned with the reason
-it was refused, never dropped; well-formed rows become one numpy array per input.
+it was refused, never dropped; well-formed rows become one numpy array per input. A string
+input's value may be ``{"b64": ...}`` (TF Serving's JSON for bytes).
 """
 from __future__ import annotations
 
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +27,9 @@ class Chunk:
     and, if the job names a key field, each row's key."""
 
     tensors: Tensors
-    passthrough: list[Any] = field(default_factory=list)
-    keys: list[Any] | None = None
+    passthrough: Sequence[Any] = field(default_factory=list)
+    keys: Sequence[Any] | None = None
+    """A list or a numpy array."""
 
     def __len__(self) -> int:
         return len(self.passthrough)
@@ -82,8 +85,14 @@ def row_error(row: Any, spec: SignatureSpec, key_field: str | None = None) -> st
 
 def _value_error(value: Any, tensor: TensorSpec) -> str | None:
     if tensor.shape is not None and len(tensor.shape) > 1:
-        return None if isinstance(value, list) else f"expected a list for shape {list(tensor.shape)}"
+        return _list_error(value, tensor)
     if tensor.is_string:
+        if _is_b64(value):
+            try:
+                binascii.a2b_base64(value["b64"], strict_mode=True)
+            except binascii.Error as error:
+                return f"bad base64: {error}"
+            return None
         return None if isinstance(value, (str, bytes)) else f"expected a string, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number ({tensor.dtype_name}), got {value!r}"
@@ -92,7 +101,34 @@ def _value_error(value: Any, tensor: TensorSpec) -> str | None:
     return None
 
 
+def _list_error(value: Any, tensor: TensorSpec) -> str | None:
+    """Why ``value`` is not one row of a list-shaped input: not a list, ragged, the wrong
+    length, or the wrong kind of element."""
+    assert tensor.shape is not None
+    row_shape = list(tensor.shape[1:])
+    if not isinstance(value, list):
+        return f"expected a list for shape {list(tensor.shape)}"
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        array = np.asarray(value, dtype=object)
+    if array.dtype == object or array.ndim != len(row_shape) or any(
+            want is not None and want != got for want, got in zip(row_shape, array.shape)):
+        return f"expected a list of shape {row_shape} per row, got one of shape {list(array.shape)}"
+    kinds = "SU" if tensor.is_string else "iuf" if tensor.dtype.kind == "f" else "iu"
+    if array.size and array.dtype.kind not in kinds:
+        return f"expected {tensor.dtype_name} values, got {array.dtype.name}"
+    return None
+
+
+def _is_b64(value: Any) -> bool:
+    return type(value) is dict and len(value) == 1 and type(value.get("b64")) is str
+
+
 def _column(values: list[Any], tensor: TensorSpec) -> np.ndarray:
     if tensor.is_string:
-        return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object)
+        return np.array([binascii.a2b_base64(v["b64"]) if _is_b64(v) else v.encode() if isinstance(v, str) else v
+                         for v in values], dtype=object)
+    if not values and tensor.shape is not None:
+        return np.zeros((0, *(d or 0 for d in tensor.shape[1:])), dtype=tensor.dtype)
     return np.asarray(values, dtype=tensor.dtype)

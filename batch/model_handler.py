@@ -164,7 +164,8 @@ class SavedModelHandler(ModelHandler[Chunk, ChunkResult, VersionedModel]):
             groups.setdefault(merge_key(chunk.tensors), []).append(chunk)
         results: dict[int, ChunkResult] = {}
         for chunks in groups.values():
-            merged = Chunk(concat([c.tensors for c in chunks]), [p for c in chunks for p in c.passthrough])
+            merged = chunks[0] if len(chunks) == 1 else Chunk(
+                concat([c.tensors for c in chunks]), [p for c in chunks for p in c.passthrough])
             whole = self._run_chunk(merged, model)
             start = 0
             for chunk in chunks:

@@ -1,7 +1,7 @@
 """The batch enrichment pipeline: read rows, decode them in chunks, RunInference, write.
 
-    match files -> blocks of JSON lines -> decode column-wise to the signature's inputs
-    (refused lines -> dead letters) -> RunInference(SavedModelHandler) (failed rows ->
+    match files -> blocks of rows -> decode column-wise to the signature's inputs
+    (refused rows -> dead letters) -> RunInference(SavedModelHandler) (failed rows ->
     dead letters) -> one output line per row: its key (or whole input), the outputs, the
     model version. Files are the unit of parallelism (each is read by one worker).
 
@@ -11,7 +11,7 @@ namespace count each.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,11 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
-from batch.chunks import DEAD_LETTER, ChunkResult, rows_to_chunk
-from batch.columnar import decode_block, decode_table, format_lines, read_blocks
+from batch.chunks import DEAD_LETTER, ChunkResult
+from batch.columnar import Decoded, decode_block, decode_table, format_text, read_blocks
 from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from batch.parquet_sink import ParquetSink, result_table
-from batch.records import csv_blocks, examples_to_rows, typed_csv_row
+from batch.records import csv_blocks, decode_csv, decode_examples, tfrecord_blocks
 from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)
@@ -47,22 +47,31 @@ class BatchJob:
     output_format: str = "jsonl"  # or "parquet"
 
 
+DECODERS: dict[str, Callable[[Any, SignatureSpec, str | None], Decoded]] = {
+    "jsonl": decode_block, "parquet": decode_table, "csv": decode_csv, "tfrecord": decode_examples}
+"""Input format -> the decoder of one block (JSON lines, a row group, CSV lines, tf.Examples)."""
+
+
+BLOCKS: dict[str, Callable[[Any, int], Iterable[Any]]] = {
+    "jsonl": read_blocks, "csv": csv_blocks, "tfrecord": tfrecord_blocks}
+"""Input format (but Parquet's, which Beam reads in row groups) -> the reader of a file's blocks."""
+
+
 class ReadBlocks(beam.DoFn):
-    """A matched file -> its rows in blocks: JSON lines as bytes, CSV rows as dicts."""
+    """A matched file -> its rows in blocks: JSON lines, CSV lines with the header, tf.Examples."""
 
     def __init__(self, input_format: str, rows_per_block: int) -> None:
         self._format = input_format
         self._rows = rows_per_block
 
-    def process(self, readable_file: Any) -> Iterable[list[Any]]:
+    def process(self, readable_file: Any) -> Iterable[Any]:
         with readable_file.open() as handle:
-            blocks = csv_blocks if self._format == "csv" else read_blocks
-            yield from blocks(handle, self._rows)
+            yield from BLOCKS[self._format](handle, self._rows)
 
 
 class Decode(beam.DoFn):
-    """A block of rows (JSON lines, or a Parquet row group) -> one Chunk; rows that are not
-    valid inputs -> dead letters."""
+    """A block of rows (JSON lines, a Parquet row group, CSV lines, tf.Examples) -> one
+    Chunk, decoded column-wise; rows that are not valid inputs -> dead letters, each alone."""
 
     PROGRESS_EVERY = 200_000
 
@@ -82,20 +91,9 @@ class Decode(beam.DoFn):
     def process(self, block: Any) -> Iterable[Any]:
         spec, key_field = self._signature, self._job.key_field
         assert spec is not None
-        if self._job.input_format == "parquet":
-            chunk, refused = decode_table(block, spec, key_field)
-            rows = block.num_rows
-        elif self._job.input_format == "jsonl":
-            chunk, refused = decode_block(block, spec, key_field)
-            rows = len(block)
-        elif self._job.input_format == "csv":
-            chunk, refused = rows_to_chunk([typed_csv_row(row, spec) for row in block], spec, key_field)
-            rows = len(block)
-        else:
-            parsed, unreadable = examples_to_rows(block)
-            chunk, refused = rows_to_chunk(parsed, spec, key_field)
-            refused = unreadable + refused
-            rows = len(block)
+        decode = DECODERS[self._job.input_format]
+        chunk, refused = decode(block, spec, key_field)
+        rows = block.num_rows if self._job.input_format == "parquet" else len(block)
         before, self._seen = self._seen, self._seen + rows
         if before // self.PROGRESS_EVERY != self._seen // self.PROGRESS_EVERY:
             log.info("decoded %d rows in this worker", self._seen)
@@ -128,9 +126,7 @@ class FormatResults(beam.DoFn):
         if self._format == "parquet":
             yield result_table(result, self._key_field)
             return
-        lines = format_lines(result.chunk, result.ok_rows, result.outputs, result.model_version,
-                             self._key_field)
-        yield b"\n".join(lines).decode()
+        yield format_text(result.chunk, result.ok_rows, result.outputs, result.model_version, self._key_field)
 
 
 def _dead_letter(row: Any, reason: str) -> str:
@@ -148,10 +144,6 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     """Add the job's transforms to ``pipeline``."""
     if job.input_format == "parquet":
         blocks = pipeline | "Read" >> beam.io.ReadFromParquetBatched(job.input, validate=False)
-    elif job.input_format == "tfrecord":
-        blocks = (pipeline
-                  | "Read" >> beam.io.ReadFromTFRecord(job.input, validate=False)
-                  | "Block" >> beam.BatchElements(min_batch_size=job.chunk_rows, max_batch_size=job.chunk_rows))
     else:
         blocks = (pipeline
                   | "Match" >> fileio.MatchFiles(job.input)

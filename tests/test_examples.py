@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.examples import build, image, natality
+from serving.examples import build, image, natality, shapes
 from serving.settings import BatchingConfig
 from tests.conftest import REPO
 
@@ -49,7 +49,8 @@ def specs(structure: dict) -> dict[str, tuple[tf.DType, list[int | None]]]:
 
 def test_example_modules_import_without_tensorflow() -> None:
     code = ("import sys, serving.examples.build, serving.examples.natality, "
-            "serving.examples.image; assert 'tensorflow' not in sys.modules, 'tf imported'")
+            "serving.examples.image, serving.examples.shapes; "
+            "assert 'tensorflow' not in sys.modules, 'tf imported'")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -150,6 +151,23 @@ def test_image_classifier_batch_independent(image_fn: Signature) -> None:
     one = image_fn(image_bytes=tf.constant(jpegs[2:3]))
     np.testing.assert_array_equal(one["classes"].numpy()[0], four["classes"].numpy()[2])
     np.testing.assert_allclose(one["scores"].numpy()[0], four["scores"].numpy()[2], rtol=1e-5)
+
+
+# --- per-shape models (batch fixtures) ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(shapes.MODELS))
+def test_shape_models_answer_like_their_numpy_twins(models_dir: Path, name: str) -> None:
+    path = models_dir / shapes.FOLDER / name / "1"
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    _, inputs = fn.structured_input_signature
+    assert {k: (v.dtype.name, tuple(v.shape.as_list())) for k, v in inputs.items()} == shapes.MODELS[name].inputs
+    rows = shapes.sample_inputs(name, 5, seed=3)
+    got = {k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in rows.items()}).items()}
+    for key, want in shapes.MODELS[name].expected(**rows).items():
+        if want.dtype == object:
+            assert got[key].tolist() == want.tolist()
+        else:
+            np.testing.assert_allclose(got[key], want, rtol=1e-6)
 
 
 # --- configs and the build itself -------------------------------------------------------------

@@ -11,6 +11,9 @@ SavedModel (TF Serving ignores folders whose names are not numbers). ``<out>/mod
 lists every example model present under ``<out>``, so rebuilding one with ``--only`` keeps
 the others listed.
 
+``<out>/shapes/`` receives tiny models, one per tensor shape (``serving.examples.shapes``),
+for the batch pipeline's benchmark and tests; not listed in ``models.config`` either.
+
 ``<out>/tfserving/`` receives our builds of TF Serving's own test models
 (``serving.examples.tfserving``), under the folder names of TF Serving's testdata: the
 suite checks the gateway against TF Serving's answers on them. They are test fixtures, not
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.examples import image, natality, tfserving
+from serving.examples import image, natality, shapes, tfserving
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ MODELS: dict[str, ExampleModel] = {
     natality.MODEL_NAME: ExampleModel(natality.build, natality.sample_rows),
     image.MODEL_NAME: ExampleModel(image.build, image.sample_inputs),
 }
-TARGETS: tuple[str, ...] = (*MODELS, TFSERVING)
+TARGETS: tuple[str, ...] = (*MODELS, TFSERVING, shapes.FOLDER)
 """What ``--only`` can name; all are built by default."""
 
 
@@ -113,6 +116,14 @@ def build_tfserving(out: Path) -> Path:
     return base
 
 
+def build_shapes(out: Path) -> Path:
+    """Build the tiny per-shape models (``serving.examples.shapes``) into ``<out>/shapes/<name>/1``."""
+    base = out / shapes.FOLDER
+    for name in shapes.MODELS:
+        install(base / name / str(VERSION), shapes.builder(name))
+    return base
+
+
 def write_model_config(out: Path) -> Path:
     """Write TF Serving's ``model_config_list`` text proto for the models built under ``out``."""
     entries = [
@@ -141,6 +152,9 @@ def build(out: Path, only: Sequence[str] | None = None) -> Path:
         if name == TFSERVING:
             log.info("building TF Serving's test models into %s", out / TFSERVING)
             build_tfserving(out)
+        elif name == shapes.FOLDER:
+            log.info("building the per-shape models into %s", out / shapes.FOLDER)
+            build_shapes(out)
         else:
             log.info("building %s into %s", name, out / name / str(VERSION))
             build_model(out, name)

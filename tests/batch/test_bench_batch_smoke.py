@@ -5,8 +5,11 @@ from loadtests.bench_batch import main
 
 
 def test_bench_batch_runs_every_pipeline(models_dir, capsys):
-    results = main(["--small", "200", "--large", "400"])
-    assert len(results) == 3
-    for result in results.values():
+    natality, by_shape = main(["--small", "200", "--large", "400", "--rows", "50", "--ours_copies", "2",
+                               "--stock_copies", "2", "--shapes", "vec16", "--formats", "csv"])
+    assert len(natality) == 3
+    for result in natality.values():
         assert set(result.seconds) == {200, 400}
-    assert "batch/run.py vs stock" in capsys.readouterr().out
+    assert [(r.shape, r.input_format) for r in by_shape] == [("vec16", "csv")]
+    out = capsys.readouterr().out
+    assert "batch/run.py vs stock" in out and "| vec16 | csv |" in out
