@@ -52,7 +52,12 @@ def fleet(gateway_factory, tfserving_dir, tmp_path):
         shutil.copytree(tfserving_dir / TWO_VERSIONS / "00000124", tmp_path / "staging")
         (tmp_path / "staging").rename(old / "00000124")  # appears whole
 
-    return pod(gateway_factory, old), pod(gateway_factory, new), roll_out
+    pods = pod(gateway_factory, old), pod(gateway_factory, new)
+    # A pod is ready once some version is AVAILABLE; a front that does not poll (poll_s=0)
+    # mirrors the fleet once, so the fleet must have settled first.
+    for one, want in zip(pods, ({"123": "AVAILABLE"}, {"123": "AVAILABLE", "124": "AVAILABLE"})):
+        wait_until(lambda one=one, want=want: versions(one) == want, what="the pod's versions")
+    return (*pods, roll_out)
 
 
 def predicts(gateway, code: str = "OK") -> float:
