@@ -1,6 +1,6 @@
 """Predictions computed ahead by batch jobs, for the gateway to answer from.
 
-A batch job writes each row's outputs (``codec.encode_row``) under (model name, model
+A batch job writes each row's outputs (``codec.encode_rows``) under (model name, model
 version, ``keys.store_key(row[key_field])``); the gateway looks up the instances of a
 request by the same triple, answers those it finds from the store and sends the rest to the
 model. Stores speak bytes only (``api.PredictionStore``); ``open_store`` picks one from

@@ -20,7 +20,7 @@ import numpy as np
 
 from loadtests.processes import log
 from serving.precomputed import open_store
-from serving.precomputed.codec import decode_row, encode_row
+from serving.precomputed.codec import decode_rows, encode_rows
 from tests.conftest import RedisServer
 
 BATCH = 64
@@ -34,7 +34,7 @@ def measure(store, keys: list[list[str]], decode: bool, repeats: int) -> tuple[f
         for batch in keys:
             values = store.get_many("natality", 1, batch)
             if decode:
-                [decode_row(v) for v in values if v is not None]
+                decode_rows([v for v in values if v is not None])
         best_cpu = min(best_cpu, (time.process_time() - cpu) / len(keys) * 1e6)
         best_wall = min(best_wall, (time.perf_counter() - wall) / len(keys) * 1e6)
     return best_cpu, best_wall
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    value = encode_row({"predictions": np.arange(args.value_floats, dtype=np.float32)})
+    value = encode_rows({"predictions": np.arange(args.value_floats, dtype=np.float32)[np.newaxis]})[0]
     rng = random.Random(0)
     keys = [[str(rng.randrange(args.rows * 6 // 5)) for _ in range(BATCH)] for _ in range(args.batches)]
     with tempfile.TemporaryDirectory() as tmp:

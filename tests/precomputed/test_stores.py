@@ -14,7 +14,7 @@ import pytest
 
 from serving.precomputed import open_store
 from serving.precomputed.api import PredictionStore, StoreError, StoreUnavailable
-from serving.precomputed.codec import decode_row, encode_row
+from serving.precomputed.codec import decode_rows, encode_rows
 
 T = TypeVar("T")
 TIMEOUT_S = 0.2
@@ -85,12 +85,13 @@ def test_rows_of_every_dtype_and_shape_come_back_exact_and_in_output_order(predi
             values = (np.arange(int(np.prod(shape))) * 7 - 3).astype(dtype).reshape(shape)
             rows[f"{d}-{s}"] = {"z_value": values, "a_label": np.array([b"x\xff\x00", b""], dtype=object)}
     rows["strings"] = {"text": np.array([[b"caf\xc3\xa9", b"\xff"], [b"", b"z"]], dtype=object)}
-    prediction_store.put_many("m", 1, [(key, encode_row(row)) for key, row in rows.items()])
+    prediction_store.put_many("m", 1, [(key, encode_rows({n: v[np.newaxis] for n, v in row.items()})[0])
+                                       for key, row in rows.items()])
 
     got = prediction_store.get_many("m", 1, list(rows))
 
     for (key, row), data in zip(rows.items(), got):
-        decoded = decode_row(data)
+        decoded = {name: values[0] for name, values in decode_rows([data]).items()}
         assert list(decoded) == list(row), key
         for name, values in row.items():
             assert decoded[name].dtype == values.dtype and decoded[name].shape == values.shape, (key, name)
