@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from serving.batching.rows import Tensors
 from serving.runtime.signature import SignatureSpec, TensorSpec
@@ -44,6 +45,28 @@ class ChunkResult:
     ok_rows: list[int]
     failures: list[tuple[int, str]]
     model_version: int
+
+    def without(self, positions: Sequence[int]) -> ChunkResult:
+        """This result with the ok rows at ``positions`` (indices into ``ok_rows``, and so
+        into ``outputs``) left out: neither run nor failed, for whoever took them out."""
+        dropped = set(positions)
+        keep = [i for i in range(len(self.ok_rows)) if i not in dropped]
+        outputs = None if self.outputs is None or not keep else {
+            name: value[keep] for name, value in self.outputs.items()}
+        return ChunkResult(self.chunk, outputs, [self.ok_rows[i] for i in keep], self.failures,
+                           self.model_version)
+
+
+def dead_letter_text(row: Any, reason: str) -> str:
+    """A dead letter: the input row as it was read (a JSON line as JSON when it parses)
+    and why it was refused."""
+    record = row
+    if isinstance(row, bytes):
+        try:
+            record = orjson.loads(row)
+        except orjson.JSONDecodeError:
+            record = row.decode("utf-8", "replace").rstrip("\n")
+    return orjson.dumps({"input": record, "error": reason}, default=str).decode()
 
 
 def rows_to_chunk(rows: Sequence[Any], spec: SignatureSpec, key_field: str | None = None,

@@ -2,11 +2,13 @@
 
     match files -> blocks of rows -> decode column-wise to the signature's inputs
     (refused rows -> dead letters) -> RunInference(SavedModelHandler) (failed rows ->
-    dead letters) -> one output line per row: its key (or whole input), the outputs, the
-    model version. Files are the unit of parallelism (each is read by one worker).
+    dead letters) -> [with a prediction store: each chunk's rows in the store, rows with
+    bad keys -> dead letters (``batch.store_writer``)] -> one output line per row: its key
+    (or whole input), the outputs, the model version. Files are the unit of parallelism
+    (each is read by one worker).
 
-Rows in = rows written + rows dead-lettered; Beam counters in the ``tfgw_batch``
-namespace count each.
+Rows in = rows written + rows dead-lettered (and rows stored = rows written when the job
+writes a store); Beam counters in the ``tfgw_batch`` namespace count each.
 """
 from __future__ import annotations
 
@@ -16,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import orjson
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
-from batch.chunks import DEAD_LETTER, ChunkResult
+from batch.chunks import DEAD_LETTER, ChunkResult, dead_letter_text
 from batch.columnar import Decoded, decode_block, decode_table, format_text, read_blocks
 from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from batch.parquet_sink import ParquetSink, result_table
 from batch.records import csv_blocks, decode_csv, decode_examples, tfrecord_blocks
+from batch.store_writer import WriteToStore
 from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,13 @@ class BatchJob:
     chunk_rows: int = 2048
     input_format: str = "jsonl"  # or "parquet", "csv", "tfrecord" (of tf.Example)
     output_format: str = "jsonl"  # or "parquet"
+    prediction_store: str | None = None
+    """Also write each row's outputs here (a store URL), under (model.model_name, the
+    version that ran, the row's ``key_field``)."""
+
+    def __post_init__(self) -> None:
+        if self.prediction_store and not self.key_field:
+            raise ValueError("A job that writes a prediction store needs a key field (the key of each row)")
 
 
 DECODERS: dict[str, Callable[[Any, SignatureSpec, str | None], Decoded]] = {
@@ -100,7 +109,7 @@ class Decode(beam.DoFn):
         self._rows_in.inc(rows)
         self._refused.inc(len(refused))
         for row, reason in refused:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(row, reason))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_text(row, reason))
         if len(chunk):
             yield chunk
 
@@ -118,7 +127,7 @@ class FormatResults(beam.DoFn):
     def process(self, result: ChunkResult) -> Iterable[Any]:
         for row, reason in result.failures:
             line = result.chunk.passthrough[row]
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _dead_letter(line, f"inference failed: {reason}"))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_text(line, f"inference failed: {reason}"))
         self._failed.inc(len(result.failures))
         if result.outputs is None or not result.ok_rows:
             return
@@ -127,17 +136,6 @@ class FormatResults(beam.DoFn):
             yield result_table(result, self._key_field)
             return
         yield format_text(result.chunk, result.ok_rows, result.outputs, result.model_version, self._key_field)
-
-
-def _dead_letter(row: Any, reason: str) -> str:
-    """The input row as it was read (a JSON line as JSON when it parses) and why it was refused."""
-    record = row
-    if isinstance(row, bytes):
-        try:
-            record = orjson.loads(row)
-        except orjson.JSONDecodeError:
-            record = row.decode("utf-8", "replace").rstrip("\n")
-    return orjson.dumps({"input": record, "error": reason}, default=str).decode()
 
 
 def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
@@ -153,13 +151,22 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     decoded = blocks | "Decode" >> beam.ParDo(Decode(job)).with_outputs(DEAD_LETTER, main="chunks")
     handler = SavedModelHandler(job.model, job.signature_name)
     results = decoded.chunks | "Predict" >> RunInference(handler)
+    dead_letters = [decoded[DEAD_LETTER]]
+    if job.prediction_store:
+        assert job.key_field  # BatchJob checks it
+        stored = results | "Store" >> beam.ParDo(WriteToStore(
+            job.prediction_store, job.model.model_name, job.key_field, NAMESPACE)).with_outputs(
+            DEAD_LETTER, main="results")
+        results = stored.results
+        dead_letters.append(stored[DEAD_LETTER])
     formatted = results | "Format" >> beam.ParDo(FormatResults(job.key_field, job.output_format)).with_outputs(
         DEAD_LETTER, main="rows")
+    dead_letters.append(formatted[DEAD_LETTER])
     if job.output_format == "parquet":
         directory, prefix = job.output.rsplit("/", 1) if "/" in job.output else (".", job.output)
         formatted.rows | "Write" >> fileio.WriteToFiles(
             directory, file_naming=fileio.default_file_naming(prefix, ".parquet"), sink=lambda _: ParquetSink())
     else:
         formatted.rows | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")
-    ((decoded[DEAD_LETTER], formatted[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
+    (tuple(dead_letters) | "DeadLetters" >> beam.Flatten()
      | "WriteErrors" >> beam.io.WriteToText(job.output + "-errors", file_name_suffix=".jsonl"))

@@ -1,9 +1,10 @@
 """``python batch/run.py --input PATTERN --output PREFIX --model_base_path DIR [Beam options]``
 
 Enriches rows (JSON lines, Parquet, CSV or TFRecords of tf.Example) with a SavedModel's
-predictions, written as JSON lines or Parquet. Any Beam pipeline option passes
-through (``--runner DataflowRunner --project ... --region ... --temp_location gs://...``);
-without ``--runner`` the fast local FnApiRunner is used.
+predictions, written as JSON lines or Parquet (and, with ``--prediction_store``, into a
+store the gateway answers from). Any Beam pipeline option passes through (``--runner
+DataflowRunner --project ... --region ... --temp_location gs://...``); without
+``--runner`` the fast local FnApiRunner is used.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from batch.job_options import beam_options, describe_dry_run, is_dry_run
 from serving.logs import setup_logging
+from serving.precomputed.urls import BadStoreUrl, RedisUrl, SqliteUrl, parse_store_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,14 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--prediction_service", metavar="HOST:PORT",
                        help="call this TF Serving PredictionService (e.g. the gateway) instead of "
                             "loading the model: the 'microservice' approach, for comparison")
-    parser.add_argument("--model_name", default="default", help="the model's name at --prediction_service")
+    parser.add_argument("--model_name", default="default",
+                        help="the model's name at --prediction_service, and in --prediction_store: there it "
+                             "must be the name the gateway serves the model under")
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
     parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
     parser.add_argument("--input_format", choices=["jsonl", "parquet", "csv", "tfrecord"], default="jsonl",
                         help="csv: with a header line; tfrecord: of tf.Example")
     parser.add_argument("--output_format", choices=["jsonl", "parquet"], default="jsonl")
-    parser.add_argument("--chunk_rows", type=int, default=2048, help="rows per model call")
+    parser.add_argument("--chunk_rows", type=int, default=2048,
+                        help="rows per model call (and per write to --prediction_store)")
+    parser.add_argument("--prediction_store", metavar="URL",
+                        help="also write each row's outputs to this store, under (--model_name, the model "
+                             "version that ran, the row's --key_field), for the gateway to answer from: "
+                             "sqlite:///ABSOLUTE/PATH.db (a file: local runs) or "
+                             "redis://[[USER]:PASSWORD@]HOST:PORT/DB (Memorystore); needs --key_field")
     return parser
 
 
@@ -48,10 +58,41 @@ def _options(parser: argparse.ArgumentParser, beam_args: list[str]) -> Any:
     return beam_options(parser, beam_args)
 
 
+def _store_place(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SqliteUrl | RedisUrl | None:
+    """The place ``--prediction_store`` names (or None); a store the job cannot use is a
+    usage error (exit 2) before anything runs: a URL that does not parse (the message never
+    shows its password), or no key field."""
+    if args.prediction_store is None:
+        return None
+    try:
+        where = parse_store_url(args.prediction_store)
+    except BadStoreUrl as error:
+        parser.error(f"--prediction_store: {error}")
+    if not args.key_field:
+        parser.error("--prediction_store needs --key_field: the field that keys each row in the store")
+    if not args.model_name:
+        parser.error("--prediction_store needs a --model_name (the name the gateway serves the model under)")
+    return where
+
+
+def _check_store_runner(parser: argparse.ArgumentParser, where: SqliteUrl | RedisUrl | None, options: Any) -> None:
+    """A SQLite store is a file on the machine that writes it: on Dataflow each worker would
+    write a file of its own, lost with the worker."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = options.view_as(StandardOptions).runner or ""
+    if isinstance(where, SqliteUrl) and "dataflow" in str(runner).lower():
+        parser.error("--prediction_store: a sqlite store is a file on the machine that writes it; on Dataflow "
+                     "each worker would write its own. Use a redis:// store (Memorystore)")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
+    """Run the job; its counters (``rows_stored`` too when it writes a store)."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    where = _store_place(parser, args)
     options = _options(parser, beam_args)  # a flag neither this job nor Beam knows: exit 2
+    _check_store_runner(parser, where, options)
     setup_logging()
     import apache_beam as beam
 
@@ -60,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
 
     model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version)
     job = BatchJob(args.input, args.output, model, args.signature_name, args.key_field, args.chunk_rows,
-                   args.input_format, args.output_format)
+                   args.input_format, args.output_format, args.prediction_store)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job)
     result = pipeline.run()
@@ -72,12 +113,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
         # A Flex Template launcher runs this to write the job description: nothing ran here.
         logging.getLogger("batch").info("job description written; no job ran here to count")
         return {}
-    counts = {name: 0 for name in ("rows_in", "rows_written", "rows_dead_lettered")}
+    names = ["rows_in", "rows_written", "rows_dead_lettered"] + (["rows_stored"] if job.prediction_store else [])
+    counts = {name: 0 for name in names}
     for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    stored = f", stored: {counts['rows_stored']}" if job.prediction_store else ""
     logging.getLogger("batch").info(
-        "rows in: %d, written: %d, dead-lettered: %d", counts["rows_in"], counts["rows_written"],
-        counts["rows_dead_lettered"])
+        "rows in: %d, written: %d, dead-lettered: %d%s", counts["rows_in"], counts["rows_written"],
+        counts["rows_dead_lettered"], stored)
     return counts
 
 

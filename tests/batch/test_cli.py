@@ -25,15 +25,26 @@ def run_cli(script: str, args: list[str]) -> subprocess.CompletedProcess:
 
 def test_a_dry_run_ends_cleanly_and_says_what_it_built():
     # Real Beam options beside the job's own pass through (Dataflow's, the direct runner's).
+    # With a prediction store (Memorystore's address: nothing there is reached while building).
     done = run_cli("batch/run.py", [*HEADLINE, "--max_num_workers=3", "--machine_type", "n1-standard-2",
-                                    "--experiments=use_runner_v2", "--direct_num_workers=2"])
+                                    "--experiments=use_runner_v2", "--direct_num_workers=2",
+                                    "--key_field", "id", "--prediction_store", "redis://10.0.0.3:6379/0"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     said = done.stdout
     assert "Dry run: built Dataflow job" in said and "JOB_TYPE_BATCH" in said, said
     assert "project demo, region us-central1" in said and IMAGE in said and "Nothing was submitted" in said
-    for step in ("Match", "Decode", "Predict", "Format", "Write", "WriteErrors"):
+    for step in ("Match", "Decode", "Predict", "Store", "Format", "Write", "WriteErrors"):
         assert step in said
+
+
+def test_a_store_url_that_does_not_parse_is_refused_without_showing_its_password():
+    done = run_cli("batch/run.py", [*HEADLINE, "--key_field", "id",
+                                    "--prediction_store", "redis://admin:hunter2-pw@10.0.0.3:6379x/0"])
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "--prediction_store" in done.stderr and "the port must be a number" in done.stderr, done.stderr
+    assert "admin:***@" in done.stderr and "hunter2-pw" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
 
 
 def test_a_misspelled_job_flag_is_refused():
