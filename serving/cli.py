@@ -71,6 +71,7 @@ _SETTINGS_FLAGS = (
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
     "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
+    "prediction_store", "prediction_key_field", "prediction_store_timeout_ms",
 )
 _COMPAT_PREFIX = "compat__"
 _FALSE_WORDS = ("", "false", "0", "no")
@@ -142,6 +143,9 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("own", "rest_api_ssl", _bool, "BOOL", ""),
     ("own", "model_roots", str, "DIR,...", ""),
     ("own", "enable_reload_config_api", _bool, "BOOL", ""),
+    ("own", "prediction_store", str, "URL", ""),
+    ("own", "prediction_key_field", str, "NAME", ""),
+    ("own", "prediction_store_timeout_ms", float, "MS", ""),
 )
 
 

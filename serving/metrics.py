@@ -61,7 +61,21 @@ class Metrics:
         self.rejections = Counter(
             "tfgw_rejections", "Requests refused or dropped, by reason.", ["model", "reason"],
             registry=r)
+        self.precomputed_rows = Counter(
+            "tfgw_precomputed_rows", "Predict rows that carried a key, by how they were "
+            "answered: hit (from the prediction store), miss (not in the store: the model), "
+            "fallback (the store failed, was too slow or held an unusable entry: the model).",
+            ["model", "outcome"], registry=r)
+        self.store_lookup = Histogram(
+            "tfgw_precomputed_lookup_seconds", "Time of one prediction store lookup (one per "
+            "merged batch), answered or not.", ["model"], buckets=_LATENCY, registry=r)
+        self.store_failures = Counter(
+            "tfgw_precomputed_lookup_failures", "Prediction store lookups that gave no answer, "
+            "by reason: error (the store failed), timeout (slower than its time budget), "
+            "skipped (not tried: the store failed just before, or the deadline left no time).",
+            ["model", "reason"], registry=r)
         self._answered: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._precomputed: dict[str, tuple[Counter, Counter, Counter]] = {}
         self.tfs = TFServingMetrics()
         r.register(self.tfs)
         ProcessCollector(registry=r)
@@ -82,6 +96,21 @@ class Metrics:
                                               self.request_duration.labels(model, method))
         children[0].inc()
         children[1].observe(seconds)
+
+    def precomputed(self, model: str, hits: int, misses: int, fallbacks: int) -> None:
+        """One answered request's keyed rows, by outcome (children cached as in ``answered``)."""
+        children = self._precomputed.get(model)
+        if children is None:
+            rows = self.precomputed_rows
+            children = self._precomputed[model] = (
+                rows.labels(model, "hit"), rows.labels(model, "miss"), rows.labels(model, "fallback"))
+        for child, count in zip(children, (hits, misses, fallbacks)):
+            if count:
+                child.inc(count)
+
+    def for_store(self, model: str) -> StoreMetrics:
+        """What ``serving.precomputed.lookup`` reports for ``model``'s lookups."""
+        return StoreMetrics(self, model)
 
     def for_model(self, model: str, thread_pool_name: str | None = None) -> ModelBatchMetrics:
         """The batcher's metrics for ``model``; with ``thread_pool_name`` (batching on) also
@@ -120,6 +149,22 @@ class ModelBatchMetrics:
             self._tfs.processed_batch_size.cell().observe(padded_rows)
             self._tfs.padding_size.cell(str(padded_rows)).observe(padded_rows - rows)
             self._tfs.wrapped_run_count()
+
+
+class StoreMetrics:
+    """The prediction store lookups' view (``serving.precomputed.lookup.LookupMetrics``) for
+    one model; called from the batch threads (prometheus_client's metrics are thread-safe)."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._seconds = metrics.store_lookup.labels(model)
+        self._failures = metrics.store_failures
+        self._model = model
+
+    def lookup(self, seconds: float) -> None:
+        self._seconds.observe(seconds)
+
+    def failed(self, reason: str) -> None:
+        self._failures.labels(self._model, reason).inc()
 
 
 # --- TF Serving's metrics ----------------------------------------------------------------

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.precomputed.api import LOOKUP_TIMEOUT_S
+from serving.precomputed.urls import parse_store_url
+
 
 class VersionPolicy(BaseModel):
     """TF Serving's ``model_version_policy``: which versions under a base path are served."""
@@ -125,7 +128,9 @@ class TLSConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything the gateway is configured with. Field names follow TF Serving's flags."""
 
-    model_config = SettingsConfigDict(env_prefix="TFGW_", frozen=True, extra="forbid")
+    # hide_input_in_errors: a refused value is never echoed (a store URL may hold a password).
+    model_config = SettingsConfigDict(env_prefix="TFGW_", frozen=True, extra="forbid",
+                                      hide_input_in_errors=True)
 
     port: int = Field(8500, ge=0, le=65535, description="gRPC port (0: no gRPC server)")
     rest_api_port: int = Field(8501, ge=0, le=65535, description="REST port (0: none)")
@@ -166,6 +171,29 @@ class Settings(BaseSettings):
         (), description="comma-separated folders or gs://BUCKET/PREFIX a reload request may "
         "point base paths into; empty: the folder holding each model configured at start "
         "(README, Security)")
+    prediction_store: SecretStr | None = Field(
+        None, description="URL of precomputed predictions to answer keyed Predict instances "
+        "from (sqlite:///ABSOLUTE/PATH.db or redis://HOST:PORT/DB), the model answering the "
+        "rest; needs prediction_key_field")
+    prediction_key_field: str | None = Field(
+        None, description="the field of each Predict instance (REST instances or inputs, a "
+        "gRPC input) holding its key in the prediction store; removed before the model sees "
+        "the inputs unless the signature has an input of that name")
+    prediction_store_timeout_ms: float = Field(
+        LOOKUP_TIMEOUT_S * 1000, gt=0, description="the longest a store lookup may take "
+        "before its batch goes to the model instead (shorter when the deadline is near)")
+
+    @field_validator("prediction_store", "prediction_key_field", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # "" is unset, as TF Serving's file flags
+
+    @field_validator("prediction_store")
+    @classmethod
+    def _check_store_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_store_url(value.get_secret_value())  # BadStoreUrl: its message hides a password
+        return value
 
     @field_validator("model_roots", mode="before")
     @classmethod
@@ -178,4 +206,14 @@ class Settings(BaseSettings):
     def _check_tls(self) -> Settings:
         if self.rest_api_ssl and self.ssl_config is None:
             raise ValueError("rest_api_ssl needs an SSL config (--ssl_config_file)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_prediction_store(self) -> Settings:
+        if self.prediction_store is not None and self.prediction_key_field is None:
+            raise ValueError("prediction_store needs prediction_key_field: the field of each "
+                             "instance that holds its key in the store")
+        if self.prediction_key_field is not None and self.prediction_store is None:
+            raise ValueError("prediction_key_field is set but prediction_store is not: give "
+                             "the store's URL too")
         return self

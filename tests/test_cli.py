@@ -193,6 +193,40 @@ def test_tls_cors_and_reload_flags() -> None:
         build("--model_base_path=/m", "--ssl_config_file=/no/ssl.config")
 
 
+def test_prediction_store_flags_and_environment() -> None:
+    defaults = build("--model_base_path=/m")
+    assert defaults.prediction_store is None and defaults.prediction_key_field is None
+    assert defaults.prediction_store_timeout_ms == 100.0
+    flags = build("--model_base_path=/m", "--prediction_store=redis://:pw@10.0.0.3:6379/2",
+                  "--prediction_key_field=user_id", "--prediction_store_timeout_ms=25")
+    assert flags.prediction_store is not None
+    assert flags.prediction_store.get_secret_value() == "redis://:pw@10.0.0.3:6379/2"
+    assert flags.prediction_key_field == "user_id" and flags.prediction_store_timeout_ms == 25.0
+    assert "pw" not in repr(flags)
+    from_env = build("--model_base_path=/m", env={
+        "TFGW_PREDICTION_STORE": "sqlite:///var/lib/predictions.db", "TFGW_PREDICTION_KEY_FIELD": "k"})
+    assert from_env.prediction_store is not None and from_env.prediction_key_field == "k"
+    assert from_env.prediction_store.get_secret_value() == "sqlite:///var/lib/predictions.db"
+    assert build("--model_base_path=/m", "--prediction_store=", "--prediction_key_field=").prediction_store is None
+
+
+@pytest.mark.parametrize(("argv", "env", "problem"), [
+    (["--prediction_store=redis://user:hunter2@host:99999/0", "--prediction_key_field=id"], {},
+     "prediction_store: .*'redis://user:\\*\\*\\*@host:99999/0': the port must be a number"),
+    (["--prediction_key_field=id"], {"TFGW_PREDICTION_STORE": "sqlite://relative.db"},
+     "a sqlite URL needs an absolute file path"),
+    (["--prediction_store=postgres://h/db", "--prediction_key_field=id"], {}, "unknown scheme 'postgres'"),
+    (["--prediction_store=sqlite:///p.db"], {}, "prediction_store needs prediction_key_field"),
+    (["--prediction_key_field=id"], {}, "prediction_key_field is set but prediction_store is not"),
+    (["--prediction_store=sqlite:///p.db", "--prediction_key_field=id", "--prediction_store_timeout_ms=0"], {},
+     "prediction_store_timeout_ms"),
+])
+def test_a_bad_prediction_store_is_refused(argv: list[str], env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as refused:
+        build("--model_base_path=/m", *argv, env=env)
+    assert "hunter2" not in str(refused.value)
+
+
 def test_file_system_poll_wait_seconds_is_a_setting() -> None:
     assert build("--model_base_path=/m", "--file_system_poll_wait_seconds=5").file_system_poll_wait_seconds == 5
 
@@ -563,6 +597,8 @@ def test_process_refuses_tf_serving_bad_model_config(tfserving_files: Path) -> N
         (["--model_base_path=/m", "--model_config_file=/c"], 1, "/c"),
         (["--model_config_file=/no/such/file"], 1, "/no/such/file"),
         (["--model_base_path=/m", "--no_such_flag"], 2, "error: unrecognized arguments"),
+        (["--model_base_path=/m", "--prediction_store=redis://u:hunter2@h:6379/x", "--prediction_key_field=id"],
+         1, "error: invalid settings (flags or TFGW_* variables): prediction_store: "),
     ],
 )
 def test_process_failure_exits(argv: list[str], code: int, message: str) -> None:
@@ -570,6 +606,7 @@ def test_process_failure_exits(argv: list[str], code: int, message: str) -> None
     assert done.returncode == code
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr
 
 
 def test_own_messages_match_tf_serving_protos() -> None:

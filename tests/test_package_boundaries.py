@@ -71,8 +71,14 @@ def test_adapters_talk_to_the_service_never_the_registry():
                                                                   "serving.core.sources")) == []
 
 
+def test_the_prediction_store_sits_below_the_core_and_adapters_never_use_it():
+    assert violations(SERVING, ("serving.precomputed",), ("serving.core", "serving.rest", "serving.grpc",
+                                                          "serving.server", "fastapi", "starlette", "grpc")) == []
+    assert violations(SERVING, ("serving.rest", "serving.grpc"), ("serving.precomputed",)) == []
+
+
 def test_no_transport_in_the_core():
-    assert violations(SERVING, ("serving.core", "serving.batching", "serving.runtime"),
+    assert violations(SERVING, ("serving.core", "serving.batching", "serving.runtime", "serving.precomputed"),
                       ("fastapi", "starlette", "uvicorn", "serving.rest", "serving.grpc")) == []
 
 

@@ -10,13 +10,14 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from serving.batching.batcher import Batcher
+from serving.batching.batcher import Batcher, RunFn
 from serving.batching.rows import Tensors
 from serving.core.registry import ModelRegistry, Servable
 from serving.core.results import Classifications, classifications, regressions
@@ -32,6 +33,8 @@ from serving.errors import (
     Unavailable,
 )
 from serving.metrics import Metrics
+from serving.precomputed import open_store
+from serving.precomputed.lookup import FALLBACK, HIT, KEYS, MISS, OUTCOMES, Lookups, key_column
 from serving.runtime.signature import CLASSIFY, REGRESS, SignatureSpec
 from serving.settings import ModelConfig, Settings
 from serving.tfs_config import ConfigError, read_model_config_file
@@ -84,11 +87,21 @@ class InferenceService:
         self._idle = asyncio.Event()
         self._loading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
+        self._lookups: Lookups | None = None  # the prediction store, between start and stop
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin loading models in the background; /readyz turns true when they are warm."""
+        """Open the prediction store, if any (no I/O: a store that is down is fallen back
+        from, not waited for); begin loading models in the background; /readyz turns true
+        when they are warm."""
+        store_url = self.settings.prediction_store
+        if store_url is not None:
+            timeout_s = self.settings.prediction_store_timeout_ms / 1000
+            self._lookups = Lookups(open_store(store_url.get_secret_value(), timeout_s=timeout_s),
+                                    timeout_s=timeout_s,
+                                    threads=2 * self.settings.batching.num_batch_threads,
+                                    metrics=self.metrics.for_store)
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -133,6 +146,9 @@ class InferenceService:
                 await asyncio.gather(task, return_exceptions=True)
         await self.registry.unload_all()
         self._executor.shutdown(wait=True)
+        if self._lookups is not None:
+            self._lookups.close()
+            self._lookups = None
 
     def ready(self) -> bool:
         return self.not_ready_reason() is None
@@ -208,11 +224,27 @@ class InferenceService:
         return servable.model.signature(name)
 
     async def predict(self, servable: Servable, signature_name: str, tensors: Tensors,
-                      deadline: float) -> Tensors:
+                      deadline: float, keys: Sequence[object] | np.ndarray | None = None) -> Tensors:
+        """The model's outputs for ``tensors``; with a prediction store, ``keys`` (one per
+        instance, as the request carried them: ``--prediction_key_field``) lets instances
+        whose key is stored be answered from it (``serving.precomputed.lookup``)."""
         spec = self.signature(servable, signature_name)
         rows = spec.validate(tensors)
         self._check_rows(rows)
-        return await self._submit(servable, signature_name, "Predict", tensors, rows, deadline)
+        if self._lookups is None or rows is None or KEYS in spec.inputs:
+            # rows None: the inputs share no instance dimension for keys to follow
+            return await self._submit(servable, signature_name, "Predict", tensors, rows, deadline)
+        field = self.settings.prediction_key_field
+        assert field is not None  # Settings: no store without a key field
+        # Unkeyed requests carry the column too (all None), so they merge with keyed ones.
+        keyed = {**tensors, KEYS: key_column(keys, rows, field)}
+        outputs = await self._submit(servable, signature_name, "Predict", keyed, rows, deadline)
+        outcomes = outputs.pop(OUTCOMES)
+        if keys is not None:
+            counts = np.bincount(outcomes, minlength=4)
+            self.metrics.precomputed(servable.name, int(counts[HIT]), int(counts[MISS]),
+                                     int(counts[FALLBACK]))
+        return outputs
 
     async def classify(self, servable: Servable, signature_name: str, examples: list[bytes],
                        deadline: float) -> Classifications:
@@ -266,14 +298,24 @@ class InferenceService:
         batching = self.settings.batching
         model = servable.model
         assert model is not None
+        allowed = batching.allowed_batch_sizes if self.settings.enable_batching else ()
+
+        def run(tensors: Tensors, deadline: float) -> Tensors:
+            return model.run(signature_name, tensors, deadline)
+
+        batch_run: RunFn = run
+        if self._lookups is not None:  # the store answers what it can of each batch
+            batch_run = self._lookups.wrap(run, model=servable.name, version=servable.version,
+                                           spec=model.signature(signature_name),
+                                           allowed_batch_sizes=allowed)
         return Batcher(
-            lambda tensors, deadline: model.run(signature_name, tensors, deadline),
+            batch_run,
             slots=self._slots,
             executor=self._executor,
             max_batch_size=batching.execution_batch_size,
             batch_timeout_s=batching.batch_timeout_micros / 1e6 if self.settings.enable_batching else 0.0,
             max_queued_rows=batching.max_enqueued_batches * batching.execution_batch_size,
-            allowed_batch_sizes=batching.allowed_batch_sizes if self.settings.enable_batching else (),
+            allowed_batch_sizes=allowed,
             max_request_rows=batching.max_request_rows if self.settings.enable_batching else None,
             merge=self.settings.enable_batching,
             metrics=self.metrics.for_model(

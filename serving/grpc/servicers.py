@@ -165,6 +165,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         super().__init__(service)
         settings = service.settings
         self._limits = TensorLimits(settings.max_rows_per_request, settings.max_request_bytes)
+        self._key_field = settings.prediction_key_field
 
     @_rpc("predict")
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
@@ -172,11 +173,16 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         spec = self._service.signature(servable, signature_name)
         tensors = protos_to_numpy(request.inputs, self._limits, spec.inputs)
+        keys = None
+        if self._key_field in tensors:  # the prediction store's key: not an input, unless named so
+            field = self._key_field
+            keys = tensors[field] if field in spec.inputs else tensors.pop(field)
         wanted = list(request.output_filter)
         unknown = [name for name in wanted if name not in spec.outputs]
         if unknown:
             raise InvalidArgument(f"output tensor alias not found in signature: {unknown[0]}")
-        outputs = await self._service.predict(servable, signature_name, tensors, self._deadline(context))
+        outputs = await self._service.predict(servable, signature_name, tensors, self._deadline(context),
+                                              keys)
         response = predict_pb2.PredictResponse()
         _echo_spec(response.model_spec, servable, signature_name)
         for name in wanted or outputs:

@@ -1,9 +1,10 @@
 """The REST adapter: TF Serving's HTTP API on FastAPI, delegating to the core service.
 
-This module only translates: URLs to model targets, JSON to numpy (``codec``) and back,
-``ServingError`` to ``{"error": ...}`` with its status (the one place that mapping is
-made for HTTP). The hot paths are plain Starlette routes with no per-request validation
-machinery, since the JSON is checked against the model's own signature instead.
+This module only translates: URLs to model targets, JSON to numpy (``codec``; the
+prediction store's keys: ``keys``) and back, ``ServingError`` to ``{"error": ...}`` with
+its status (the one place that mapping is made for HTTP). The hot paths are plain
+Starlette routes with no per-request validation machinery, since the JSON is checked
+against the model's own signature instead.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from serving.errors import (
     ServingError,
 )
 from serving.rest import codec, cors
+from serving.rest.keys import take_keys
 from serving.rest.options import FASTAPI_OPTIONS
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.settings import Settings
@@ -88,6 +90,7 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
 
     app = FastAPI(title="tf-gateway", lifespan=lifespan, **FASTAPI_OPTIONS)
     app.state.service = service
+    key_field = settings.prediction_key_field  # instances' keys in the prediction store
 
     @_answers_errors
     async def post_model(request: Request) -> Response:
@@ -102,9 +105,11 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
             if not isinstance(signature_name, str):
                 raise InvalidArgument("'signature_name' must be a string")
             if target.verb == "predict":
-                tensors, form = codec.decode_predict(doc, service.signature(servable, signature_name))
+                signature = service.signature(servable, signature_name)
+                keys = take_keys(doc, key_field, signature) if key_field else None
+                tensors, form = codec.decode_predict(doc, signature)
                 outputs = await _unless_disconnected(
-                    request, service.predict(servable, signature_name, tensors, deadline))
+                    request, service.predict(servable, signature_name, tensors, deadline, keys))
                 body = codec.encode_predict(outputs, form)
             else:
                 examples = codec.decode_examples(doc)
