@@ -16,6 +16,11 @@ from serving.errors import InvalidArgument
 def store_key(value: object, field: str) -> str:
     """The store's text for ``value``, the key field ``field`` of one row or instance;
     ``InvalidArgument`` (400 at the gateway) if it is not a string or an integer."""
+    kind = type(value)
+    if kind is str:  # the usual cases first: numpy's checks cost 5x these (2.9 vs 0.6 us)
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return str(value)
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, str):
