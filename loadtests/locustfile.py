@@ -7,27 +7,30 @@ changes (``http://HOST:8501`` for ``RestUser``, ``HOST:8500`` for ``GrpcUser``):
         --model natality --rows 1:0.9,8:0.1 --schedule spike --rate 400 --seconds 20 \\
         --warmup 5 --out-dir out --csv out/locust --html out/locust.html
 
-``python -m loadtests.run`` starts it this way (pinned to its own core) and reads
-``OUT/summary.json`` and ``OUT/samples.csv``.
+or spread over processes and machines with Locust's distributed mode: the same command with
+``--master --expect-workers N``, and N times ``locust -f loadtests/locustfile.py --worker
+--master-host MASTER``. ``python -m loadtests.run`` starts it either way (pinned to its own
+core) and reads ``OUT/summary.json`` and ``OUT/samples.csv``.
 
-Open loop: one user draws Poisson arrivals at the schedule's rate (``OpenLoopShape``) and
-sends each request in its own greenlet, so a slow answer never delays the next send (no
-coordinated omission); latency counts from when a request was due, not from when the
-generator got round to it. A request past ``--max-in-flight`` is not queued in the
-generator: it fails at once ("in-flight cap"), so an overloaded server shows up as errors.
-Locust's own statistics are kept per phase (request name ``MODEL:predict [PHASE]``): the
-warm-up is its own row and is left out of our summary.
+Open loop: each generator process (the single process, or each worker) runs one user that
+draws Poisson arrivals at its share of the schedule's rate (``OpenLoop``) and sends each
+request in its own greenlet, so a slow answer never delays the next send (no coordinated
+omission); latency counts from when a request was due, not from when the generator got
+round to it. A request past ``--max-in-flight`` (per generator) is not queued: it fails at
+once ("in-flight cap"), so an overloaded server shows up as errors. The master (or the
+single process) starts the schedule, splits its rate and merges every generator's samples
+(``loadtests/distributed.py``). Locust's own statistics are kept per phase (request name
+``MODEL:predict [PHASE]``): the warm-up is its own row and is left out of our summary.
 """
 from __future__ import annotations
 
 import gc
 import itertools
-import json
 import logging
 import os
-import platform
 import random
 import resource
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,15 +39,16 @@ from typing import Any
 import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-import locust
-import locust.stats
 import orjson
+from gevent.event import Event
 from gevent.pool import Group
 from locust import FastHttpUser, LoadTestShape, User, events, task
 from locust.env import Environment
+from locust.runners import MasterRunner, Runner, WorkerRunner
 
+from loadtests.distributed import CHUNK, PLAN, READY, SAMPLES, Collector
 from loadtests.payloads import Instance, RequestPool, RowsMix, predict_body
-from loadtests.samples import Sample, summarize, write_csv
+from loadtests.samples import Sample, row
 from loadtests.schedules import SCHEDULES, Schedule, build
 
 grpc_gevent.init_gevent()  # before any gRPC object: gRPC's I/O must yield to gevent
@@ -78,9 +82,10 @@ def _options(parser: Any) -> None:
 
 
 class OpenLoop:
-    """The arrival process, the requests in flight and every request's sample."""
+    """One generator: its share of the schedule's arrivals, its requests in flight and their
+    samples, shipped to the master (``loadtests/distributed.py``) once it has finished."""
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: Any, runner: Runner) -> None:
         self.schedule: Schedule = build(options.schedule, options.rate, options.seconds,
                                         options.warmup, options.ramp_steps)
         self._ends = self.schedule.ends()
@@ -89,67 +94,70 @@ class OpenLoop:
         self.samples: list[Sample] = []
         self.in_flight: dict[int, tuple[int, float, int]] = {}
         """id -> (phase, intended_s, rows) of every request spawned and not yet answered."""
-        self.cpu_marks: list[tuple[float, float]] = []
-        """(clock, generator CPU seconds) at the start and at each phase's end."""
-        self.arrivals_done = False
+        self.cpu_marks: list[tuple[int, float, float]] = []
+        """(phase boundary, clock, generator CPU seconds) where it started and at each
+        phase's end after that (boundary i: the end of phase i - 1)."""
+        self.shares: list[tuple[float, int]] = []
+        """(clock, workers sharing the rate) of each plan followed."""
+        self.driving = False
+        """Claimed by the first user of the process, before it builds its payloads."""
         self.request_type = ""
+        self._runner = runner
         self._requests = Group()
         self._ids = itertools.count()
-        self._rng = random.Random(options.seed)
+        # Workers draw different arrivals: the same seed would send in lockstep bursts.
+        self._rng = random.Random(options.seed + runner.worker_index)
+        self._workers = 1
+        self._planned = Event()
         self._t0: float | None = None
         self._phase = 0
         self._due = 0.0
         """When the next request is due, seconds after the start."""
-        self.finished_at: float | None = None
-        """When ``finish`` booked what was left (clock seconds)."""
+        self._marker: gevent.Greenlet | None = None
+        self.stopped_at: float | None = None
+        """When it stopped sending (clock seconds): the schedule was over, or it was told to stop."""
 
     def clock(self) -> float:
-        assert self._t0 is not None, "the first user starts the clock"
+        assert self._t0 is not None, "the master's first plan starts the clock"
         return time.perf_counter() - self._t0
 
     @property
     def started(self) -> bool:
-        return self._t0 is not None
+        """Its arrivals have begun: the master's plan came and its payloads are built."""
+        return self._marker is not None
 
-    def _start(self) -> None:
+    def follow(self, plan: dict[str, Any]) -> None:
+        """A ``PLAN`` from the master: the first sets the clock to the schedule's; each sets
+        the share of the rate, from the next arrival on."""
         if self._t0 is None:
-            # Full collections walking every sample and imported module stalled the
-            # generator for tens of ms (p99 137 -> 11 ms at 4K req/s once frozen).
-            gc.collect()
-            gc.freeze()
-            self._t0 = time.perf_counter()
-            self.cpu_marks.append((0.0, _cpu_seconds()))
-            self._next_arrival()
-            gevent.spawn(self._mark_phase_ends)
-
-    def _mark_phase_ends(self) -> None:
-        for end in self._ends:
-            gevent.sleep(max(0.0, end - self.clock()))
-            self.cpu_marks.append((self.clock(), _cpu_seconds()))
-
-    def _next_arrival(self) -> None:
-        """Advance ``_due`` by an exponential gap at the current phase's rate; a gap that
-        crosses a phase's end restarts there at the next phase's rate (arrivals are
-        memoryless, so this is exactly Poisson at each phase's rate)."""
-        while self._phase < len(self._ends):
-            due = self._due + self._rng.expovariate(self.schedule.phases[self._phase].rate)
-            if due < self._ends[self._phase]:
-                self._due = due
-                return
-            self._due = self._ends[self._phase]
-            self._phase += 1
+            self._t0 = time.perf_counter() - plan["elapsed"]
+        self._workers = max(1, plan["workers"])
+        self.shares.append((round(self.clock(), 3), self._workers))
+        self._planned.set()
 
     def drive(self, send: Send, pool: RequestPool, request_type: str) -> None:
-        """Send requests at the schedule's rate until it ends (a user's only task).
+        """Send at this generator's share of the schedule's rate until it ends, then finish
+        and ship the samples.
 
-        The clock starts here, once the user has built its payloads (gRPC imports
-        TensorFlow for its protos): the warm-up is load, not set-up.
+        The arrivals run in a greenlet of their own, not in the user's: when a worker leaves,
+        Locust briefly gives another worker a second user and then stops either of them.
         """
         self.request_type = request_type
+        gevent.spawn(self._run, send, pool)
+
+    def _run(self, send: Send, pool: RequestPool) -> None:
+        # Full collections walking every sample and imported module stalled the
+        # generator for tens of ms (p99 137 -> 11 ms at 4K req/s once frozen).
+        gc.collect()
+        gc.freeze()
+        self._runner.send_message(READY, {
+            "worker": self._runner.worker_index, "host": socket.gethostname(), "pid": os.getpid(),
+            "cores": sorted(os.sched_getaffinity(0)), "kind": self.request_type})
+        self._planned.wait()
         self._start()
         while True:
             gevent.sleep(max(0.0, self._due - self.clock()))
-            if self.finished_at is not None or self._phase == len(self.schedule.phases):
+            if self.stopped_at is not None or self._phase == len(self.schedule.phases):
                 break
             rows, payload = pool.draw()
             if len(self.in_flight) >= self.options.max_in_flight:
@@ -159,9 +167,37 @@ class OpenLoop:
                 self.in_flight[key] = (self._phase, self._due, rows)
                 self._requests.spawn(self._one, key, send, payload)
             self._next_arrival()
-        self.arrivals_done = True
-        while True:  # the schedule is over: idle until the shape stops this user
-            gevent.sleep(1.0)
+        self.stop(wait=self.schedule.seconds + self.options.drain - self.clock())
+
+    def _start(self) -> None:
+        """Arrivals from now, in the phase running now (a worker may join late)."""
+        now = self.clock()
+        phase = self.schedule.phase_at(now)
+        self._phase = len(self.schedule.phases) if phase is None else phase
+        self._due = now
+        self.cpu_marks.append((self._phase, now, _cpu_seconds()))
+        self._next_arrival()
+        self._marker = gevent.spawn(self._mark_phase_ends)
+
+    def _mark_phase_ends(self) -> None:
+        for boundary, end in enumerate(self._ends, 1):
+            if end > self.clock():
+                gevent.sleep(end - self.clock())
+                self.cpu_marks.append((boundary, self.clock(), _cpu_seconds()))
+
+    def _next_arrival(self) -> None:
+        """Advance ``_due`` by an exponential gap at this generator's share of the current
+        phase's rate; a gap that crosses a phase's end restarts there at the next phase's
+        rate (arrivals are memoryless, so this is exactly Poisson at each phase's rate, and
+        the generators' arrivals together are Poisson at the whole rate)."""
+        while self._phase < len(self._ends):
+            rate = self.schedule.phases[self._phase].rate / self._workers
+            due = self._due + self._rng.expovariate(rate)
+            if due < self._ends[self._phase]:
+                self._due = due
+                return
+            self._due = self._ends[self._phase]
+            self._phase += 1
 
     def _one(self, key: int, send: Send, payload: Any) -> None:
         phase, due, rows = self.in_flight[key]
@@ -182,57 +218,50 @@ class OpenLoop:
                             response_time=0, response_length=0, exception=RuntimeError(why),
                             context={})
 
-    def finish(self) -> int:
+    def _book_the_rest(self, stopped_at: float) -> None:
         """Count what is unanswered, or was due but never sent (a generator that fell
         behind), as failed: nothing leaves the error rate. The requests still out are
-        killed first, so none can also report an answer later. Returns how many failed
-        here; 0 once done."""
-        if self.finished_at is not None:
-            return 0
-        self.finished_at = self.clock()
+        killed first, so none can also report an answer later. Arrivals due after it stopped
+        sending (a run stopped early; a worker leaving, whose share the others take over)
+        were never offered: they are not samples."""
         self._requests.kill(block=True)
-        late = len(self.samples)
         for phase, due, rows in self.in_flight.values():
             self._fail(phase, due, rows, "no answer before the run ended")
         self.in_flight.clear()
-        while self._phase < len(self.schedule.phases):
+        while self._phase < len(self.schedule.phases) and self._due <= stopped_at:
             self._fail(self._phase, self._due, 0, "not sent before the run ended")
             self._next_arrival()
-        self.samples.sort(key=lambda s: s.intended_s)  # the order samples.csv has
-        return len(self.samples) - late
 
-    def summary(self) -> dict[str, Any]:
-        by_phase: list[list[Sample]] = [[] for _ in self.schedule.phases]
-        for s in self.samples:
-            by_phase[s.phase].append(s)
-        phases = [{"measured": phase.measured,
-                   **summarize(phase, start, samples, self.samples, self._cpu(index, index + 1))}
-                  for index, (phase, start, samples)
-                  in enumerate(zip(self.schedule.phases, self.schedule.starts(), by_phase, strict=True))]
-        pooled, start = self.schedule.measured()
-        first = next(i for i, p in enumerate(self.schedule.phases) if p.measured)
-        options = self.options
-        return {
-            "scenario": {"user": self.request_type, "host": options.host, "model": options.model,
-                         "signature": options.signature, "rows": str(RowsMix.parse(options.rows)),
-                         "schedule": options.schedule, "rate": options.rate,
-                         "seconds": options.seconds, "warmup": options.warmup,
-                         "max_in_flight": options.max_in_flight, "timeout": options.timeout},
-            "generator": {"pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0)),
-                          "python": platform.python_version(), "locust": locust.__version__},
-            "phases": phases,
-            "measured": summarize(pooled, start,
-                                  [s for s in self.samples if self.schedule.phases[s.phase].measured],
-                                  self.samples, self._cpu(first, len(self.schedule.phases))),
-        }
+    def stop(self, wait: float) -> None:
+        """Stop sending, give the requests in flight ``wait`` seconds to be answered, book
+        what is left (``_book_the_rest``) and send every sample to the master, in chunks;
+        once only."""
+        if not self.started or self.stopped_at is not None:
+            return
+        self.stopped_at = self.clock()
+        self._requests.join(timeout=max(0.0, wait))
+        self._book_the_rest(self.stopped_at)
+        if self._marker is not None and self.stopped_at >= self.schedule.seconds:
+            self._marker.join()  # the schedule's end: its last mark is due now
+        elif self._marker is not None:
+            self._marker.kill()
+        samples, self.samples = self.samples, []
+        last = {"requests": len(samples), "cpu_marks": self.cpu_marks, "shares": self.shares}
+        while True:  # from the end, dropping each chunk once sent: memory stays flat
+            chunk = [row(s) for s in samples[-CHUNK:]]
+            del samples[-CHUNK:]
+            self._runner.send_message(SAMPLES, {"samples": chunk, **({} if samples else last)})
+            if not samples:
+                break
+        if isinstance(self._runner, WorkerRunner):
+            self._report_stats()
 
-    def _cpu(self, begin: int, end: int) -> float | None:
-        """The generator's CPU use (1.0 = one core) from mark ``begin`` to mark ``end``,
-        over the time that really passed between them."""
-        if end >= len(self.cpu_marks):
-            return None
-        (t0, cpu0), (t1, cpu1) = self.cpu_marks[begin], self.cpu_marks[end]
-        return (cpu1 - cpu0) / (t1 - t0) if t1 > t0 else None
+    def _report_stats(self) -> None:
+        """Hand Locust's statistics to the master now, as its periodic report (every 3 s)
+        does: a worker that leaves sends no last report, and the master waits for them."""
+        data: dict[str, Any] = {}
+        events.report_to_master.fire(client_id=self._runner.client_id, data=data)
+        self._runner.send_message("stats", data)
 
 
 def _cpu_seconds() -> float:
@@ -241,47 +270,61 @@ def _cpu_seconds() -> float:
 
 
 @events.init.add_listener
-def _attach(environment: Environment, **_: Any) -> None:
+def _attach(environment: Environment, runner: Runner, **_: Any) -> None:
+    """The master (or the single process) collects; workers (or it) generate."""
+    if environment.parsed_options is None:
+        return
+    if not isinstance(runner, WorkerRunner):
+        environment.open_loop_collector = Collector(environment.parsed_options, runner)
+    if not isinstance(runner, MasterRunner):
+        def on_plan(environment: Environment, msg: Any, **_: Any) -> None:
+            generator: OpenLoop | None = getattr(environment, "open_loop", None)
+            if generator is not None:
+                generator.follow(msg.data)
+
+        runner.register_message(PLAN, on_plan)
+
+
+@events.test_start.add_listener
+def _new_run(environment: Environment, **_: Any) -> None:
+    """Before the users are built; the generator comes with the first of them (``_drive``).
+
+    A worker has the master's options by now, but a worker joining a running master may get
+    here before Locust has finished setting it up (``environment.runner`` still None).
+    """
     options = environment.parsed_options
-    if options is not None:
-        environment.open_loop = OpenLoop(options)
-        # FastHttpUser sizes its connection pool and timeouts from class attributes.
-        RestUser.concurrency = options.connections or options.max_in_flight
-        RestUser.network_timeout = RestUser.connection_timeout = options.timeout
+    if options is None:
+        return
+    environment.open_loop = None
+    # FastHttpUser sizes its connection pool and timeouts from class attributes.
+    RestUser.concurrency = options.connections or options.max_in_flight
+    RestUser.network_timeout = RestUser.connection_timeout = options.timeout
 
 
 @events.test_stopping.add_listener
 def _write(environment: Environment, **_: Any) -> None:
-    run: OpenLoop | None = getattr(environment, "open_loop", None)
-    if run is None or not run.started:
-        return
-    run.finish()
-    out = Path(run.options.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "samples.csv", run.samples)
-    (out / "summary.json").write_text(json.dumps(run.summary(), indent=1))
-
-
-CSV_SETTLE_S = 2 * locust.stats.CSV_STATS_INTERVAL_SEC
+    """A generator stopped early (a worker leaving, Ctrl-C) lets its requests in flight be
+    answered and ships its samples; then the collector writes (in one process, in this
+    order)."""
+    generator: OpenLoop | None = getattr(environment, "open_loop", None)
+    if generator is not None:
+        generator.stop(wait=generator.options.timeout)
+    collector: Collector | None = getattr(environment, "open_loop_collector", None)
+    if collector is not None and collector.started:
+        collector.write(Path(collector.options.out_dir))
 
 
 class OpenLoopShape(LoadTestShape):
-    """Keeps one open-loop user alive while it plays the ``--schedule`` (its rates) and
-    stops once every request is sent and answered, or the drain after the schedule is over."""
+    """One open-loop user per generator process (each worker, or this process) until every
+    generator has sent its samples and Locust's statistics have them all."""
 
     def tick(self) -> tuple[int, float] | None:
-        run: OpenLoop = self.runner.environment.open_loop
-        if not run.started:
-            return 1, 1.0
-        now = run.clock()
-        if run.finished_at is None:
-            if not (run.arrivals_done and not run.in_flight
-                    or now >= run.schedule.seconds + run.options.drain):
-                return 1, 1.0
-            if not run.finish():
-                return None
-        # Locust writes its CSV once a second: keep running until it has the late failures.
-        return (1, 1.0) if now < run.finished_at + CSV_SETTLE_S else None
+        collector: Collector = self.runner.environment.open_loop_collector
+        if collector.over():
+            return None
+        collector.follow()
+        users = max(1, self.runner.worker_count)
+        return users, float(users)
 
 
 class RequestTimeout(Exception):
@@ -289,15 +332,23 @@ class RequestTimeout(Exception):
 
 
 def _drive(user: User, prepare: Callable[[], tuple[Send, RequestPool]], kind: str) -> None:
-    """Build the user's payloads, then send at the schedule's rate. A set-up that fails
-    stops the run (Locust would otherwise retry the task forever)."""
-    try:
-        send, pool = prepare()
-    except Exception:  # noqa: BLE001 - whatever it is, there is nothing to measure
-        logging.exception("the %s user could not be set up; stopping", kind)
-        user.environment.runner.quit()
-        return
-    user.environment.open_loop.drive(send, pool, kind)
+    """The first user of the process builds its generator and payloads and starts it, then
+    idles until Locust stops it; any other user only idles (see ``OpenLoop.drive``). A set-up
+    that fails stops the run (Locust would otherwise retry the task forever)."""
+    environment = user.environment
+    generator: OpenLoop | None = getattr(environment, "open_loop", None)
+    if generator is None:
+        generator = environment.open_loop = OpenLoop(environment.parsed_options, environment.runner)
+    if not generator.driving:
+        generator.driving = True  # before the set-up: it yields (gRPC imports TensorFlow)
+        try:
+            send, pool = prepare()
+        except Exception:  # noqa: BLE001 - whatever it is, there is nothing to measure
+            logging.exception("the %s user could not be set up; stopping", kind)
+            user.environment.runner.quit()
+            return
+        generator.drive(send, pool, kind)
+    Event().wait()
 
 
 def _report_failure(kind: str, name: str, started: float, why: str) -> str:
@@ -379,7 +430,7 @@ class GrpcUser(User):
                 request.inputs[name].CopyFrom(to_proto(array))
             return request
 
-        channel = grpc.insecure_channel(options.host, options=[
+        channel = grpc.insecure_channel(self.host, options=[
             ("grpc.max_receive_message_length", 64 << 20)])
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         pool = RequestPool(options.model, RowsMix.parse(options.rows), encode, seed=options.seed)

@@ -8,6 +8,11 @@ Against any server speaking TF Serving's APIs (a gateway, TF Serving itself, a c
     python -m loadtests.run cluster --host http://GATEWAY:8501 --grpc-host GATEWAY:8500 \
         --tfserving-host http://TF_SERVING:8501
 
+Each of these runs with Locust's distributed mode when given ``--workers N`` (a master and N
+worker processes here) or ``--expect-workers N`` (a master that N workers started elsewhere
+join: ``python -m loadtests.run worker --master-host MASTER``, which the locust-workers
+Deployment runs); the workers split the rate and the master merges their samples.
+
 On this machine, starting each server itself (``make loadtest`` runs it with ``--short``)::
 
     python -m loadtests.run local [--short] [--slo-ms 25] [--out loadtests/results]
@@ -32,15 +37,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from loadtests import report
+from loadtests import report, workers
 from loadtests.processes import REPO, Pinning, git_commit, log, machine, terminate_on_sigterm
 from loadtests.scenario import USERS, Scenario
 from loadtests.scenario import run as run_scenario
 from loadtests.schedules import SCHEDULES
 from loadtests.slo import SearchPlan, search
 from loadtests.sweep import BATCHING_OFF, NAIVE, Setting, grid, search_setting, serve, slug
+from loadtests.workers import DEFAULT_PORT, Workers
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,7 @@ def cluster(args: argparse.Namespace) -> dict[str, Any]:
     """Deployed servers: SLO searches of the gateway's REST and gRPC APIs and of TF Serving
     called directly, then a spike and a ramp on the gateway around its best rate."""
     base = Scenario("rest", args.host, args.model, args.rows, seconds=args.seconds,
-                    warmup=args.warmup)
+                    warmup=args.warmup, workers=_workers(args))
     targets = {"gateway, REST": ("rest", args.host), "gateway, gRPC": ("grpc", args.grpc_host),
                "TF Serving direct, REST": ("rest", args.tfserving_host)}
     searches = [_search_remote(label, replace(base, user=user, host=host), _search_plan(args),
@@ -226,9 +232,19 @@ def _loadgen(args: argparse.Namespace) -> tuple[str, ...]:
     return Pinning.detect().loadgen if args.pin else ()
 
 
+def _workers(args: argparse.Namespace) -> Workers | None:
+    if args.workers:
+        return Workers(args.workers)
+    return Workers(args.expect_workers, port=args.master_port) if args.expect_workers else None
+
+
 def _scenario(args: argparse.Namespace) -> Scenario:
     return Scenario(args.user, args.host, args.model, args.rows, args.schedule, args.rate,
-                    args.seconds, args.warmup, args.ramp_steps)
+                    args.seconds, args.warmup, args.ramp_steps, workers=_workers(args))
+
+
+def worker(args: argparse.Namespace) -> NoReturn:
+    raise SystemExit(workers.serve(args.master_host, args.master_port))
 
 
 def _numbers(kind: type) -> Any:
@@ -252,6 +268,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     searching.add_argument("--pin", action="store_true",
                            help="pin the generator to one core (when the server shares the machine)")
     searching.add_argument("--out", type=Path, default=Path("loadtest-results"))
+    distributed = searching.add_mutually_exclusive_group()
+    distributed.add_argument("--workers", type=int,
+                             help="Locust's distributed mode: a master and this many worker "
+                                  "processes started here, each sending its share of the rate")
+    distributed.add_argument("--expect-workers", type=int,
+                             help="Locust's distributed mode with workers started elsewhere "
+                                  "(`worker`): the master waits for this many on --master-port")
+    searching.add_argument("--master-port", type=int, default=DEFAULT_PORT,
+                           help="where the master listens for --expect-workers")
     remote = argparse.ArgumentParser(add_help=False, parents=[searching])
     remote.add_argument("--user", choices=sorted(USERS), default="rest")
     remote.add_argument("--host", required=True,
@@ -269,6 +294,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     deployed.add_argument("--grpc-host", help="the gateway's gRPC API: HOST:8500")
     deployed.add_argument("--tfserving-host", help="TF Serving's REST API, called directly")
     deployed.set_defaults(func=cluster)
+    elsewhere = commands.add_parser("worker", help="a Locust worker for every master that comes "
+                                                   "(--expect-workers; the locust-workers Deployment)")
+    elsewhere.add_argument("--master-host", required=True, help="the master's host (its Service)")
+    elsewhere.add_argument("--master-port", type=int, default=DEFAULT_PORT)
+    elsewhere.set_defaults(func=worker)
     here = commands.add_parser("local", parents=[common],
                                help="sweep and comparisons, starting the servers here")
     here.add_argument("--short", action="store_true", help="make loadtest: small grid, short steps")

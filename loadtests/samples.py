@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,17 @@ class Sample:
         return self.latency_ms - self.lag_ms
 
 
+FIELDS = tuple(f.name for f in fields(Sample))
+row = attrgetter(*FIELDS)
+"""A sample as a tuple in ``FIELDS`` order: a CSV line, or what a Locust worker sends its
+master (``Sample(*row)`` turns it back)."""
+
+
 def write_csv(path: Path, samples: Iterable[Sample]) -> None:
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(f.name for f in fields(Sample))
-        writer.writerows(astuple(s) for s in samples)
+        writer.writerow(FIELDS)
+        writer.writerows(map(row, samples))
 
 
 def read_csv(path: Path) -> list[Sample]:

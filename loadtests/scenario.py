@@ -1,11 +1,13 @@
 """One headless Locust run of ``loadtests/locustfile.py``, as a pinned subprocess.
 
 Locust monkey-patches the standard library with gevent when imported, so it never runs in
-the orchestrating process: each scenario is its own ``locust`` process, and its
-``summary.json`` is the result. Locust's CSV and HTML reports sit next to it.
+the orchestrating process: each scenario is its own ``locust`` process (the master of a
+distributed run, with its workers: ``loadtests/workers.py``), and its ``summary.json`` is the
+result. Locust's CSV and HTML reports sit next to it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,8 +19,8 @@ from typing import Any
 
 from loadtests.processes import REPO, SERVER_ENV
 from loadtests.schedules import build
+from loadtests.workers import CONNECT_WAIT_S, LOCUSTFILE, Workers
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 USERS = {"rest": "RestUser", "grpc": "GrpcUser"}
 
 
@@ -38,7 +40,10 @@ class Scenario:
     drain: float = 15.0
     """Longer than ``timeout``: every request sent gets its answer or its timeout."""
     max_in_flight: int = 1000
+    """Per generator process."""
     timeout: float = 10.0
+    workers: Workers | None = None
+    """Locust's distributed mode; None: one process sends and measures."""
 
     def at(self, rate: float) -> Scenario:
         return replace(self, rate=rate)
@@ -58,21 +63,28 @@ class Scenario:
 
 
 def run(scenario: Scenario, out: Path, loadgen: Sequence[str] = ()) -> dict[str, Any]:
-    """Run ``scenario`` (on the ``loadgen`` cores, e.g. ``taskset -c 0``) and return its
-    summary, with where its files are."""
+    """Run ``scenario`` (every process on the ``loadgen`` cores, e.g. ``taskset -c 0``) and
+    return its summary, with where its files are."""
     out.mkdir(parents=True, exist_ok=True)
     summary_file = out / "summary.json"
     summary_file.unlink(missing_ok=True)  # never read a previous run's
     plan = build(scenario.schedule, scenario.rate, scenario.seconds, scenario.warmup,
                  scenario.ramp_steps)
     limit = plan.seconds + scenario.drain + 120  # start-up (TensorFlow for gRPC) and writing
-    process = subprocess.run(scenario.argv(out, loadgen), cwd=REPO, env={**os.environ, **SERVER_ENV},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit)
+    argv = scenario.argv(out, loadgen)
+    with contextlib.ExitStack() as stack:
+        if scenario.workers is not None:
+            argv += stack.enter_context(scenario.workers.master(out, loadgen))
+            limit += CONNECT_WAIT_S
+        process = subprocess.run(argv, cwd=REPO, env={**os.environ, **SERVER_ENV},
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=limit)
     (out / "locust.out").write_bytes(process.stdout)
     if process.returncode != 0 or not summary_file.exists():
         tail = process.stdout.decode(errors="replace").splitlines()[-20:]
+        here = scenario.workers is not None and scenario.workers.port is None
+        logs = f" (the workers' logs: {out}/worker-*.log)" if here else ""
         raise RuntimeError(f"locust exited with {process.returncode}"
-                           f"{'' if summary_file.exists() else ' and wrote no summary'}:\n"
+                           f"{'' if summary_file.exists() else ' and wrote no summary'}{logs}:\n"
                            + "\n".join(tail))
     summary = json.loads(summary_file.read_text())
     summary["files"] = {name: str(out / name) for name in (

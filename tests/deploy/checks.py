@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from serving.tfs_config import ConfigError
-from tests.deploy import custom_resources, policy, workloads
+from tests.deploy import custom_resources, loadtest, policy, workloads
 from tests.deploy.manifests import Obj
 
-CHECKS = policy.CHECKS + custom_resources.CHECKS + workloads.CHECKS
+CHECKS = policy.CHECKS + custom_resources.CHECKS + workloads.CHECKS + loadtest.CHECKS
 
 
 def problems(objects: list[Obj]) -> list[str]:

@@ -17,7 +17,7 @@ from tests.deploy.manifests import (
     containers,
     named,
     of_kind,
-    selected_deployments,
+    selected_workloads,
     selects,
 )
 from tests.deploy.workloads import metrics_path
@@ -76,7 +76,7 @@ def service_monitors_resolve(objects: list[Obj]) -> list[str]:
 
 def _scraped_path(objects: list[Obj], name: str, service: Obj, port: Obj, path: str) -> list[str]:
     problems = []
-    for deployment in selected_deployments(objects, service["spec"].get("selector")):
+    for deployment in selected_workloads(objects, service["spec"].get("selector")):
         for container in containers(deployment, init=False):
             if container_port(container, port["targetPort"]) is not None:
                 served = metrics_path(objects, deployment, container)
@@ -125,7 +125,7 @@ def _prometheus_trigger(objects: list[Obj], scaled: Obj, metadata: dict[str, str
     target = named(objects, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
     monitored = service and any(selects(m["spec"].get("selector"), service["metadata"].get("labels", {}))
                                 for m in of_kind(objects, "ServiceMonitor"))
-    if not monitored or target not in selected_deployments(objects, service["spec"].get("selector")):
+    if not monitored or target not in selected_workloads(objects, service["spec"].get("selector")):
         problems.append(f"{name}: the query's service {labels.get('service')!r} is not a scraped "
                         "Service in front of the scaled Deployment")
     unknown = set(_METRIC.findall(metadata["query"])) - gateway_series()

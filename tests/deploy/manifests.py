@@ -6,6 +6,7 @@ Kubernetes 1.30, rejecting unknown fields. Both run as subprocesses, exactly as 
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,13 @@ from tests.conftest import REPO, require_tool
 
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("dev", "prod", "prod-canary")
+LOCUST = DEPLOY / "components" / "locust-workers"
+WITH_LOCUST = "prod + locust-workers"
+"""The prod overlay with the load-test component (``kubectl apply -k`` it alone, or add it to
+an overlay): rendered and checked like the overlays."""
+RENDERED = (*OVERLAYS, WITH_LOCUST)
 KUBERNETES_VERSION = "1.30"
+WORKLOADS = ("Deployment", "Job")
 
 Obj = dict[str, Any]
 
@@ -30,6 +37,16 @@ def kustomize(directory: Path) -> list[Obj]:
                             text=True, timeout=60)
     assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def with_component(directory: Path, overlay: str, component: Path) -> Path:
+    """A kustomization in ``directory`` that adds ``component`` to ``overlay``, as an operator
+    would (kustomize wants relative paths)."""
+    resources = os.path.relpath(DEPLOY / "overlays" / overlay, directory)
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{resources}]\ncomponents: [{os.path.relpath(component, directory)}]\n")
+    return directory
 
 
 def schema_errors(objects: list[Obj]) -> list[str]:
@@ -62,21 +79,26 @@ def pod_labels(deployment: Obj) -> dict[str, str]:
     return deployment["spec"]["template"]["metadata"].get("labels", {})
 
 
-def containers(deployment: Obj, init: bool = True) -> Iterator[Obj]:
-    spec = pod_spec(deployment)
+def containers(workload: Obj, init: bool = True) -> Iterator[Obj]:
+    spec = pod_spec(workload)
     yield from spec.get("initContainers", []) if init else ()
     yield from spec["containers"]
 
 
+def workloads(objects: list[Obj]) -> list[Obj]:
+    """What runs pods: Deployments, and Jobs (the load test's master)."""
+    return [o for o in objects if o["kind"] in WORKLOADS]
+
+
 def all_containers(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
-    """(deployment, container) for every container, init containers included."""
-    for deployment in of_kind(objects, "Deployment"):
-        for container in containers(deployment):
-            yield deployment, container
+    """(workload, container) for every container, init containers included."""
+    for workload in workloads(objects):
+        for container in containers(workload):
+            yield workload, container
 
 
-def where(deployment: Obj, container: Obj | None = None) -> str:
-    name = f"Deployment {deployment['metadata']['name']}"
+def where(workload: Obj, container: Obj | None = None) -> str:
+    name = f"{workload['kind']} {workload['metadata']['name']}"
     return f"{name}, container {container['name']}" if container else name
 
 
@@ -98,8 +120,8 @@ def selects(selector: Obj | None, labels: dict[str, str]) -> bool:
     return True
 
 
-def selected_deployments(objects: list[Obj], selector: Obj | None) -> list[Obj]:
-    return [d for d in of_kind(objects, "Deployment") if selects(selector, pod_labels(d))]
+def selected_workloads(objects: list[Obj], selector: Obj | None) -> list[Obj]:
+    return [w for w in workloads(objects) if selects(selector, pod_labels(w))]
 
 
 def container_port(container: Obj, port: int | str) -> int | None:

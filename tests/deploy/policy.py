@@ -1,8 +1,9 @@
 """Kubernetes policy checks over rendered objects: each returns the problems it finds.
 
-They hold for any workload here: sizes and probes on every container, the restricted Pod
-Security profile, pinned images, and every selector and reference resolving to what it means
-to select. The schema cannot see any of this; a cluster would accept most of it silently.
+They hold for any workload here (Deployments, and the load test's Job): sizes on every
+container and probes on every server, the restricted Pod Security profile, pinned images,
+and every selector and reference resolving to what it means to select. The schema cannot
+see any of this; a cluster would accept most of it silently.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from tests.deploy.manifests import (
     of_kind,
     pod_labels,
     pod_spec,
-    selected_deployments,
+    selected_workloads,
     selects,
     where,
+    workloads,
 )
 
 _PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
@@ -35,12 +37,15 @@ def resources_set(objects: list[Obj]) -> list[str]:
 
 
 def probes_set(objects: list[Obj]) -> list[str]:
-    """Readiness and liveness on every serving container; probe ports are its own ports."""
+    """Readiness and liveness on every serving container (a Deployment's that declares a
+    port: a load generator serves nothing, a Job's master must not be restarted mid-run);
+    probe ports are its own ports."""
     problems = []
     for deployment in of_kind(objects, "Deployment"):
         for container in containers(deployment, init=False):
             problems += [f"{where(deployment, container)}: no {probe}"
-                         for probe in ("readinessProbe", "livenessProbe") if probe not in container]
+                         for probe in ("readinessProbe", "livenessProbe")
+                         if container.get("ports") and probe not in container]
             for probe in _PROBES:
                 port = next((action["port"] for kind, action in container.get(probe, {}).items()
                              if kind in ("httpGet", "tcpSocket", "grpc")), None)
@@ -90,26 +95,27 @@ def env_references_defined(objects: list[Obj]) -> list[str]:
 
 
 def selectors_match(objects: list[Obj]) -> list[str]:
-    """Services, PDBs, NetworkPolicies and spread constraints select the pods they are for."""
+    """Services, PDBs, NetworkPolicies and spread constraints select the pods they are for
+    (a Job's selector is generated: it always matches)."""
     problems = []
-    for deployment in of_kind(objects, "Deployment"):
-        if not selects(deployment["spec"]["selector"], pod_labels(deployment)):
-            problems.append(f"{where(deployment)}: its selector does not match its pod template")
-        for constraint in pod_spec(deployment).get("topologySpreadConstraints", []):
-            if not selects(constraint["labelSelector"], pod_labels(deployment)):
-                problems.append(f"{where(deployment)}: a topology spread constraint selects other pods")
+    for workload in workloads(objects):
+        if "selector" in workload["spec"] and not selects(workload["spec"]["selector"], pod_labels(workload)):
+            problems.append(f"{where(workload)}: its selector does not match its pod template")
+        for constraint in pod_spec(workload).get("topologySpreadConstraints", []):
+            if not selects(constraint["labelSelector"], pod_labels(workload)):
+                problems.append(f"{where(workload)}: a topology spread constraint selects other pods")
     for kind, field in (("Service", "selector"), ("PodDisruptionBudget", "selector"),
                         ("NetworkPolicy", "podSelector")):
-        problems += [f"{kind} {obj['metadata']['name']} selects no Deployment's pods"
+        problems += [f"{kind} {obj['metadata']['name']} selects no workload's pods"
                      for obj in of_kind(objects, kind)
-                     if not selected_deployments(objects, obj["spec"].get(field))]
+                     if not selected_workloads(objects, obj["spec"].get(field))]
     for policy in of_kind(objects, "NetworkPolicy"):
         for rule in policy["spec"].get("ingress", []):
             for peer in rule.get("from", []):
                 if "podSelector" in peer and "namespaceSelector" not in peer and \
-                        not selected_deployments(objects, peer["podSelector"]):
+                        not selected_workloads(objects, peer["podSelector"]):
                     problems.append(f"NetworkPolicy {policy['metadata']['name']} admits pods "
-                                    "that no Deployment runs")
+                                    "that no workload runs")
     return problems
 
 
@@ -117,12 +123,12 @@ def service_ports_resolve(objects: list[Obj]) -> list[str]:
     """Each Service port's targetPort is a port of every pod the Service selects."""
     problems = []
     for service in of_kind(objects, "Service"):
-        for deployment in selected_deployments(objects, service["spec"].get("selector")):
+        for workload in selected_workloads(objects, service["spec"].get("selector")):
             for port in service["spec"]["ports"]:
                 target = port.get("targetPort", port["port"])
-                if not any(container_port(c, target) for c in containers(deployment, init=False)):
+                if not any(container_port(c, target) for c in containers(workload, init=False)):
                     problems.append(f"Service {service['metadata']['name']} port {port.get('name')}: "
-                                    f"targetPort {target!r} is not a port of {where(deployment)}")
+                                    f"targetPort {target!r} is not a port of {where(workload)}")
     return problems
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.deploy.checks import problems
 from tests.deploy.custom_resources import keda_hpas
-from tests.deploy.manifests import DEPLOY, Obj, kustomize, named, of_kind, pod_spec, schema_errors
+from tests.deploy.manifests import DEPLOY, WITH_LOCUST, Obj, kustomize, named, of_kind, pod_spec, schema_errors
 
 
 def test_broken_overlay_is_caught(tmp_path):
@@ -41,7 +41,7 @@ def test_broken_overlay_is_caught(tmp_path):
     errors = schema_errors(objects)
     assert len(errors) == 1 and "deployment/gateway" in errors[0]
     assert "'terminationGracePeriodSecond' was unexpected" in errors[0]
-    assert "Service gateway selects no Deployment's pods" in problems(objects)
+    assert "Service gateway selects no workload's pods" in problems(objects)
 
 
 def test_misspelled_field_in_a_scaled_objects_hpa_behavior_is_caught(rendered):
@@ -62,9 +62,9 @@ def _container(objects: list[Obj], name: str) -> Obj:
     return pod_spec(_deployment(objects, name))["containers"][0]
 
 
-def _set_flag(objects: list[Obj], name: str, flag: str, value: str) -> None:
-    """Set --flag=value on the named Deployment's container, instead of any value it had."""
-    args = _container(objects, name)["args"]
+def _set_flag(objects: list[Obj], name: str, flag: str, value: str, kind: str = "Deployment") -> None:
+    """Set --flag=value on the named workload's container, instead of any value it had."""
+    args = pod_spec(named(objects, kind, name))["containers"][0]["args"]
     args[:] = [a for a in args if a.split("=")[0] != f"--{flag}"] + [f"--{flag}={value}"]
 
 
@@ -135,7 +135,7 @@ BREAKAGES: list[tuple[str, Callable[[list[Obj]], object], str]] = [
      "Deployment gateway: its selector does not match its pod template"),
     ("pdb selector", lambda o: named(o, "PodDisruptionBudget", "tf-serving")["spec"]["selector"].update(
         matchLabels={"app.kubernetes.io/name": "tf-server"}),
-     "PodDisruptionBudget tf-serving selects no Deployment's pods"),
+     "PodDisruptionBudget tf-serving selects no workload's pods"),
     ("spread selector", lambda o: pod_spec(_deployment(o, "gateway"))["topologySpreadConstraints"][0].update(
         labelSelector={"matchLabels": {"app": "gateway"}}),
      "Deployment gateway: a topology spread constraint selects other pods"),
@@ -181,7 +181,7 @@ BREAKAGES: list[tuple[str, Callable[[list[Obj]], object], str]] = [
     ("gateway kept out", _other_pods_admitted,
      "container tf-serving: NetworkPolicy keeps the gateway out of its gRPC port"),
     ("unknown pods admitted", _other_pods_admitted,
-     "NetworkPolicy tf-serving admits pods that no Deployment runs"),
+     "NetworkPolicy tf-serving admits pods that no workload runs"),
     ("open network policy", lambda o: named(o, "NetworkPolicy", "tf-serving")["spec"]["ingress"][1].update(
         ports=[{"port": "grpc", "protocol": "TCP"}]),
      "NetworkPolicy opens its gRPC port to pods other than the gateway's"),
@@ -218,9 +218,34 @@ BREAKAGES: list[tuple[str, Callable[[list[Obj]], object], str]] = [
 ]
 
 
-@pytest.mark.parametrize("breakage, expected", [pytest.param(b, e, id=i) for i, b, e in BREAKAGES])
-def test_each_breakage_is_caught_by_its_check(rendered, breakage, expected):
-    objects = copy.deepcopy(rendered["prod"])
+def _workers_kept_out(objects: list[Obj]) -> None:
+    rule = named(objects, "NetworkPolicy", "locust-master")["spec"]["ingress"][0]
+    rule["ports"] = [{"port": 8089, "protocol": "TCP"}]
+
+
+LOCUST_BREAKAGES: list[tuple[str, Callable[[list[Obj]], object], str]] = [
+    ("worker count", lambda o: _deployment(o, "locust-worker")["spec"].update(replicas=3),
+     "Job locust-master, container master: expects 4 workers, but 3 worker pods are pointed at it"),
+    ("master host", lambda o: _set_flag(o, "locust-worker", "master-host", "locust"),
+     "--master-host=locust --master-port=5557 does not lead to a master's port"),
+    ("master port", lambda o: _set_flag(o, "locust-master", "master-port", "5558", kind="Job"),
+     "--master-port=5558 is not a port of the container"),
+    ("gateway host", lambda o: _set_flag(o, "locust-master", "host", "http://gateway:8080", kind="Job"),
+     "--host=http://gateway:8080 is not a port of a Service here"),
+    ("worker grace", lambda o: pod_spec(_deployment(o, "locust-worker")).update(terminationGracePeriodSeconds=5),
+     "terminationGracePeriodSeconds 5 <= the requests' timeout 10 s"),
+    ("workers kept out", _workers_kept_out,
+     "Deployment locust-worker, container worker: NetworkPolicy locust-master keeps it out"),
+    ("worker flag", lambda o: _container(o, "locust-worker")["args"].append("--master-hots=x"),
+     "unrecognized arguments: --master-hots=x"),
+]
+
+
+@pytest.mark.parametrize("overlay, breakage, expected", [
+    *(pytest.param("prod", b, e, id=i) for i, b, e in BREAKAGES),
+    *(pytest.param(WITH_LOCUST, b, e, id=i) for i, b, e in LOCUST_BREAKAGES)])
+def test_each_breakage_is_caught_by_its_check(rendered, overlay, breakage, expected):
+    objects = copy.deepcopy(rendered[overlay])
     breakage(objects)
     found = problems(objects)
     assert any(expected in problem for problem in found), found

@@ -12,7 +12,8 @@ import pytest
 
 from batch.run import parse as parse_batch_args
 from tests.conftest import REPO
-from tests.deploy.manifests import DEPLOY, OVERLAYS, named, pod_spec
+from tests.deploy.loadtest import ENTRY_POINT as LOADTEST_ENTRY_POINT
+from tests.deploy.manifests import DEPLOY, OVERLAYS, WITH_LOCUST, named, pod_spec
 from tests.deploy.workloads import flags
 
 CONTAINERS = DEPLOY / "containers"
@@ -65,6 +66,19 @@ def test_gateway_image_user_and_ports_are_the_pods(rendered):
     assert uid != 0 and uid == pod_spec(deployment)["securityContext"]["runAsUser"]
     exposed = {int(p) for p in last(dockerfile, "EXPOSE").split()}
     assert exposed == {p["containerPort"] for p in pod_spec(deployment)["containers"][0]["ports"]}
+
+
+def test_load_test_pods_run_the_loadtest_image_as_its_user(rendered):
+    """The locust-workers component runs the load-test image's entry point, as its user."""
+    dockerfile = CONTAINERS / "loadtest.Dockerfile"
+    entry_point = json.loads(last(dockerfile, "ENTRYPOINT"))
+    uid = int(last(dockerfile, "USER").split(":")[0])
+    for kind, name in (("Job", "locust-master"), ("Deployment", "locust-worker")):
+        spec = pod_spec(named(rendered[WITH_LOCUST], kind, name))
+        (container,) = spec["containers"]
+        assert container["command"] == entry_point == LOADTEST_ENTRY_POINT
+        assert container["image"].rsplit(":", 1)[0].endswith("/loadtest")
+        assert uid != 0 and spec["securityContext"]["runAsUser"] == uid
 
 
 def test_tf_serving_is_the_release_of_tensorflow_serving_api(rendered):

@@ -1,5 +1,6 @@
-"""Every overlay renders, passes Kubernetes 1.30's schemas strictly and every check; prod is
-complete, dev is small, and the canary changes nothing but the model config."""
+"""Every overlay (and prod with the load-test component) renders, passes Kubernetes 1.30's
+schemas strictly and every check; prod is complete, dev is small, the canary changes nothing
+but the model config, and the load-test component adds its own objects and nothing else."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,21 +10,50 @@ import pytest
 import yaml
 
 from serving.tfs_config import read_batching_parameters_file, read_model_config_file
+from tests.deploy import policy
 from tests.deploy.checks import problems
 from tests.deploy.custom_resources import keda_hpas
-from tests.deploy.manifests import OVERLAYS, Obj, named, of_kind, pod_spec, schema_errors
+from tests.deploy.manifests import (
+    LOCUST,
+    OVERLAYS,
+    RENDERED,
+    WITH_LOCUST,
+    Obj,
+    kustomize,
+    named,
+    of_kind,
+    pod_spec,
+    schema_errors,
+)
 from tests.deploy.workloads import Workload, is_gateway, is_tf_serving, workloads
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", RENDERED)
 def test_overlay_is_valid_for_kubernetes_1_30(rendered, overlay):
     objects = rendered[overlay]
     assert schema_errors(objects + keda_hpas(objects)) == []
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", RENDERED)
 def test_overlay_passes_every_check(rendered, overlay):
     assert problems(rendered[overlay]) == []
+
+
+def _ids(objects: list[Obj]) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def test_locust_component_applies_on_its_own_and_adds_only_its_objects(rendered):
+    """``kubectl -n tf-gateway apply -k deploy/components/locust-workers`` next to an overlay:
+    it renders alone, valid and within the policies; added to prod it changes nothing of prod."""
+    alone = kustomize(LOCUST)
+    assert schema_errors(alone) == []
+    assert [p for check in policy.CHECKS for p in check(alone)] == []
+    assert _ids(alone) == {("ServiceAccount", "loadtest"), ("Job", "locust-master"),
+                           ("Service", "locust-master"), ("NetworkPolicy", "locust-master"),
+                           ("Deployment", "locust-worker")}
+    rest = [o for o in rendered[WITH_LOCUST] if (o["kind"], o["metadata"]["name"]) not in _ids(alone)]
+    assert yaml.safe_dump_all(rest) == yaml.safe_dump_all(rendered["prod"])
 
 
 def _workload(objects: list[Obj], tmp_path: Path, kind) -> Workload:

@@ -28,7 +28,7 @@ from tests.deploy.manifests import (
     of_kind,
     pod_labels,
     pod_spec,
-    selected_deployments,
+    selected_workloads,
     selects,
     where,
 )
@@ -215,7 +215,7 @@ def _only_gateway_admitted(objects: list[Obj], gateway: Workload, server: Worklo
     peers = [peer for r in rules for peer in r.get("from", [{}])]  # no `from`: from anywhere
     if not any(selects(peer.get("podSelector"), pod_labels(gateway.deployment)) for peer in peers):
         return [f"{server.where}: NetworkPolicy keeps the gateway out of its gRPC port"]
-    if any(list(peer) != ["podSelector"] or selected_deployments(objects, peer["podSelector"])
+    if any(list(peer) != ["podSelector"] or selected_workloads(objects, peer["podSelector"])
            != [gateway.deployment] for peer in peers):
         return [f"{server.where}: NetworkPolicy opens its gRPC port to pods other than the gateway's"]
     return []

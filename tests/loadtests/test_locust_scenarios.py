@@ -37,7 +37,7 @@ def gateway(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield target
 
 
-def _locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
+def locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
     with open(stats_csv, newline="") as src:
         return {row["Name"]: (int(row["Request Count"]), int(row["Failure Count"]))
                 for row in csv.DictReader(src)}
@@ -63,20 +63,23 @@ def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, s
 
     samples = read_csv(tmp_path / "samples.csv")
     assert samples and all(s.ok for s in samples), {s.error for s in samples if not s.ok}
+    (generator,) = summary["generators"]  # this process, alone with the whole rate
+    assert generator["requests"] == generator["received"] == len(samples)
+    assert [workers for _, workers in generator["shares"]] == [1]
     assert {s.rows for s in samples} <= set(RowsMix.parse(rows).sizes)
     assert all(0 <= s.lag_ms <= s.latency_ms for s in samples)
     assert [s.intended_s for s in samples] == sorted(s.intended_s for s in samples)
 
-    counts = _locust_counts(tmp_path / "locust_stats.csv")
+    counts = locust_counts(tmp_path / "locust_stats.csv")
     for index, (phase, start, reported) in enumerate(zip(plan.phases, plan.starts(),
                                                          summary["phases"], strict=True)):
         mine = [s for s in samples if s.phase == index]
         assert mine, f"no requests in phase {phase.name}"
         assert all(start <= s.intended_s < start + phase.seconds for s in mine)
-        _assert_summarizes(reported, mine, samples, start, phase.seconds)
+        assert_summarizes(reported, mine, samples, start, phase.seconds)
         assert counts[f"natality:predict [{phase.name}]"] == (len(mine), 0)
     pooled, start = plan.measured()
-    _assert_summarizes(summary["measured"], [s for s in samples if s.intended_s >= start],
+    assert_summarizes(summary["measured"], [s for s in samples if s.intended_s >= start],
                        samples, start, pooled.seconds)
     assert summary["measured"]["requests"] == sum(
         n for name, (n, _) in counts.items() if name.startswith("natality:") and "warm-up" not in name)
@@ -87,7 +90,7 @@ def _nearest_rank(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def _assert_summarizes(reported: dict, due: list, everyone: list, start: float, seconds: float) -> None:
+def assert_summarizes(reported: dict, due: list, everyone: list, start: float, seconds: float) -> None:
     """The summary's numbers, recomputed here from the raw samples by other means."""
     ok = [s for s in due if s.ok]
     answered = [s for s in everyone if s.ok and start <= s.intended_s + s.latency_ms / 1e3 < start + seconds]
@@ -115,7 +118,7 @@ def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
     step = summary["measured"]
     assert step["errors"] == step["requests"] == len(samples) and step["achieved_rate"] == 0
     assert verdict(step, 1000).startswith("achieved 0/s")
-    assert _locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
+    assert locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
         len(samples), len(samples))
 
 
@@ -135,18 +138,18 @@ def test_requests_a_hung_server_never_answers_are_failures_counted_once(tmp_path
     assert kinds == {"in-flight cap", "no answer before the run ended"}, kinds
     assert sum(s.error == "no answer before the run ended" for s in samples) == 5
     assert summary["measured"]["errors"] == len(samples)
-    assert _locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
+    assert locust_counts(tmp_path / "locust_stats.csv")["natality:predict [steady]"] == (
         len(samples), len(samples))
     assert "Traceback" not in (tmp_path / "locust.out").read_text()
 
 
-def _cli(*args: str, out: Path) -> None:
+def cli(*args: str, out: Path) -> None:
     subprocess.run([sys.executable, "-m", "loadtests.run", *args, "--out", str(out)],
                    cwd=REPO, check=True, timeout=900)
 
 
 def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
-    _cli("slo", "--host", gateway.rest, "--start-rate", "30", "--slo-ms", "5000",
+    cli("slo", "--host", gateway.rest, "--start-rate", "30", "--slo-ms", "5000",
          "--max-steps", "2", "--seconds", "1", "--warmup", "0.5", out=tmp_path)
     result = json.loads((tmp_path / "slo.json").read_text())
     assert [s["rate"] for s in result["steps"]] == [30, 45]  # passed at 30: up by 1.5x
@@ -158,7 +161,7 @@ def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
 
 
 def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
-    _cli("local", "--batch-sizes", "32", "--timeouts-ms", "2", "--seconds", "1",
+    cli("local", "--batch-sizes", "32", "--timeouts-ms", "2", "--seconds", "1",
          "--warmup", "0.5", "--max-steps", "1", "--start-rate", "40", out=tmp_path)
     results = json.loads((tmp_path / "loadtest.json").read_text())
     markdown = (tmp_path / "loadtest.md").read_text()
@@ -184,7 +187,7 @@ def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
 def test_cluster_run_takes_hosts_and_ports_as_arguments(gateway, tmp_path):
     """The run for deployed servers; the module's gateway stands in for the cluster's
     gateway and for TF Serving called directly (it speaks the same API)."""
-    _cli("cluster", "--host", gateway.rest, "--grpc-host", gateway.grpc, "--tfserving-host",
+    cli("cluster", "--host", gateway.rest, "--grpc-host", gateway.grpc, "--tfserving-host",
          gateway.rest, "--start-rate", "30", "--slo-ms", "5000", "--max-steps", "1",
          "--seconds", "1", "--warmup", "0.5", out=tmp_path)
     results = json.loads((tmp_path / "cluster.json").read_text())
