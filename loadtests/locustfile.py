@@ -47,7 +47,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from loadtests.distributed import CHUNK, PLAN, READY, SAMPLES, Collector
-from loadtests.payloads import Instance, RequestPool, RowsMix, predict_body
+from loadtests.payloads import Instance, KeyShare, RequestPool, RowsMix, predict_body
 from loadtests.samples import Sample, row
 from loadtests.schedules import SCHEDULES, Schedule, build
 
@@ -78,6 +78,12 @@ def _options(parser: Any) -> None:
                        help="REST connection pool (default: --max-in-flight, so a request in "
                             "flight never waits for a connection)")
     group.add_argument("--seed", type=int, default=2024)
+    group.add_argument("--key-field", help="give each row a key in this field (a gateway with "
+                       "--prediction_key_field answers stored keys from its prediction store)")
+    group.add_argument("--precomputed-share", type=float, default=0.0,
+                       help="with --key-field: the share of rows whose key a batch job stored")
+    group.add_argument("--keys", type=int, default=2000,
+                       help="with --key-field: distinct keys, half of them stored (KeyShare)")
     group.add_argument("--out-dir", default="loadtest-out", help="summary.json, samples.csv")
 
 
@@ -358,6 +364,12 @@ def _report_failure(kind: str, name: str, started: float, why: str) -> str:
     return why
 
 
+def _key_share(options: Any) -> KeyShare | None:
+    if options.key_field is None:
+        return None
+    return KeyShare(options.key_field, options.precomputed_share, options.keys)
+
+
 class RestUser(FastHttpUser):
     """``POST /v1/models/MODEL:predict`` with TF Serving's row-format JSON."""
 
@@ -370,7 +382,8 @@ class RestUser(FastHttpUser):
         path = f"/v1/models/{options.model}:predict"
         headers = {"Content-Type": "application/json"}
         pool = RequestPool(options.model, RowsMix.parse(options.rows),
-                           lambda rows: orjson.dumps(predict_body(rows)), seed=options.seed)
+                           lambda rows: orjson.dumps(predict_body(rows)), seed=options.seed,
+                           keys=_key_share(options))
 
         def send(rows: int, body: bytes, name: str) -> str | None:
             started = time.perf_counter()
@@ -433,7 +446,8 @@ class GrpcUser(User):
         channel = grpc.insecure_channel(self.host, options=[
             ("grpc.max_receive_message_length", 64 << 20)])
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        pool = RequestPool(options.model, RowsMix.parse(options.rows), encode, seed=options.seed)
+        pool = RequestPool(options.model, RowsMix.parse(options.rows), encode, seed=options.seed,
+                           keys=_key_share(options))
 
         def send(rows: int, request: Any, name: str) -> str | None:
             started = time.perf_counter()

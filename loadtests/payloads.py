@@ -43,6 +43,50 @@ def instances(model: str, n: int, seed: int) -> list[Instance]:
     raise ValueError(f"no payloads for model {model!r}; known: {', '.join(MODELS)}")
 
 
+@dataclass(frozen=True)
+class KeyShare:
+    """Requests whose rows carry a key in ``field``, a ``share`` of them keys that a batch
+    job precomputed (``--prediction_store``): the hybrid batch + online split.
+
+    Key ``k<i>`` is always distinct row i; the batch job is given the first half of the
+    ``distinct`` rows (``precomputed``), and a pool draws its rows from that half with
+    probability ``share`` and from the other half otherwise (``rows``).
+    """
+
+    field: str
+    share: float
+    distinct: int = 2000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0 or self.distinct < 2:
+            raise ValueError(f"a key share is within [0, 1] over at least 2 keys, got {self}")
+
+    def precomputed(self, model: str, seed: int) -> list[Instance]:
+        """The rows a batch job writes to the store (the first half of the keys)."""
+        return self._keyed(model, seed)[:self.distinct // 2]
+
+    def rows(self, model: str, seed: int) -> list[Instance]:
+        """``distinct`` rows, ``round(share * distinct)`` of them precomputed ones."""
+        keyed, half = self._keyed(model, seed), self.distinct // 2
+        hits = round(self.share * self.distinct)
+        return ([keyed[i % half] for i in range(hits)]
+                + [keyed[half + i % (self.distinct - half)] for i in range(self.distinct - hits)])
+
+    def _keyed(self, model: str, seed: int) -> list[Instance]:
+        rows = instances(model, min(self.distinct, DISTINCT_ROWS[model]), seed)
+        return [_with_key(model, rows[i % len(rows)], self.field, f"k{i}") for i in range(self.distinct)]
+
+
+def _with_key(model: str, row: Instance, field: str, key: str) -> Instance:
+    """``row`` with its key: natality's rows are objects of inputs already; an image row is
+    the image itself (``{"b64": ...}``), which becomes one named input beside the key."""
+    if model == "image_classifier":
+        from serving.examples.image import INPUT
+
+        return {INPUT: row, field: key}
+    return {**row, field: key}
+
+
 def predict_body(rows: list[Instance]) -> dict[str, Any]:
     return {"instances": rows}
 
@@ -52,9 +96,11 @@ def columns(model: str, rows: list[Instance]) -> dict[str, np.ndarray]:
     if model == "image_classifier":
         from serving.examples.image import INPUT
 
-        return {INPUT: np.array([base64.b64decode(row["b64"]) for row in rows], dtype=object)}
+        if "b64" in rows[0]:
+            rows = [{INPUT: row} for row in rows]
     return {name: (np.array(values, dtype=np.float32) if isinstance(values[0], float)
-                   else np.array(values, dtype=object))
+                   else np.array([base64.b64decode(v["b64"]) if isinstance(v, dict) else v
+                                  for v in values], dtype=object))
             for name, values in ((name, [row[name] for row in rows]) for name in rows[0])}
 
 
@@ -137,8 +183,10 @@ class RequestPool(Generic[Payload]):
     """
 
     def __init__(self, model: str, mix: RowsMix, encode: Callable[[list[Instance]], Payload],
-                 seed: int = 2024, per_size: int = 64) -> None:
-        rows = instances(model, DISTINCT_ROWS[model], seed)
+                 seed: int = 2024, per_size: int = 64, keys: KeyShare | None = None) -> None:
+        rows = instances(model, DISTINCT_ROWS[model], seed) if keys is None else keys.rows(model, seed)
+        if keys is not None:  # enough requests that the share drawn is close to the share asked
+            per_size = max(per_size, keys.distinct)
         rng = random.Random(seed)
         self.mix = mix
         self.requests = {size: [encode(rng.sample(rows, size) if size <= len(rows)

@@ -36,6 +36,9 @@ def validate(url: str, bodies: list[dict[str, Any]], check: Callable | None, n: 
             raise RuntimeError(f"{url} answered wrongly: {problem}")
 
 
+PRECOMPUTED_OUTCOMES = ("hit", "miss", "fallback")
+
+
 @dataclass(frozen=True)
 class Counters:
     """One process's ``/metrics`` for one model at one moment (counters are cumulative)."""
@@ -47,6 +50,8 @@ class Counters:
     queue_waits: float
     queue_wait_seconds: float
     in_flight: float
+    precomputed: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """``tfgw_precomputed_rows_total`` by outcome: (hit, miss, fallback) keyed rows."""
 
     @classmethod
     def parse(cls, text: str, model: str) -> Counters:
@@ -62,11 +67,15 @@ class Counters:
             "tfgw_queue_wait_seconds_sum": {"model": model},
             "tfgw_in_flight_requests": {},
         }
+        outcomes = dict.fromkeys(PRECOMPUTED_OUTCOMES, 0.0)
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 labels = wanted.get(sample.name)
                 if labels is not None and labels.items() <= sample.labels.items():
                     values[sample.name] = values.get(sample.name, 0.0) + sample.value
+                elif (sample.name == "tfgw_precomputed_rows_total" and sample.labels.get("model") == model
+                      and sample.labels.get("outcome") in outcomes):
+                    outcomes[sample.labels["outcome"]] += sample.value
         if "tfgw_in_flight_requests" not in values:
             raise ValueError("not the gateway's metrics (no tfgw_in_flight_requests)")
         return cls(predict_ok=values.get("tfgw_requests_total", 0.0),
@@ -74,7 +83,8 @@ class Counters:
                    batch_rows=values.get("tfgw_batch_size_rows_sum", 0.0),
                    queue_waits=values.get("tfgw_queue_wait_seconds_count", 0.0),
                    queue_wait_seconds=values.get("tfgw_queue_wait_seconds_sum", 0.0),
-                   in_flight=values["tfgw_in_flight_requests"])
+                   in_flight=values["tfgw_in_flight_requests"],
+                   precomputed=tuple(outcomes.values()))
 
 
 def scrape(server: Server, model: str) -> Counters:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from loadtests.payloads import KeyShare
 from loadtests.processes import REPO, SERVER_ENV
 from loadtests.schedules import build
 from loadtests.workers import CONNECT_WAIT_S, LOCUSTFILE, Workers
@@ -44,6 +45,8 @@ class Scenario:
     timeout: float = 10.0
     workers: Workers | None = None
     """Locust's distributed mode; None: one process sends and measures."""
+    keys: KeyShare | None = None
+    """Rows carry keys, a share of them precomputed (a gateway with a prediction store)."""
 
     def at(self, rate: float) -> Scenario:
         return replace(self, rate=rate)
@@ -59,7 +62,13 @@ class Scenario:
                 "--max-in-flight", str(self.max_in_flight), "--timeout", f"{self.timeout:g}",
                 "--out-dir", str(out), "--csv", str(out / "locust"),
                 "--html", str(out / "locust.html"), "--logfile", str(out / "locust.log"),
-                "--exit-code-on-error", "0", "--only-summary"]
+                "--exit-code-on-error", "0", "--only-summary", *self._key_flags()]
+
+    def _key_flags(self) -> list[str]:
+        if self.keys is None:
+            return []
+        return ["--key-field", self.keys.field, "--precomputed-share", f"{self.keys.share:g}",
+                "--keys", str(self.keys.distinct)]
 
 
 def run(scenario: Scenario, out: Path, loadgen: Sequence[str] = ()) -> dict[str, Any]:

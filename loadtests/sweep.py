@@ -20,7 +20,7 @@ from typing import Any
 
 from loadtests import scenario as locust_scenario
 from loadtests.payloads import RowsMix, check, instances, predict_body
-from loadtests.probes import Counters, scrape, settle, validate
+from loadtests.probes import PRECOMPUTED_OUTCOMES, Counters, scrape, settle, validate
 from loadtests.processes import Pinning, Server, cpu_share, free_port, log
 from loadtests.scenario import Scenario
 from loadtests.slo import SearchPlan, search
@@ -38,6 +38,8 @@ class Setting:
     max_batch_size: int | None = None
     timeout_ms: float | None = None
     """None with ``server="gateway"``: batching off."""
+    flags: tuple[str, ...] = ()
+    """More flags for the (front) gateway, e.g. a prediction store."""
 
     @property
     def batching(self) -> bool:
@@ -104,10 +106,10 @@ def serve(setting: Setting, model: str, model_dir: Path, pinning: Pinning,
                         f"--rest_api_port={upstream_rest}", *model_flags], upstream_rest),
                       ([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
                         f"--upstream=127.0.0.1:{upstream_grpc}", f"--model_name={model}",
-                        "--model_base_path=unused", *batching], rest)]
+                        "--model_base_path=unused", *batching, *setting.flags], rest)]
         else:
             starts = [([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
-                        *model_flags, *batching], rest)]
+                        *model_flags, *batching, *setting.flags], rest)]
         servers: list[Server] = []
         for index, (argv, port) in enumerate(starts):
             servers.append(stack.enter_context(Server(
@@ -137,8 +139,13 @@ def measure_step(target: Target, base: Scenario, rate: float, out: Path,
                           for before, server in zip(cpu_before, target.servers, strict=True)]
     counters_after = _counters(target, model)
     if counters_before and counters_after and counters_after.batches > counters_before.batches:
-        step["rows_per_model_call"] = ((counters_after.batch_rows - counters_before.batch_rows)
-                                       / (counters_after.batches - counters_before.batches))
+        rows = counters_after.batch_rows - counters_before.batch_rows
+        step["rows_per_model_call"] = rows / (counters_after.batches - counters_before.batches)
+        precomputed = {outcome: after - before for outcome, before, after in zip(
+            PRECOMPUTED_OUTCOMES, counters_before.precomputed, counters_after.precomputed, strict=True)}
+        if any(precomputed.values()):  # a batch's rows found in the store never reach the model
+            step["precomputed_rows"] = precomputed
+        step["model_rows_per_s"] = (rows - precomputed["hit"]) / seconds
     step["files"] = summary["files"]
     return step
 
@@ -152,31 +159,41 @@ def _counters(target: Target, model: str) -> Counters | None:
 
 
 def search_setting(setting: Setting, base: Scenario, plan: SearchPlan, model_dir: Path,
-                   pinning: Pinning, out: Path) -> dict[str, Any]:
+                   pinning: Pinning, out: Path, fixed_rate: float | None = None) -> dict[str, Any]:
     """Start ``setting``, SLO-search it with ``base`` (its user and rows) and stop it. A
     setting that fails (a server that dies, a run that times out) is a result that says so."""
     log(f"{setting.name}: starting")
     head = {"setting": asdict(setting), "user": base.user, "rows": str(RowsMix.parse(base.rows))}
     try:
         with serve(setting, base.model, model_dir, pinning, out) as target:
-            host = target.rest if base.user == "rest" else target.grpc
-            assert host is not None, f"{setting.name} has no {base.user} API"
-            counter = itertools.count(1)
-
-            def measure(rate: float) -> dict[str, Any]:
-                step = measure_step(target, replace(base, host=host), rate,
-                                    out / "runs" / setting.slug / f"{next(counter)}-{rate}",
-                                    pinning, base.model)
-                log(f"{setting.name}: {rate}/s -> achieved {step['achieved_rate']:.0f}/s, "
-                    f"p99 {step['latency_ms']['p99'] or float('nan'):.1f} ms, "
-                    f"errors {step['errors']}, generator CPU {step['generator_cpu'] or 0:.0%}")
-                return step
-
-            result = search(measure, plan)
+            result = search_target(target, setting.name, base, plan, pinning,
+                                   out / "runs" / setting.slug, fixed_rate)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
         log(f"{setting.name}: FAILED: {error}")
         return {**head, "slo_ms": plan.slo_ms, "max_qps": None, "p99_ms_at_max": None,
                 "first_failing_rate": None, "failed_because": f"FAILED: {error}",
                 "converged": False, "generator_bound": False, "steps": []}
-    log(f"{setting.name}: max {result['max_qps']} req/s at p99 <= {plan.slo_ms:g} ms")
     return {**head, **result}
+
+
+def search_target(target: Target, label: str, base: Scenario, plan: SearchPlan, pinning: Pinning,
+                  runs: Path, fixed_rate: float | None = None) -> dict[str, Any]:
+    """SLO-search a running ``target`` with ``base`` (its user and rows); each step's files
+    under ``runs``. With ``fixed_rate``, one step at that rate comes first (``fixed``): the
+    same offered load for every case compared."""
+    host = target.rest if base.user == "rest" else target.grpc
+    assert host is not None, f"{label} has no {base.user} API"
+    counter = itertools.count(1)
+
+    def measure(rate: float) -> dict[str, Any]:
+        step = measure_step(target, replace(base, host=host), rate, runs / f"{next(counter)}-{rate}",
+                            pinning, base.model)
+        log(f"{label}: {rate}/s -> achieved {step['achieved_rate']:.0f}/s, "
+            f"p99 {step['latency_ms']['p99'] or float('nan'):.1f} ms, "
+            f"errors {step['errors']}, generator CPU {step['generator_cpu'] or 0:.0%}")
+        return step
+
+    fixed = {"fixed": measure(fixed_rate)} if fixed_rate else {}
+    result = {**search(measure, plan), **fixed}
+    log(f"{label}: max {result['max_qps']} req/s at p99 <= {plan.slo_ms:g} ms")
+    return result
