@@ -1,6 +1,6 @@
 """Microseconds per call of the REST codec's hot path: ``parse_json`` + ``decode_predict``
 + ``encode_predict``, on natality :predict bodies of 1, 64 and 512 rows, row
-(``instances``) and columnar (``inputs``) form.
+(``instances``) and columnar (``inputs``) form; each stage timed alone, then the three together.
 
 The codec alone: no HTTP, no batcher, no model (the outputs are the formula's answers as
 float32, shaped like the model's ``weight_pounds``). The best of ``--repeat`` runs is
@@ -70,7 +70,17 @@ def check(raw: bytes, outputs: dict[str, np.ndarray], rows: int, form: str) -> N
         raise RuntimeError(f"{rows}-row {form} body: {len(answer[key])} answers")
 
 
-def seconds_per_call(call: Callable[[], bytes], repeat: int) -> float:
+def stages(raw: bytes, outputs: dict[str, np.ndarray]) -> dict[str, Callable[[], object]]:
+    """Each stage of ``hot_path`` alone (decode from an already parsed body), then all three."""
+    doc = codec.parse_json(raw)
+    form = "row" if "instances" in doc else "columnar"
+    return {"parse": lambda: codec.parse_json(raw),
+            "decode": lambda: codec.decode_predict(doc, SIGNATURE),
+            "encode": lambda: codec.encode_predict(outputs, form),
+            "total": hot_path(raw, outputs)}
+
+
+def seconds_per_call(call: Callable[[], object], repeat: int) -> float:
     timer = timeit.Timer(call)
     number, _ = timer.autorange()
     return min(timer.repeat(repeat=repeat, number=number)) / number
@@ -80,14 +90,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per body; the best is reported")
     args = parser.parse_args(argv)
-    print("parse_json + decode_predict + encode_predict, natality (4 inputs), best of", args.repeat)
-    print(f"{'rows':>5} {'form':<9} {'us/call':>10} {'us/row':>8}")
+    print("parse_json, decode_predict, encode_predict and the three together, natality (4 inputs), "
+          "us per call, best of", args.repeat)
+    print(f"{'rows':>5} {'form':<9} {'parse':>8} {'decode':>8} {'encode':>8} {'total':>8} {'us/row':>8}")
     for rows in ROWS:
         for form in FORMS:
             raw, outputs = body(rows, form)
             check(raw, outputs, rows, form)
-            seconds = seconds_per_call(hot_path(raw, outputs), args.repeat)
-            print(f"{rows:>5} {form:<9} {seconds * 1e6:>10.1f} {seconds * 1e6 / rows:>8.2f}", flush=True)
+            us = {name: seconds_per_call(call, args.repeat) * 1e6
+                  for name, call in stages(raw, outputs).items()}
+            print(f"{rows:>5} {form:<9} {us['parse']:>8.1f} {us['decode']:>8.1f} {us['encode']:>8.1f} "
+                  f"{us['total']:>8.1f} {us['total'] / rows:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":

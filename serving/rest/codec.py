@@ -28,8 +28,10 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import math
+import struct
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -61,6 +63,13 @@ _FLOAT_LIMITS = {
 _ORJSON_DTYPES = frozenset(dt for dt in DT_NAMES if dt.kind in "biu") | {
     np.dtype(np.float32), np.dtype(np.float64)}
 _INT64_MIN, _INT64_MAX = _INT_RANGES[np.dtype(np.int64)]
+_FEW = 8  # up to this many values, the checked path's leaves beat the bulk paths
+_PACKED = {"d": np.dtype(np.float64), "q": np.dtype(np.int64)}  # struct's codes
+_EXACT = {  # the struct code a flat list is packed with, and where ints and floats agree
+    **{dt: ("d", -limits[1], limits[1]) for dt, limits in _FLOAT_LIMITS.items()},
+    **{dt: ("q", max(low, _INT64_MIN), min(high, _INT64_MAX)) for dt, (low, high) in _INT_RANGES.items()},
+}
+_LEAF_DTYPES = frozenset(_EXACT) | {STRING, np.dtype(np.bool_)}  # every dtype _leaf converts
 
 
 # --- requests ------------------------------------------------------------------------
@@ -133,6 +142,8 @@ def _columns(instances: list[Any], names: Any) -> dict[str, list[Any]]:
     key counts mean no row has more. Only then, or for an input named ``b64`` (whose
     ``{"b64": ...}`` rows are values, not objects), are the rows checked one by one.
     """
+    if len(instances) == 1:  # the object the names came from
+        return {name: [value] for name, value in instances[0].items()}
     try:
         columns = {name: [row[name] for row in instances] for name in names}
         exact = sum(map(len, instances)) == len(names) * len(instances)
@@ -184,8 +195,8 @@ def _only_input(signature: SignatureSpec, message: str) -> tuple[str, TensorSpec
 
 
 def _check_known(names: Any, signature: SignatureSpec) -> None:
-    unknown = [name for name in names if name not in signature.inputs]
-    if unknown:
+    if not names <= signature.inputs.keys():
+        unknown = [name for name in names if name not in signature.inputs]
         raise InvalidArgument(
             f"Unknown input(s) {sorted(unknown)} for signature '{signature.name}'; "
             f"expected {sorted(signature.inputs)}"
@@ -256,7 +267,65 @@ def _assemble(flat: list[Any], shape: tuple[int, ...], dtype: np.dtype) -> np.nd
 
 def _fast_tensor(value: Any, spec: TensorSpec) -> np.ndarray | None:
     """``value`` as a tensor of ``spec``'s dtype, or None when it needs the checked path."""
+    if type(value) is list and value and type(value[0]) is not list:
+        flat = _flat_tensor(value, spec)
+        if flat is not None:
+            return flat
     return _fast_strings(value) if spec.is_string else _fast_numeric(value, spec.dtype)
+
+
+# Shortcuts for a flat list of scalars (an input of a row-format request whose rows hold
+# scalars, or a columnar input of shape [None]), ahead of the general fast paths. Each
+# returns what the general fast path would return, or None and leaves the value to it.
+
+
+def _flat_tensor(values: list[Any], spec: TensorSpec) -> np.ndarray | None:
+    if len(values) <= _FEW:
+        return _few(values, spec) if spec.dtype in _LEAF_DTYPES else None
+    return _flat_numbers(values, spec.dtype) if spec.dtype in _EXACT else None
+
+
+def _few(values: list[Any], spec: TensorSpec) -> np.ndarray | None:
+    """A handful of values through the checked path's own leaves, skipping numpy's shape
+    and type discovery. What the leaves accept the general fast path accepts too, with the
+    same values; what they refuse is left to it (it tolerates some mixes they do not)."""
+    leaf = _leaf(spec)
+    try:
+        return np.array([leaf(value) for value in values], dtype=spec.dtype)
+    except InvalidArgument:
+        return None
+
+
+def _flat_numbers(values: list[Any], dtype: np.dtype) -> np.ndarray | None:
+    """JSON numbers packed by ``struct`` in one C pass, then checked in bulk.
+
+    ``struct`` refuses strings, null, lists and objects (and floats for an integer dtype),
+    and takes booleans as 0/1, as numpy does when they are mixed with numbers; a list of
+    booleans alone (its first value tells) is left to the general path, which refuses it.
+    Values within the dtype's exact-integer range (all of them for an integer dtype)
+    convert the same whether they came as ints or floats; beyond it, only a list of floats
+    alone is taken here.
+    """
+    if type(values[0]) is bool:
+        return None
+    code, low, high = _EXACT[dtype]
+    arr = np.empty(len(values), dtype=_PACKED[code])
+    try:
+        struct.pack_into(f"{len(values)}{code}", arr, 0, *values)
+    except (struct.error, TypeError, OverflowError):
+        return None
+    if not _within(values, arr, low, high):
+        if code != "d" or set(map(type, values)) != {float} or _exceeds(arr, _FLOAT_LIMITS[dtype][0]):
+            return None
+    return arr.astype(dtype, copy=False)
+
+
+def _within(values: list[Any], arr: np.ndarray, low: float, high: float) -> bool:
+    """Whether all numbers are in [low, high]. A NaN (which every float dtype takes) may
+    answer either way: Python's min/max skip it unless it comes first, numpy's return it."""
+    if len(values) <= _SMALL:
+        return low <= min(values) and max(values) <= high
+    return bool(low <= np.minimum.reduce(arr) and np.maximum.reduce(arr) <= high)
 
 
 def _fast_strings(value: Any) -> np.ndarray | None:
@@ -373,8 +442,12 @@ def _fill(value: Any, shape: tuple[int, ...], level: int, leaf: Leaf, flat: list
 
 
 def _leaf(spec: TensorSpec) -> Leaf:
-    dtype, dt_name = spec.dtype, spec.dtype_name or dtype_name(spec.dtype)
-    if spec.is_string:
+    return _dtype_leaf(spec.dtype, spec.dtype_name or dtype_name(spec.dtype))
+
+
+@functools.cache  # one per dtype and name the signatures hold
+def _dtype_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
+    if dtype == STRING:
         return _string_leaf
     if dtype in _FLOAT_LIMITS:
         return _float_leaf(dtype, dt_name)
