@@ -10,7 +10,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models serve test lint bench bench-grpc bench-large bench-precomputed bench-codec bench-batch bench-streaming loadtest soak clean
+.PHONY: venv models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-batch bench-streaming loadtest soak clean
 
 # One venv; each target installs the extras it needs (pyproject.toml), once per set.
 $(VENV)/.extras-%: pyproject.toml
@@ -38,17 +38,22 @@ lint: $(VENV)/.extras-test
 test: $(VENV)/.extras-test models lint
 	$(PY) -m pytest -q
 
-# The benchmarks need wrk (apt-get install wrk). `make bench` runs the four server benches:
-# setups against the ceiling, naive and upstream; gRPC vs REST CPU; large requests; the
+# The benchmarks need wrk (apt-get install wrk). `make bench` runs the five server benches:
+# setups against the ceiling, naive and upstream; the ceiling side by side on one core;
+# gRPC vs REST CPU; large requests; the
 # precomputed-predictions split (Locust; needs redis-server too).
 bench: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.bench
+	$(PY) -m loadtests.bench_ceiling
 	$(PY) -m loadtests.bench_grpc
 	$(PY) -m loadtests.bench_large
 	$(PY) -m loadtests.bench_precomputed
 
 bench-precomputed: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.bench_precomputed
+
+bench-ceiling: $(VENV)/.extras-loadtest models
+	$(PY) -m loadtests.bench_ceiling
 
 bench-grpc: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.bench_grpc

@@ -23,8 +23,10 @@ Contract (each point has a test in tests/batching/test_batcher.py):
 - At most ``max_queued_rows`` rows wait; past that ``submit`` raises ``ResourceExhausted``
   at once, with a retry-after estimated from the queue and the cost model.
 - A request whose deadline passes before it has started is removed and raises
-  ``DeadlineExceeded``; its rows are never run. A cancelled ``submit`` (client gone) is
-  removed the same way.
+  ``DeadlineExceeded``; its rows are never run. One whose deadline passes while it runs
+  raises ``DeadlineExceeded`` then, its outputs discarded. Each request expires at its own
+  deadline, whatever the order of arrivals (one timer, armed for the earliest). A
+  cancelled ``submit`` (client gone) is removed the same way.
 - If a merged call fails, every request of that batch is retried alone, so a bad request
   fails only itself and never hands its neighbours wrong rows.
 - At most one batch per free slot of the shared ``slots`` semaphore runs, each in an
@@ -152,6 +154,9 @@ class Batcher:
         self._running: set[asyncio.Task] = set()
         self._progress = asyncio.Event()  # set whenever queued or running work changes
         self._closed = False
+        self._live: set[_Pending] = set()  # submitted and not yet answered
+        self._expiry: asyncio.TimerHandle | None = None  # fires at the earliest live deadline...
+        self._expiry_at = math.inf  # ...which is this
 
     # -- public -------------------------------------------------------------------------
 
@@ -173,6 +178,8 @@ class Batcher:
             self._fail(self._queue.popleft(), Unavailable("The model is being unloaded"))
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+        if self._expiry is not None:  # every request is answered now: nothing left to expire
+            self._expiry.cancel()
 
     async def drain(self) -> None:
         """Refuse new work, let everything queued and running finish, then stop.
@@ -202,20 +209,22 @@ class Batcher:
                 f"The batch queue is full ({self._queued_rows} rows waiting)",
                 retry_after_s=self._retry_after(),
             )
-        loop = asyncio.get_running_loop()
-        item = _Pending(tensors, mergeable_rows, merge_key(tensors), deadline, now, loop.create_future())
+        item = _Pending(tensors, mergeable_rows, merge_key(tensors), deadline, now,
+                        asyncio.get_running_loop().create_future())
         self._note_arrival(now)
         self._queue.append(item)
         self._add_queued(item.weight)
         self._arrived.set()
-        timer = loop.call_later(deadline - now, self._expire, item)
+        self._live.add(item)
+        if deadline < self._expiry_at:
+            self._expire_at(deadline, now)
         try:
             return await item.future
         except asyncio.CancelledError:
             self._abandon(item)
             raise
         finally:
-            timer.cancel()
+            self._live.discard(item)
 
     # -- queue bookkeeping ---------------------------------------------------------------
 
@@ -239,9 +248,29 @@ class Batcher:
             item.done = True
             self._add_queued(-self._untaken(item))
 
+    def _expire_at(self, deadline: float, now: float) -> None:
+        """(Re)arm the one expiry timer for ``deadline``, now the earliest of the live requests."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = deadline
+        self._expiry = asyncio.get_running_loop().call_later(deadline - now, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Fail every live request whose deadline is due (the timer was armed for the
+        earliest), then re-arm for the earliest of the rest."""
+        due, self._expiry, self._expiry_at = self._expiry_at, None, math.inf
+        earliest = math.inf
+        for item in list(self._live):
+            if item.done:
+                continue
+            if item.deadline <= due:
+                self._expire(item)
+            else:
+                earliest = min(earliest, item.deadline)
+        if earliest < math.inf:
+            self._expire_at(earliest, time.monotonic())
+
     def _expire(self, item: _Pending) -> None:
-        if item.done:
-            return
         started = item.taken > 0
         self._fail(item, DeadlineExceeded(
             "Deadline exceeded while the request was running" if started
@@ -365,7 +394,8 @@ class Batcher:
         if alone:
             inputs, rows = shares[0][0].tensors, None
         else:
-            inputs = concat([slice_rows(item.tensors, start, stop) for item, start, stop in shares])
+            inputs = concat([item.tensors if stop - start == item.rows else slice_rows(item.tensors, start, stop)
+                             for item, start, stop in shares])
             rows = sum(stop - start for _, start, stop in shares)
         target = allowed_size(rows, self._allowed) if rows is not None else None
         if target is not None and target != rows:

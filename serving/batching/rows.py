@@ -18,7 +18,7 @@ class BatchShapeError(Exception):
 
 def merge_key(tensors: Tensors) -> Hashable:
     """Requests can share a batch only if their names, dtypes and row shapes agree."""
-    return tuple(sorted((name, t.dtype.str, t.shape[1:]) for name, t in tensors.items()))
+    return tuple(sorted((name, t.dtype, t.shape[1:]) for name, t in tensors.items()))
 
 
 def slice_rows(tensors: Tensors, start: int, stop: int) -> Tensors:

@@ -211,6 +211,30 @@ async def test_deadline_expiring_in_queue_fails_and_never_runs(executor):
     await batcher.stop()
 
 
+async def test_each_request_expires_at_its_own_deadline_whatever_the_order(executor):
+    """One timer serves every deadline: a request behind one with a later deadline still
+    expires at its own, the later one at its own, and a running one is answered at its
+    deadline while the model still holds its rows."""
+    model, batcher, running = await busy(executor)
+    late = asyncio.ensure_future(batcher.submit(rows(888), 1, deadline(0.3)))
+    with pytest.raises(DeadlineExceeded, match="waited in the batch queue"):
+        await batcher.submit(rows(777), 1, deadline(0.05))
+    assert not late.done()
+    with pytest.raises(DeadlineExceeded, match="waited in the batch queue"):
+        await asyncio.wait_for(late, 10)  # not at the running request's (30 s): a hang guard
+    model.release.set()
+    await running
+    model.release.clear()
+    model.entered.clear()
+    held = asyncio.ensure_future(batcher.submit(rows(5), 1, deadline(0.1)))
+    await wait_for(model.entered.is_set)
+    with pytest.raises(DeadlineExceeded, match="while the request was running"):
+        await asyncio.wait_for(held, 10)
+    model.release.set()
+    assert all(777 not in b and 888 not in b for b in model.batches)
+    await batcher.stop()
+
+
 async def test_cancelled_request_is_removed_from_the_queue(executor):
     model, batcher, running = await busy(executor)
     gone = asyncio.ensure_future(batcher.submit(rows(555), 1, deadline()))

@@ -268,6 +268,15 @@ def test_model_names_never_reach_the_filesystem(gateway):
     assert get(gateway, "/v1/models/..").status_code == 404
 
 
+def test_answers_outside_the_model_routes_are_frameworks_as_before(gateway):
+    """POSTs skip FastAPI's stack only where its router would pick the model route: other
+    methods still get its 405 (the route table's ``Allow``), other paths its 404."""
+    response = httpx.put(gateway.url + "/v1/models/default", timeout=60)
+    assert (response.status_code, response.headers["allow"]) == (405, "POST")
+    response = post(gateway, "/v1/models/a%0Ab:predict", {"instances": [1.0]})
+    assert (response.status_code, response.json()) == (404, {"detail": "Not Found"})
+
+
 def test_health_ready_and_metrics(gateway):
     assert get(gateway, "/healthz").status_code == 200
     assert get(gateway, "/readyz").status_code == 200
