@@ -40,8 +40,8 @@ test: $(VENV)/.extras-test models lint
 
 # The benchmarks need wrk (apt-get install wrk). `make bench` runs the five server benches:
 # setups against the ceiling, naive and upstream; the ceiling side by side on one core;
-# gRPC vs REST CPU; large requests; the
-# precomputed-predictions split (Locust; needs redis-server too).
+# gRPC vs REST CPU; large requests; the precomputed-predictions split (Locust; needs
+# redis-server too).
 bench: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.bench
 	$(PY) -m loadtests.bench_ceiling
