@@ -36,7 +36,7 @@ from loadtests.probes import scrape, validate
 from loadtests.processes import REPO, Job, Pinning, free_port, git_commit, log, machine, wait_until
 from loadtests.scenario import Scenario
 from loadtests.slo import SearchPlan
-from loadtests.sweep import MAKE_SERVE, Target, search_setting, search_target, serve, slug
+from loadtests.sweep import MAKE_SERVE, Servers, Target, search_setting, search_target, serve, slug
 
 KEY_FIELD = "key"
 STORES = ("sqlite", "redis")
@@ -107,8 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     results: dict[str, Any] = {}
     if not args.skip_baseline:
-        results[BASELINE] = search_setting(replace(MAKE_SERVE, name="no store"), base, plan, model_dir,
-                                           pinning, out, fixed_rate=args.rate)
+        with Servers(args.model, model_dir, pinning, out) as servers:
+            results[BASELINE] = search_setting(replace(MAKE_SERVE, name="no store"), base, plan, servers,
+                                               fixed_rate=args.rate)
     for kind in args.stores:
         where = out / kind
         where.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slo-ms", type=float, default=25.0)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--max-steps", type=int, default=6,
+                        help="SLO search steps after the fixed step (0: the fixed step alone)")
     parser.add_argument("--skip-baseline", action="store_true", help="no run without a store")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "precomputed")
     args = parser.parse_args(argv)

@@ -23,7 +23,9 @@ upstream (a second process playing TF Serving without batching) against that ups
 called directly; the gateway's gRPC API; then a spike and a step ramp around the best
 rate. It writes ``OUT/loadtest.json``, ``OUT/loadtest.md``, ``OUT/sweep.png``, each run's
 Locust CSV/HTML and raw samples under ``OUT/runs/`` and the servers' logs under
-``OUT/logs/``. The load generator is pinned to one core and every server to another.
+``OUT/logs/``. The load generator is pinned to one core and every server to another. Each
+server starts once: batching off and the best setting stay up for the runs that come back
+to them (batching off's server is also the upstream behind the front).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ from loadtests.scenario import USERS, Scenario
 from loadtests.scenario import run as run_scenario
 from loadtests.schedules import SCHEDULES
 from loadtests.slo import SearchPlan, search
-from loadtests.sweep import BATCHING_OFF, NAIVE, Setting, grid, search_setting, serve, slug
+from loadtests.sweep import BATCHING_OFF, NAIVE, Servers, Setting, grid, search_setting, slug
 from loadtests.workers import DEFAULT_PORT, Workers
 
 
@@ -80,41 +82,40 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
     log(f"{machine()}; {pinning.note}")
     began = time.monotonic()
 
-    def searched(settings: Sequence[Setting], user: str = "rest") -> list[dict[str, Any]]:
-        results, start = [], args.start_rate
-        for setting in settings:
-            result = search_setting(setting, replace(base, user=user),
-                                    replace(slo_plan, start_rate=start), model_dir, pinning, out)
-            results.append(result)
-            start = result["max_qps"] or start
-        return results
+    with Servers(args.model, model_dir, pinning, out) as servers:
+        def searched(setting: Setting, user: str = "rest", start: float = args.start_rate) -> dict[str, Any]:
+            return search_setting(setting, replace(base, user=user),
+                                  replace(slo_plan, start_rate=start), servers)
 
-    # Each search starts from the previous one's answer; the naive server from scratch.
-    sweep = [*searched([BATCHING_OFF, *grid(plan.batch_sizes, plan.timeouts_ms)]),
-             *searched([NAIVE])]
-    batched = [r for r in sweep if r["setting"]["max_batch_size"]]
-    best = max(batched, key=lambda r: r["max_qps"] or 0)
-    best_setting = Setting(**best["setting"])
-    upstream = searched([Setting(f"gateway → upstream ({best_setting.name})", "upstream",
-                                 best_setting.max_batch_size, best_setting.timeout_ms)])
-    grpc = searched([replace(best_setting, name=f"{best_setting.name}, gRPC")], user="grpc")
-    rate = best["max_qps"] or args.start_rate
-    shapes = {  # the spike peaks at 1.5x the best rate at SLO; the ramp climbs to it
-        f"spike, {best_setting.name}": (best_setting, "spike", rate),
-        "spike, batching off": (BATCHING_OFF, "spike", rate),
-        f"ramp, {best_setting.name}": (best_setting, "ramp", 1.5 * rate),
-    }
-    shaped = {}
-    for label, (setting, schedule, top) in shapes.items():
-        log(f"{label}, {top:.0f}/s")
-        try:
-            with serve(setting, args.model, model_dir, pinning, out) as target:
+        sweep = [searched(BATCHING_OFF)]
+        start = sweep[0]["max_qps"] or args.start_rate
+        for setting in grid(plan.batch_sizes, plan.timeouts_ms):
+            sweep.append(searched(setting, start=start))  # each from the previous one's answer
+            start = sweep[-1]["max_qps"] or start
+            best = _best(sweep)
+            servers.keep_only(BATCHING_OFF, Setting(**best["setting"]))  # both run again below
+        sweep.append(searched(NAIVE))  # from scratch
+        best_setting = Setting(**best["setting"])
+        upstream = [searched(Setting(f"gateway → upstream ({best_setting.name})", "upstream",
+                                     best_setting.max_batch_size, best_setting.timeout_ms))]
+        servers.keep_only(BATCHING_OFF, best_setting)
+        grpc = [searched(replace(best_setting, name=f"{best_setting.name}, gRPC"), user="grpc")]
+        rate = best["max_qps"] or args.start_rate
+        shapes = {  # the spike peaks at 1.5x the best rate at SLO; the ramp climbs to it
+            f"spike, {best_setting.name}": (best_setting, "spike", rate),
+            "spike, batching off": (BATCHING_OFF, "spike", rate),
+            f"ramp, {best_setting.name}": (best_setting, "ramp", 1.5 * rate),
+        }
+        shaped = {}
+        for label, (setting, schedule, top) in shapes.items():
+            log(f"{label}, {top:.0f}/s")
+            try:
                 shaped[label] = run_scenario(
-                    replace(base, host=target.rest, schedule=schedule, rate=top),
+                    replace(base, host=servers.target(setting).rest, schedule=schedule, rate=top),
                     out / "runs" / slug(label), pinning.loadgen)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
-            log(f"{label}: FAILED: {error}")
-            shaped[label] = {"error": str(error)}
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+                log(f"{label}: FAILED: {error}")
+                shaped[label] = {"error": str(error)}
     results = {
         "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                  "pinning": pinning.note, "python": platform.python_version(),
@@ -136,8 +137,7 @@ def write_report(results: dict[str, Any], out: Path) -> None:
                                   f"{meta['machine']}; {meta['pinning']}", out / "sweep.png")
     by_name = {r["setting"]["name"]: r for r in sweep}
     off, naive = by_name[BATCHING_OFF.name]["max_qps"], by_name[NAIVE.name]["max_qps"]
-    best = max((r for r in sweep if r["setting"]["max_batch_size"]),
-               key=lambda r: r["max_qps"] or 0)
+    best = _best(sweep)
     text = [
         f"### Load test: {meta['model']}, p99 ≤ {slo:g} ms (`{meta['command']}`)",
         "",
@@ -171,6 +171,11 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     (out / "loadtest.json").write_text(json.dumps(results, indent=1))
     print(markdown, flush=True)
     log(f"wrote {out / 'loadtest.md'}, {out / 'loadtest.json'}, {png}")
+
+
+def _best(sweep: list[dict[str, Any]]) -> dict[str, Any]:
+    """The batching setting with the highest max QPS (the first of equals)."""
+    return max((r for r in sweep if r["setting"]["max_batch_size"]), key=lambda r: r["max_qps"] or 0)
 
 
 def _ratio(a: float | None, b: float | None) -> str:

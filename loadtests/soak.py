@@ -30,6 +30,9 @@ from loadtests.slo import SearchPlan, search
 
 MODEL = "natality"
 BATCHING = REPO / "serving" / "examples" / "batching.config"
+TICK_S = 1.0
+"""How often the RSS is sampled and a due rollout starts (none while a rollout waits to be
+served): a short soak still gets samples on both sides of its first rollout."""
 
 
 @dataclass
@@ -71,8 +74,12 @@ def rss_mb(pid: int) -> float:
 
 
 def served_versions(server: Server) -> set[int]:
-    with urllib.request.urlopen(f"{server.url}/v1/models/{MODEL}", timeout=10) as response:
-        status = json.loads(response.read())
+    """The versions AVAILABLE now; none known when the status is slow to come under load."""
+    try:
+        with urllib.request.urlopen(f"{server.url}/v1/models/{MODEL}", timeout=10) as response:
+            status = json.loads(response.read())
+    except TimeoutError:
+        return set()
     return {int(v["version"]) for v in status["model_version_status"] if v["state"] == "AVAILABLE"}
 
 
@@ -138,7 +145,7 @@ def soak(args: argparse.Namespace) -> SoakResult:
                     rollout.served_after_s = round(time.monotonic() - started - rollout.copied_at_s, 1)
                     log(f"version {version} served {rollout.served_after_s} s after it was copied in")
                     next_rollout += args.rollout_every
-                runner.join(timeout=5)
+                runner.join(timeout=TICK_S)
             server.check_alive("after the soak")
     measured = outcome["summary"]["measured"]
     result.requests, result.errors = measured["requests"], measured["errors"]

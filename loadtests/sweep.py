@@ -3,7 +3,8 @@ and the gateway in front of an upstream; each started on the server core and SLO
 
 A setting's batching knobs go into a TF Serving ``BatchingParameters`` file, the same file
 ``make serve`` and TF Serving read. The search of each setting starts from the previous
-setting's answer, which saves most bracketing steps.
+setting's answer, which saves most bracketing steps. ``Servers`` starts each setting's
+server once and keeps the ones asked for again (batching off, the best setting) running.
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ def slug(text: str) -> str:
 
 
 BATCHING_OFF = Setting("batching off", "gateway")
+UPSTREAM = replace(BATCHING_OFF, name="upstream")
+"""What plays TF Serving behind a front: the gateway without batching (a server of its own,
+or batching off's when ``Servers`` has it running)."""
 NAIVE = Setting("naive server", "naive")
 MAKE_SERVE = Setting("batch 128, 2 ms (make serve)", "gateway", 128, 2.0)
 """The settings of serving/examples/batching.config."""
@@ -85,8 +89,10 @@ class Target:
 
 @contextlib.contextmanager
 def serve(setting: Setting, model: str, model_dir: Path, pinning: Pinning,
-          out: Path) -> Iterator[Target]:
-    """Start ``setting``'s server(s) on the server core; yield once they answer right."""
+          out: Path, upstream: Target | None = None) -> Iterator[Target]:
+    """Start ``setting``'s server(s) on the server core; yield once they answer right. An
+    ``upstream`` setting's front is started in front of ``upstream`` when given (which stays
+    up after), else in front of an upstream of its own."""
     python = [*pinning.server, sys.executable, "-m"]
     rest, grpc = free_port(), free_port()
     model_flags = [f"--model_name={model}", f"--model_base_path={model_dir}"]
@@ -101,11 +107,10 @@ def serve(setting: Setting, model: str, model_dir: Path, pinning: Pinning,
             starts = [([*python, "loadtests.baselines.naive_server", f"--port={rest}",
                         *model_flags], rest)]
         elif setting.server == "upstream":  # the upstream first: the front asks it for versions
-            upstream_grpc, upstream_rest = free_port(), free_port()
-            starts = [([*python, "serving", f"--port={upstream_grpc}",
-                        f"--rest_api_port={upstream_rest}", *model_flags], upstream_rest),
-                      ([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
-                        f"--upstream=127.0.0.1:{upstream_grpc}", f"--model_name={model}",
+            if upstream is None:
+                upstream = stack.enter_context(serve(UPSTREAM, model, model_dir, pinning, out))
+            starts = [([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
+                        f"--upstream={upstream.grpc}", f"--model_name={model}",
                         "--model_base_path=unused", *batching, *setting.flags], rest)]
         else:
             starts = [([*python, "serving", f"--port={grpc}", f"--rest_api_port={rest}",
@@ -118,8 +123,49 @@ def serve(setting: Setting, model: str, model_dir: Path, pinning: Pinning,
         url = f"{front.url}/v1/models/{model}:predict"
         validate(url, [predict_body(instances(model, k, seed=k)) for k in (1, 3, 8)],
                  lambda body, response: check(model, body, response))
+        behind = upstream.servers if setting.server == "upstream" and upstream else ()
         yield Target(front.url, None if setting.server == "naive" else f"127.0.0.1:{grpc}",
-                     tuple(reversed(servers)))
+                     (*reversed(servers), *behind))
+
+
+class Servers:
+    """Each setting's server(s), started on first use and kept running until ``keep_only``
+    or the end of the ``with`` block: ``local`` runs batching off and the best batching
+    setting again after their searches (gRPC, the spike, the ramp, the upstream behind a
+    front), and each start saved is a model load and warm-up. Settings that differ only by
+    name share a server; one found dead is started again."""
+
+    def __init__(self, model: str, model_dir: Path, pinning: Pinning, out: Path) -> None:
+        self.model, self.model_dir, self.pinning, self.out = model, model_dir, pinning, out
+        self._running: dict[Setting, tuple[Target, contextlib.ExitStack]] = {}
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.keep_only()
+
+    def target(self, setting: Setting) -> Target:
+        """``setting``'s running server(s), started if need be."""
+        key = replace(setting, name="")
+        if key in self._running:
+            target, stack = self._running[key]
+            if all(server.alive() for server in target.servers):
+                return target
+            del self._running[key]
+            stack.close()
+        upstream = self.target(UPSTREAM) if setting.server == "upstream" else None
+        with contextlib.ExitStack() as stack:
+            target = stack.enter_context(serve(setting, self.model, self.model_dir, self.pinning,
+                                               self.out, upstream))
+            self._running[key] = (target, stack.pop_all())
+        return target
+
+    def keep_only(self, *settings: Setting) -> None:
+        """Stop every server but those of ``settings``."""
+        keep = {replace(setting, name="") for setting in settings}
+        for key in [key for key in self._running if key not in keep]:
+            self._running.pop(key)[1].close()
 
 
 def measure_step(target: Target, base: Scenario, rate: float, out: Path,
@@ -158,16 +204,16 @@ def _counters(target: Target, model: str) -> Counters | None:
         return None  # the naive server exports no metrics
 
 
-def search_setting(setting: Setting, base: Scenario, plan: SearchPlan, model_dir: Path,
-                   pinning: Pinning, out: Path, fixed_rate: float | None = None) -> dict[str, Any]:
-    """Start ``setting``, SLO-search it with ``base`` (its user and rows) and stop it. A
-    setting that fails (a server that dies, a run that times out) is a result that says so."""
+def search_setting(setting: Setting, base: Scenario, plan: SearchPlan, servers: Servers,
+                   fixed_rate: float | None = None) -> dict[str, Any]:
+    """SLO-search ``setting``'s server (started by ``servers`` if need be) with ``base`` (its
+    user and rows). A setting that fails (a server that dies, a run that times out) is a
+    result that says so."""
     log(f"{setting.name}: starting")
     head = {"setting": asdict(setting), "user": base.user, "rows": str(RowsMix.parse(base.rows))}
     try:
-        with serve(setting, base.model, model_dir, pinning, out) as target:
-            result = search_target(target, setting.name, base, plan, pinning,
-                                   out / "runs" / setting.slug, fixed_rate)
+        result = search_target(servers.target(setting), setting.name, base, plan,
+                               servers.pinning, servers.out / "runs" / setting.slug, fixed_rate)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
         log(f"{setting.name}: FAILED: {error}")
         return {**head, "slo_ms": plan.slo_ms, "max_qps": None, "p99_ms_at_max": None,

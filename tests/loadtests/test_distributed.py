@@ -26,7 +26,6 @@ from loadtests.sweep import Target
 from loadtests.workers import Workers
 from tests.loadtests import test_locust_scenarios as single
 
-gateway = single.gateway  # the same module-scoped fixture: a gateway for this module
 MODEL = "natality"
 NOT_SENT = "not sent before the run ended"
 """A leaving worker's arrivals that were due but not sent yet (it was behind)."""

@@ -11,30 +11,16 @@ import csv
 import json
 import math
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from loadtests import run as loadtests_run
 from loadtests.payloads import RowsMix
-from loadtests.processes import Pinning
 from loadtests.samples import read_csv
 from loadtests.scenario import Scenario, run
 from loadtests.schedules import build
 from loadtests.slo import verdict
-from loadtests.sweep import Setting, Target, serve
-from tests.conftest import REPO
-
-NOT_PINNED = Pinning((), (), "not pinned")
-
-
-@pytest.fixture(scope="module")
-def gateway(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    with serve(Setting("batch 32, 2 ms", "gateway", 32, 2.0), "natality",
-               models_dir / "natality", NOT_PINNED, tmp_path_factory.mktemp("gateway")) as target:
-        yield target
 
 
 def locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
@@ -144,8 +130,10 @@ def test_requests_a_hung_server_never_answers_are_failures_counted_once(tmp_path
 
 
 def cli(*args: str, out: Path) -> None:
-    subprocess.run([sys.executable, "-m", "loadtests.run", *args, "--out", str(out)],
-                   cwd=REPO, check=True, timeout=900)
+    """``python -m loadtests.run ARGS --out OUT``: its parsing and its command, in this process
+    (what it starts runs in processes of its own either way)."""
+    parsed = loadtests_run.parse_args([*args, "--out", str(out)])
+    parsed.func(parsed)
 
 
 def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
@@ -169,6 +157,10 @@ def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
     assert "![batching trade-off](sweep.png)" in markdown
     names = [r["setting"]["name"] for r in results["sweep"]]
     assert names == ["batching off", "batch 32, 2 ms", "naive server"]
+    # one start per server: the best setting serves gRPC and the shapes too, and batching
+    # off's server is the upstream behind the front
+    assert sorted(log.stem for log in (tmp_path / "logs").iterdir()) == [
+        "batch-32-2-ms-0", "batching-off-0", "gateway-upstream-batch-32-2-ms-0", "naive-server-0"]
     for result in results["sweep"] + results["upstream"] + results["grpc"]:
         (step,) = result["steps"]
         assert result["max_qps"] == (step["rate"] if step["passed"] else None)

@@ -1,13 +1,13 @@
-"""Smoke test of ``make soak`` (loadtests/soak.py): a half-minute soak at a low given rate
-with two versions rolled in; the harness books every request, sees each version served and
-samples the server's RSS. Its figures are a benchmark's, not asserted here."""
+"""Smoke test of ``make soak`` (loadtests/soak.py): a 15-second soak at a low given rate
+with versions rolled in every 3 s; the harness books every request, sees each version served
+and samples the server's RSS. Its figures are a benchmark's, not asserted here."""
 from __future__ import annotations
 
 from loadtests import soak
 
 
 def test_soak_rolls_versions_in_under_load_and_reports(models_dir, tmp_path):
-    result = soak.main(["--minutes", "0.5", "--rollout-every", "8", "--max-qps", "100",
+    result = soak.main(["--minutes", "0.25", "--rollout-every", "3", "--max-qps", "100",
                         "--out", str(tmp_path)])
     assert result.rate == 70 and result.requests > 0
     versions = [r.version for r in result.rollouts]  # how many fit in depends on the clock
