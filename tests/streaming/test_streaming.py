@@ -26,6 +26,13 @@ def emulator():
         yield host
 
 
+def stop(result, publisher, source: str) -> None:
+    """Cancel the pipeline. Beam's DirectRunner reads Pub/Sub with a blocking pull of up to
+    30 s, and its cancel waits for that pull: one more message on the source ends it at once."""
+    publisher.publish(source, b"{}")
+    result.cancel()
+
+
 def topic_and_subscription(publisher, subscriber, name: str) -> tuple[str, str]:
     topic = publisher.topic_path(PROJECT, f"{name}-topic")
     subscription = subscriber.subscription_path(PROJECT, f"{name}-sub")
@@ -69,7 +76,7 @@ def test_messages_are_answered_or_dead_lettered_one_for_one(emulator, models_dir
 
         wait_until(drain, timeout=180, what="every message answered")
     finally:
-        result.cancel()
+        stop(result, publisher, source)
     assert len(received["out"]) == len(good) and len(received["dead"]) == len(bad)
     answered = [m.attributes["input_message_id"] for m in received["out"] + received["dead"]]
     assert sorted(answered) == sorted(sent)  # one for one
@@ -119,7 +126,7 @@ def test_a_new_version_is_picked_up_mid_stream(emulator, models_dir, tmp_path):
         (tmp_path / "staging").rename(base / "2")
         wait_until(lambda: answered_by("2"), timeout=180, what="answers from version 2")
     finally:
-        result.cancel()
+        stop(result, publisher, source)
     assert versions[0] == "1" and versions[-1] == "2"
 
 
@@ -159,7 +166,7 @@ def test_a_model_in_a_bucket_serves_and_its_new_version_is_picked_up(emulator, s
         store.upload_dir(models_dir / "natality" / "1", f"{base}/2")
         wait_until(lambda: answered_by("2"), timeout=180, what="answers from version 2 uploaded mid-stream")
     finally:
-        result.cancel()
+        stop(result, publisher, source)
     assert answers[0][0] == "1" and answers[-1][0] == "2"
     expected = natality.expected_weight(**columns)[0]
     assert all(abs(weight - expected) < natality.TOLERANCE_POUNDS for _, weight in answers)
@@ -201,7 +208,7 @@ def test_the_microservice_approach_answers_through_the_gateway_over_grpc(emulato
             publisher.publish(source, json.dumps(row).encode())
         wait_until(drain, timeout=120, what="every message answered through the gateway")
     finally:
-        result.cancel()
+        stop(result, publisher, source)
     expected = natality.expected_weight(**columns)
     assert sorted(answers) == list(range(6))
     assert all(abs(answers[i] - expected[i]) < natality.TOLERANCE_POUNDS for i in range(6))
