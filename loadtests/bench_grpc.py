@@ -22,8 +22,15 @@ work, or plain HTTP/1.1 keep-alive requests over asyncio streams; ``--clients N`
 load over N driver processes (one Python process tops out near one core; the table shows
 the load generator's CPU, so a saturated generator is visible).
 
+``--floor`` measures the transports themselves instead of the gateway: one process (pinned
+as the gateway is) answers a fixed body on a no-op REST route (an ASGI app on uvicorn, as
+the gateway answers its POSTs) and a fixed PredictResponse on three no-op gRPC servers, the gateway's
+``LoopServer``, grpc's thread-pool ``grpc.server`` and ``grpc.aio``, each measured as above
+(answers counted by the load generator): what a call costs before any work is done.
+
     python -m loadtests.bench_grpc [--duration 10] [--warmup 3] [--concurrency 64]
                                    [--rate REQ_PER_S] [--clients 1] [--transports rest,grpc]
+                                   [--floor]
 """
 from __future__ import annotations
 
@@ -171,6 +178,65 @@ def drive_main(job_file: Path) -> None:
     print(json.dumps(asyncio.run(_drive(job))), flush=True)
 
 
+# --- the no-op floor server (a subprocess on the server core) --------------------------------
+
+FLOOR_SERVERS = ("loop", "threads", "aio")
+"""The gRPC servers of ``--floor``: ``serving.grpc.core_server.LoopServer``, ``grpc.server``
+on a thread pool (as many threads as calls in flight), ``grpc.aio.server``."""
+FLOOR_ANSWER = b'{"predictions":[[7.0]]}'
+
+
+def floor_main(rest_port: int, grpc_ports: list[int], pool_threads: int) -> None:
+    """Serve no-op Predicts: REST on ``rest_port``, the ``FLOOR_SERVERS`` on ``grpc_ports``."""
+    import concurrent.futures
+
+    import grpc
+    import uvicorn
+    import uvloop
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.grpc.core_server import LoopServer
+
+    answer = predict_pb2.PredictResponse()
+    answer.model_spec.name = MODEL
+    answer.outputs["predictions"].float_val.append(7.0)
+    grpc_answer = answer.SerializeToString()
+    service, method = PREDICT_METHOD.strip("/").split("/")
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        """Plain ASGI, as the gateway answers its POSTs (ahead of FastAPI's router): read
+        the body, answer a fixed one; any path, so ``/readyz`` too."""
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": FLOOR_ANSWER})
+
+    async def noop(request: bytes, context: Any) -> bytes:
+        return grpc_answer
+
+    def handler(behaviour: Any) -> Any:
+        return grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(behaviour)})
+
+    async def serve() -> None:
+        loop_server = LoopServer(asyncio.get_running_loop())
+        loop_server.add_method(PREDICT_METHOD, noop, bytes, bytes)
+        threads = grpc.server(concurrent.futures.ThreadPoolExecutor(pool_threads))
+        threads.add_generic_rpc_handlers((handler(lambda request, context: grpc_answer),))
+        aio = grpc.aio.server()
+        aio.add_generic_rpc_handlers((handler(noop),))
+        for server, port in zip((loop_server, threads, aio), grpc_ports):
+            server.add_insecure_port(f"127.0.0.1:{port}")
+        loop_server.start()
+        threads.start()
+        await aio.start()
+        config = uvicorn.Config(app, host="127.0.0.1", port=rest_port, lifespan="off", access_log=False,
+                                log_level="warning")
+        await uvicorn.Server(config).serve()
+
+    uvloop.run(serve())
+
+
 # --- the orchestrator -----------------------------------------------------------------------
 
 
@@ -290,48 +356,53 @@ def run_drivers(transport: str, target: str, requests: list[bytes], concurrency:
 
 
 def measure(transport: str, server: Server, args: argparse.Namespace, pinning: Pinning,
-            targets: dict[str, str], requests: dict[str, list[bytes]], bodies_file: Path,
-            tmp: Path) -> Run:
-    url = f"http://{targets['rest']}/v1/models/{MODEL}:predict"
+            target: str, requests: list[bytes], bodies_file: Path, tmp: Path,
+            label: str | None = None, counted: bool = True) -> Run:
+    """One warmed-up run of ``transport`` against ``target``. ``counted``: the server counts
+    its Predicts (the gateway's /metrics); otherwise (``--floor``) the load generator's
+    answers are the requests."""
     use_wrk = transport == "rest" and args.rate is None
 
     def load(seconds: float) -> tuple[dict[str, Any], float | None]:
         if use_wrk:
-            result = bench_wrk.run(url, bodies_file, round(seconds), args.concurrency,
-                                   pinning.loadgen)
+            result = bench_wrk.run(f"http://{target}/v1/models/{MODEL}:predict", bodies_file,
+                                   round(seconds), args.concurrency, pinning.loadgen)
             return {"ok": result.requests - result.errors, "errors": result.errors,
                     "seconds": result.duration_s, "p50": result.latency_ms.p50,
                     "p99": result.latency_ms.p99}, result.loadgen_cpu
-        return run_drivers(transport, targets[transport], requests[transport], args.concurrency,
-                           seconds, args.rate, args.clients, pinning, tmp)
+        return run_drivers(transport, target, requests, args.concurrency, seconds, args.rate,
+                           args.clients, pinning, tmp)
 
+    label = label or transport
     if args.warmup:
-        log(f"{transport}: warm-up {args.warmup} s")
+        log(f"{label}: warm-up {args.warmup} s")
         load(args.warmup)
-    (counters_before,) = settle([server], MODEL)
+    before = settle([server], MODEL)[0] if counted else None
     cpu_before, loop_before = server.cpu_seconds(), main_thread_cpu(server.proc.pid)
-    log(f"{transport}: measuring {args.duration} s")
+    log(f"{label}: measuring {args.duration} s")
     result, loadgen_cpu = load(args.duration)
-    (counters_after,) = settle([server], MODEL)
+    after = settle([server], MODEL)[0] if counted else None
     cpu_after, loop_after = server.cpu_seconds(), main_thread_cpu(server.proc.pid)
-    server.check_alive(f"during the {transport} run")
+    server.check_alive(f"during the {label} run")
     if "p50" in result:
         p50, p99 = result["p50"], result["p99"]
     else:
         latencies = np.array(result["latencies_us"] or [0]) / 1e3
         p50, p99 = np.percentile(latencies, 50), np.percentile(latencies, 99)
-    return Run(transport, f"rate {args.rate:g}/s" if args.rate else f"closed {args.concurrency}",
+    batches = after.batches - before.batches if after and before else 0
+    return Run(label, f"rate {args.rate:g}/s" if args.rate else f"closed {args.concurrency}",
                qps=result["ok"] / result["seconds"], p50_ms=float(p50), p99_ms=float(p99),
-               errors=result["errors"], answered=round(counters_after.predict_ok - counters_before.predict_ok),
+               errors=result["errors"],
+               answered=round(after.predict_ok - before.predict_ok) if after and before else result["ok"],
                server_cpu_s=(cpu_after or 0.0) - (cpu_before or 0.0), loop_cpu_s=loop_after - loop_before,
-               mean_batch_rows=(counters_after.batch_rows - counters_before.batch_rows) / batches
-               if (batches := counters_after.batches - counters_before.batches) else None,
+               mean_batch_rows=(after.batch_rows - before.batch_rows) / batches if after and before and batches
+               else None,
                loadgen_cpu=loadgen_cpu,
                seconds=result["seconds"])
 
 
-def render(runs: Sequence[Run], note: str) -> str:
-    lines = [f"gRPC vs REST, 1-row {MODEL} Predict, one gateway ({note})", "",
+def render(runs: Sequence[Run], title: str) -> str:
+    lines = [title, "",
              "| transport | load | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
              "| loop thread ms/req | rows/batch | server CPU share | loadgen CPU share |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -341,12 +412,15 @@ def render(runs: Sequence[Run], note: str) -> str:
         lines.append(f"| {r.transport} | {r.mode} | {r.qps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
                      f"| {r.errors} | {r.cpu_ms_per_request:.3f} | {r.loop_ms_per_request:.3f} | {rows} "
                      f"| {r.server_cpu_s / r.seconds:.2f} | {loadgen} |")
-    by = {r.transport: r for r in runs}
-    if set(TRANSPORTS) <= set(by):
-        ratio = by["grpc"].cpu_ms_per_request / by["rest"].cpu_ms_per_request
-        loop = by["grpc"].loop_ms_per_request / by["rest"].loop_ms_per_request
-        lines += ["", f"gRPC/REST server CPU per request: {ratio:.2f} (goal: <= 1.00); "
-                      f"loop thread alone: {loop:.2f}"]
+    rest = next((r for r in runs if r.transport == "rest"), None)
+    if rest is not None:
+        lines.append("")
+        for r in runs:
+            if r.transport.startswith("grpc"):
+                ratio = r.cpu_ms_per_request / rest.cpu_ms_per_request
+                loop = r.loop_ms_per_request / rest.loop_ms_per_request
+                lines.append(f"{'gRPC' + r.transport[4:]}/REST server CPU per request: {ratio:.2f} "
+                             f"(goal: <= 1.00); loop thread alone: {loop:.2f}")
     return "\n".join(lines)
 
 
@@ -355,30 +429,52 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
     terminate_on_sigterm()
     pinning = Pinning.detect()
     log(pinning.note)
-    grpc_port, rest_port = free_port(), free_port()
-    targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{rest_port}"}
+    rest_port = free_port()
     bodies = [predict_body([row]) for row in instances(MODEL, 300, 2024)]
-    requests = {"grpc": grpc_requests(300), "rest": http_requests(bodies, rest_port)}
-    argv_server = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
-                   f"--rest_api_port={rest_port}", f"--model_config_file={args.model_config_file}",
-                   "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
-    runs = []
     with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp_name:
         tmp = Path(tmp_name)
         bodies_file = tmp / "bodies.jsonl"
         bodies_file.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
-        with Server("gateway", argv_server, args.out / "logs" / "bench-grpc-gateway.log",
-                    rest_port) as server:
-            validate(f"http://{targets['rest']}/v1/models/{MODEL}:predict", bodies,
-                     lambda body, response: check(MODEL, body, response))
-            validate_grpc(targets["grpc"], bodies)
-            scrape(server, MODEL)
-            for transport in args.transports:
-                runs.append(measure(transport, server, args, pinning, targets, requests,
-                                    bodies_file, tmp))
-    print(render(runs, f"{pinning.note}; gRPC load from {args.clients} driver process(es)"),
+        requests = {"grpc": grpc_requests(300), "rest": http_requests(bodies, rest_port)}
+        run = _floor if args.floor else _gateway
+        runs, title = run(args, pinning, rest_port, bodies, requests, bodies_file, tmp)
+    print(render(runs, f"{title} ({pinning.note}; gRPC load from {args.clients} driver process(es))"),
           flush=True)
     return runs
+
+
+def _gateway(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
+             requests: dict[str, list[bytes]], bodies_file: Path, tmp: Path) -> tuple[list[Run], str]:
+    grpc_port = free_port()
+    targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{rest_port}"}
+    argv = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}", f"--model_config_file={args.model_config_file}",
+            "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
+    with Server("gateway", argv, args.out / "logs" / "bench-grpc-gateway.log", rest_port) as server:
+        validate(f"http://{targets['rest']}/v1/models/{MODEL}:predict", bodies,
+                 lambda body, response: check(MODEL, body, response))
+        validate_grpc(targets["grpc"], bodies)
+        scrape(server, MODEL)
+        runs = [measure(t, server, args, pinning, targets[t], requests[t], bodies_file, tmp)
+                for t in args.transports]
+    return runs, f"gRPC vs REST, 1-row {MODEL} Predict, one gateway"
+
+
+def _floor(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
+           requests: dict[str, list[bytes]], bodies_file: Path, tmp: Path) -> tuple[list[Run], str]:
+    grpc_ports = [free_port() for _ in FLOOR_SERVERS]
+    argv = [*pinning.server, sys.executable, "-m", "loadtests.bench_grpc", "floor-server", str(rest_port),
+            ",".join(map(str, grpc_ports)), str(args.concurrency)]
+    with Server("floor", argv, args.out / "logs" / "bench-grpc-floor.log", rest_port) as server:
+        runs = []
+        if "rest" in args.transports:
+            runs.append(measure("rest", server, args, pinning, f"127.0.0.1:{rest_port}", requests["rest"],
+                                bodies_file, tmp, counted=False))
+        if "grpc" in args.transports:
+            runs += [measure("grpc", server, args, pinning, f"127.0.0.1:{port}", requests["grpc"], bodies_file,
+                             tmp, label=f"grpc-{kind}", counted=False)
+                     for kind, port in zip(FLOOR_SERVERS, grpc_ports)]
+    return runs, "No-op REST route vs no-op gRPC servers, the same 1-row requests, one process"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -396,6 +492,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
                         help=f"the gateway's models (must include {MODEL})")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument("--floor", action="store_true",
+                        help="no-op servers instead of the gateway: what each transport costs by itself")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.concurrency < 1 or args.clients < 1 \
             or (args.rate is not None and args.rate <= 0) or not set(args.transports) <= set(TRANSPORTS):
@@ -407,6 +505,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["drive"]:
         drive_main(Path(sys.argv[2]))
+    elif sys.argv[1:2] == ["floor-server"]:
+        floor_main(int(sys.argv[2]), [int(p) for p in sys.argv[3].split(",")], int(sys.argv[4]))
     else:
         try:
             main()

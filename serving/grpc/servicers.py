@@ -3,8 +3,8 @@
 Each method only converts protos to numpy and back and delegates to
 ``InferenceService``; ``ServingError`` becomes a gRPC status in one place (``_rpc``).
 The client's deadline is the request's deadline; a client that cancels leaves the queue.
-Methods are coroutines run on the core's event loop; ``serving.grpc.server`` hands them
-the calls (and a ``CallContext``) from gRPC's threads.
+Methods are coroutines run on the core's event loop; ``serving.grpc.core_server`` hands
+them the calls (each its own ``CallContext``).
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 from serving.core.results import Classifications
 from serving.core.service import InferenceService, Servable
 from serving.errors import INTERNAL_ERROR, InvalidArgument, PermissionDenied, ServingError, Unimplemented
+from serving.grpc.core_server import LoopServer
 from serving.model_roots import ModelRoots
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 class CallContext(Protocol):
-    """What a method needs of its call (grpc.aio's ServicerContext has it too)."""
+    """What a method needs of its call (``core_server.Call``; grpc.aio's ServicerContext has it too)."""
 
     def time_remaining(self) -> float | None: ...
 
@@ -53,8 +54,6 @@ class CallContext(Protocol):
 
 
 Handler = Callable[[Any, Any, CallContext], Awaitable[Any]]
-Method = Callable[[Any, CallContext], Awaitable[Any]]
-"""A servicer's bound method."""
 
 
 def _rpc(method: str | None) -> Callable[[Handler], Handler]:
@@ -90,21 +89,16 @@ class Undecodable:
         self.message = message
 
 
-def add_to_server(server: grpc.Server, servicer: Any, service: ServiceDescriptor,
-                  bridge: Callable[[Method], Callable[[Any, grpc.ServicerContext], Any]]) -> None:
+def add_to_server(server: LoopServer, servicer: Any, service: ServiceDescriptor) -> None:
     """Register ``servicer``'s unary methods of ``service`` (what the generated
-    ``add_*_to_server`` does), each through ``bridge`` (the server's way to run a coroutine
-    method), with request parsing that turns undecodable bytes into ``Undecodable``.
-    Streaming methods (health's Watch) stay unregistered: UNIMPLEMENTED, as before."""
-    handlers = {}
+    ``add_*_to_server`` does), with request parsing that turns undecodable bytes into
+    ``Undecodable``. Streaming methods (health's Watch) stay unregistered: UNIMPLEMENTED."""
     for method in service.methods:
         if method.client_streaming or method.server_streaming:
             continue
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            bridge(getattr(servicer, method.name)),
-            request_deserializer=_tolerant(GetMessageClass(method.input_type)),
-            response_serializer=GetMessageClass(method.output_type).SerializeToString)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        server.add_method(f"/{service.full_name}/{method.name}", getattr(servicer, method.name),
+                          _tolerant(GetMessageClass(method.input_type)),
+                          GetMessageClass(method.output_type).SerializeToString)
 
 
 def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
@@ -186,7 +180,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         response = predict_pb2.PredictResponse()
         _echo_spec(response.model_spec, servable, signature_name)
         for name in wanted or outputs:
-            response.outputs[name].CopyFrom(to_proto(outputs[name]))
+            to_proto(outputs[name], into=response.outputs[name])
         return response
 
     @_rpc("classify")

@@ -1,4 +1,4 @@
-"""Smoke test of ``python -m loadtests.bench_grpc``'s load driver and report, against tiny real
+"""Smoke test of ``python -m loadtests.bench_grpc``'s load driver and reports, against tiny real
 servers (a gRPC server answering the Predict method with fixed bytes, an asyncio HTTP/1.1
 server): no TensorFlow, no gateway, so it runs in about a second. No timing is asserted.
 """
@@ -66,3 +66,15 @@ def test_report_gives_the_cpu_ratio():
     text = render([run("rest", 0.5), run("grpc", 0.6)], "test")
     assert "| grpc | closed 64 | 100 |" in text and "| 0.600 | 0.300 | 8.0 |" in text
     assert "gRPC/REST server CPU per request: 1.20" in text
+
+
+def test_floor_report_gives_a_ratio_per_grpc_server():
+    def run(transport: str, cpu_s: float) -> Run:
+        return Run(transport, "closed 64", qps=100.0, p50_ms=1.0, p99_ms=2.0, errors=0,
+                   answered=1000, server_cpu_s=cpu_s, loop_cpu_s=cpu_s / 2, mean_batch_rows=None,
+                   loadgen_cpu=None, seconds=10.0)
+
+    text = render([run("rest", 0.1), run("grpc-loop", 0.15), run("grpc-threads", 0.4)], "floor")
+    assert "gRPC-loop/REST server CPU per request: 1.50" in text
+    assert "gRPC-threads/REST server CPU per request: 4.00" in text
+    assert "| grpc-loop | closed 64 | 100 | 1.00 | 2.00 | 0 | 0.150 | 0.075 | ? |" in text
