@@ -408,3 +408,40 @@ async def test_drain_answers_everything_accepted_then_refuses(executor):
     await draining
     np.testing.assert_array_equal((await running)["y"], [2])
     assert [(await q)["y"].tolist() for q in queued] == [[4], [6]]
+
+
+async def test_a_coroutine_run_is_awaited_on_the_loop_with_the_same_merging_and_isolation():
+    """An I/O-bound model (an upstream) gets no thread: its batches are awaited on the loop,
+    merged and failure-isolated as ever; the slot is held while one is awaited."""
+    loop_thread = threading.get_ident()
+    entered, release = asyncio.Event(), asyncio.Event()
+    batches: list[list[float]] = []
+
+    async def run(tensors, deadline):
+        assert threading.get_ident() == loop_thread
+        entered.set()
+        await release.wait()
+        x = tensors["x"]
+        batches.append(x.tolist())
+        if (x < 0).any():
+            raise InvalidArgument("negative input")
+        return {"y": x * 2}
+
+    class NoThreads(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            raise AssertionError("a coroutine run must not be given a thread")
+
+    with NoThreads(max_workers=1) as no_threads:
+        batcher = make(run, no_threads, max_batch_size=16)
+        first = asyncio.ensure_future(batcher.submit(rows(1), 1, deadline()))
+        await wait_for(entered.is_set)
+        good = [asyncio.ensure_future(batcher.submit(rows(i), 1, deadline())) for i in (2, 3)]
+        bad = asyncio.ensure_future(batcher.submit(rows(-1), 1, deadline()))
+        await wait_for(lambda: batcher.queued_rows == 3)  # one slot: nothing else started
+        release.set()
+        assert (await first)["y"].tolist() == [2]
+        assert [(await task)["y"].tolist() for task in good] == [[4], [6]]
+        with pytest.raises(InvalidArgument, match="negative"):
+            await bad
+        assert [2.0, 3.0, -1.0] in batches  # merged, then retried alone
+        await batcher.stop()
