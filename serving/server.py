@@ -14,10 +14,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-import grpc
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.core.service import InferenceService
+from serving.grpc.core_server import LoopServer
 from serving.grpc.server import create_grpc_server
 from serving.metrics import Metrics
 from serving.rest.app import create_app
@@ -32,12 +33,12 @@ class DrainingServer(uvicorn.Server):
     event loop), and a drain step between the signal and the shutdown of both."""
 
     def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float,
-                 grpc_factory: Callable[[], grpc.Server] | None = None) -> None:
+                 grpc_factory: Callable[[], LoopServer] | None = None) -> None:
         super().__init__(config)
         self._service = service
         self._drain_timeout = drain_timeout
         self._grpc_factory = grpc_factory
-        self._grpc: grpc.Server | None = None
+        self._grpc: LoopServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
 
@@ -76,6 +77,46 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+class _TickWrites:
+    """A connection's transport whose writes within one event-loop step go out as one.
+
+    uvicorn writes a response's head and its body separately: two sends, two loopback
+    packets, two wake-ups of the client. Held until the step ends, they leave in one
+    write (ASGI lets a server hold the head until the body comes).
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the transport, as it is
+        return getattr(self._transport, name)
+
+
+class OneWriteHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing each response in one send (see ``_TickWrites``)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(_TickWrites(transport, self.loop))  # type: ignore[arg-type]
+
+
 def rest_tls_options(settings: Settings) -> dict[str, Any]:
     """uvicorn options for REST over TLS (``--rest_api_ssl``); none otherwise, since TF
     Serving applies ``--ssl_config_file`` to gRPC only and so, by default, does the gateway."""
@@ -102,7 +143,7 @@ def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.rest_api_port,
         loop="uvloop",
-        http="httptools",
+        http=OneWriteHttp,
         lifespan="on",
         access_log=False,
         log_level="info",

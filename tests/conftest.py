@@ -202,12 +202,12 @@ class Gateway:
         from serving.grpc.server import create_grpc_server
         from serving.metrics import Metrics
         from serving.rest.app import create_app
-        from serving.server import DrainingServer
+        from serving.server import DrainingServer, OneWriteHttp
 
         self.settings = settings
         self.service = InferenceService(settings, Metrics())
         config = uvicorn.Config(create_app(settings, self.service), host="127.0.0.1",
-                                port=settings.rest_api_port, loop="asyncio", http="httptools",
+                                port=settings.rest_api_port, loop="asyncio", http=OneWriteHttp,
                                 lifespan="on", access_log=False, log_level="warning")
         grpc_factory = (lambda: create_grpc_server(settings, self.service)) if settings.port else None
         self.server = DrainingServer(config, self.service, settings.drain_timeout_seconds, grpc_factory)

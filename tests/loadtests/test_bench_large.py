@@ -70,3 +70,8 @@ def test_ratios_table_and_json(tmp_path: Path):
     assert doc["rows"][0]["gateway_vs_naive"] == pytest.approx(3.0)
     assert doc["points"][1]["rows_per_s"] == pytest.approx(19_200)
     assert (tmp_path / "large-latest.md").read_text() == text
+
+
+def test_max_batch_size_leaves_room_to_merge_the_largest_requests():
+    assert bench_large.parse_args(["--rows", "512,64"]).max_batch_size == bench_large.MERGED_REQUESTS * 512
+    assert bench_large.parse_args(["--rows", "64", "--max-batch-size", "100"]).max_batch_size == 100

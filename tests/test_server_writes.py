@@ -1,0 +1,99 @@
+"""``serving.server.OneWriteHttp``: a response's head and body leave in one write, and
+what clients receive is uvicorn's own answer (keep-alive, HEAD, pipelining, close)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import uvicorn
+
+from loadtests.processes import free_port, wait_until
+from serving.server import OneWriteHttp, _TickWrites
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+def test_writes_of_one_loop_step_leave_as_one_and_close_flushes_first():
+    async def scenario() -> FakeTransport:
+        fake = FakeTransport()
+        ticked = _TickWrites(fake, asyncio.get_running_loop())  # type: ignore[arg-type]
+        ticked.write(b"head ")
+        ticked.write(b"body")
+        assert fake.writes == []
+        await asyncio.sleep(0)  # one loop step
+        assert fake.writes == [b"head body"]
+        ticked.write(b"last")
+        ticked.close()
+        assert fake.writes == [b"head body", b"last"] and fake.closed
+        assert ticked.get_extra_info("peername") == "info:peername"
+        await asyncio.sleep(0)  # the scheduled flush finds nothing left
+        return fake
+
+    assert asyncio.run(scenario()).writes == [b"head body", b"last"]
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    body = b"x" * int(scope["path"].strip("/") or 0)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=OneWriteHttp, lifespan="off",
+                            log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_until(lambda: srv.started, 10, "the server to start")
+    yield port
+    srv.should_exit = True
+    thread.join(10)
+
+
+def receive_until(sock: socket.socket, done: Callable[[bytes], bool]) -> bytes:
+    """Bytes from ``sock`` until ``done`` holds for them or the server closes."""
+    data = b""
+    sock.settimeout(10)
+    while not done(data) and (chunk := sock.recv(65536)):
+        data += chunk
+    return data
+
+
+def test_keep_alive_pipelined_head_and_close_answer_as_uvicorn_does(server):
+    with socket.create_connection(("127.0.0.1", server)) as sock:
+        sock.sendall(b"GET /3 HTTP/1.1\r\nhost: a\r\n\r\nGET /70000 HTTP/1.1\r\nhost: a\r\n\r\n")
+        data = receive_until(sock, lambda got: got.count(b"x") >= 70003)
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == 2 and data.count(b"x") == 70003
+        first, second = data.split(b"xxx", 1)
+        assert b"content-length: 3\r\n" in first and b"content-length: 70000\r\n" in second
+        sock.sendall(b"HEAD /5 HTTP/1.1\r\nhost: a\r\n\r\n")
+        head = receive_until(sock, lambda got: got.endswith(b"\r\n\r\n"))
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 5\r\n" in head
+        assert head.endswith(b"\r\n\r\n") and b"x" not in head
+        sock.sendall(b"GET /2 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        last = receive_until(sock, lambda got: False)  # until the server closes
+        assert last.startswith(b"HTTP/1.1 200 OK\r\n") and last.endswith(b"\r\n\r\nxx")
