@@ -30,18 +30,15 @@ Contract (each point has a test in tests/batching/test_batcher.py):
 - If a merged call fails, every request of that batch is retried alone, so a bad request
   fails only itself and never hands its neighbours wrong rows.
 - At most one batch per free slot of the shared ``slots`` semaphore runs, each in an
-  ``executor`` thread: the event loop never runs the model. A ``run`` that is a coroutine
-  function (a model whose call is I/O, such as an upstream's) is awaited on the loop
-  instead, with the same slots, deadlines and failure isolation.
+  ``executor`` thread: the event loop never runs the model.
 """
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Protocol
 
@@ -61,8 +58,6 @@ from serving.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted,
 
 RunFn = Callable[[Tensors, float], Tensors]
 """The model call: a batch's inputs and its earliest deadline (time.monotonic()) -> outputs."""
-AsyncRunFn = Callable[[Tensors, float], Awaitable[Tensors]]
-"""The same call as a coroutine function, awaited on the event loop."""
 
 
 class BatchMetrics(Protocol):
@@ -116,7 +111,7 @@ class Batcher:
 
     def __init__(
         self,
-        run: RunFn | AsyncRunFn,
+        run: RunFn,
         *,
         slots: asyncio.Semaphore,
         executor: Executor,
@@ -139,7 +134,6 @@ class Batcher:
         if max_request_rows is not None and max_request_rows < max_batch_size:
             raise ValueError("max_request_rows must be >= max_batch_size")
         self._run = run
-        self._on_loop = inspect.iscoroutinefunction(run)
         self._slots = slots
         self._executor = executor
         self.max_batch_size = max_batch_size
@@ -406,14 +400,11 @@ class Batcher:
         target = allowed_size(rows, self._allowed) if rows is not None else None
         if target is not None and target != rows:
             inputs = pad_rows(inputs, rows, target)
+        loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
             deadline = min(item.deadline for item, _, _ in shares)
-            if self._on_loop:
-                outputs = await self._run(inputs, deadline)
-            else:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run, inputs, deadline)
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs, deadline)
             elapsed = time.monotonic() - started
             if target is not None:
                 self.cost.observe(target, elapsed)

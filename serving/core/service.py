@@ -10,15 +10,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from serving.batching.batcher import AsyncRunFn, Batcher, RunFn
+from serving.batching.batcher import Batcher, RunFn
 from serving.batching.rows import Tensors
 from serving.core.registry import ModelRegistry, Servable
 from serving.core.results import Classifications, classifications, regressions
@@ -60,15 +59,6 @@ _TFS_API = {
     "REST": {"predict": "predict", "classify": "classify", "regress": "regress"},
     "GRPC": {"predict": "Predict", "classify": "Classify", "regress": "Regress"},
 }
-
-
-@runtime_checkable
-class _LoopModel(Protocol):
-    """A model whose call is I/O (an upstream's): its batches are awaited on the event loop
-    rather than given a thread each (see ``Batcher``)."""
-
-    async def run_async(self, signature_name: str, inputs: Mapping[str, np.ndarray],
-                        deadline: float | None = None) -> dict[str, np.ndarray]: ...
 
 
 class InferenceService:
@@ -313,13 +303,8 @@ class InferenceService:
         def run(tensors: Tensors, deadline: float) -> Tensors:
             return model.run(signature_name, tensors, deadline)
 
-        batch_run: RunFn | AsyncRunFn = run
-        if isinstance(model, _LoopModel) and self._lookups is None:
-            async def run_on_loop(tensors: Tensors, deadline: float) -> Tensors:
-                return await model.run_async(signature_name, tensors, deadline)
-
-            batch_run = run_on_loop
-        elif self._lookups is not None:  # the store answers what it can of each batch
+        batch_run: RunFn = run
+        if self._lookups is not None:  # the store answers what it can of each batch
             batch_run = self._lookups.wrap(run, model=servable.name, version=servable.version,
                                            spec=model.signature(signature_name),
                                            allowed_batch_sizes=allowed)

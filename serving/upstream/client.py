@@ -29,7 +29,6 @@ client traffic. Channels send keep-alive pings.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import random
@@ -85,39 +84,18 @@ def _split_host_port(name: str) -> tuple[str, int]:
 @dataclass
 class _Pod:
     address: str
-    options: list[tuple[str, Any]]
     channel: grpc.Channel
     predictions: prediction_service_pb2_grpc.PredictionServiceStub
     models: model_service_pb2_grpc.ModelServiceStub
     versions: dict[str, frozenset[int]] = field(default_factory=dict)  # model -> AVAILABLE versions
     failing: bool = False  # its last call was UNAVAILABLE: tried after the others
-    # the event loop's own channel (grpc.aio), opened on the loop at its first use
-    aio: tuple[asyncio.AbstractEventLoop, grpc.aio.Channel,
-               prediction_service_pb2_grpc.PredictionServiceStub] | None = None
 
     def serves(self, name: str, version: int) -> bool:
         return version in self.versions.get(name, ())
 
-    def aio_predictions(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
-        """The Predict stub on this pod's grpc.aio channel (call it on the event loop)."""
-        if self.aio is None:
-            channel = grpc.aio.insecure_channel(self.address, options=self.options)
-            self.aio = (asyncio.get_running_loop(), channel,
-                        prediction_service_pb2_grpc.PredictionServiceStub(channel))
-        return self.aio[2]
-
-    def close(self) -> None:
-        """Close its channels, from any thread (the aio one on its loop, if that still runs)."""
-        self.channel.close()
-        if self.aio is not None:
-            loop, channel, _ = self.aio
-            if not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(channel.close(), loop)
-
 
 class UpstreamClient:
-    """Blocking calls to a TF Serving fleet, safe from many threads; Predict also awaitable
-    on one event loop (``predict_async``)."""
+    """Blocking calls to a TF Serving fleet, safe from many threads."""
 
     def __init__(self, target: str, *, max_message_bytes: int, retries: int = 2,
                  backoff_s: float = 0.05, breaker: CircuitBreaker | None = None,
@@ -130,10 +108,6 @@ class UpstreamClient:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.enable_retries", 0),  # retries are ours, bounded by the request deadline
-            # a pod back after a restart is used within seconds (grpc's default backoff
-            # grows to 120 s: fronts kept refusing for over a minute after an upstream restart)
-            ("grpc.initial_reconnect_backoff_ms", 250),
-            ("grpc.max_reconnect_backoff_ms", 2_000),
         ]
         self._resolve = resolve
         self._retries = retries
@@ -155,37 +129,14 @@ class UpstreamClient:
         with self._lock:
             pods, self._pods = list(self._pods.values()), {}
         for pod in pods:
-            pod.close()
+            pod.channel.close()
 
     # -- the calls -----------------------------------------------------------------------
 
     def predict(self, request: predict_pb2.PredictRequest, deadline: float) -> predict_pb2.PredictResponse:
-        self._check_breaker()
-        return self._route("Predict", request, deadline)
-
-    async def predict_async(self, request: predict_pb2.PredictRequest,
-                            deadline: float) -> predict_pb2.PredictResponse:
-        """``predict`` awaited on the event loop: the first try goes out on the pod's
-        grpc.aio channel, without the hop to a thread and back (the executor's submit and
-        its future's callbacks were ~30% of the front's GIL samples at one connection).
-        Should it fail, the rest of the call (retries, status refresh, errors) is
-        ``predict``'s own, in a thread, carrying on from that try."""
-        self._check_breaker()
-        name, version = request.model_spec.name, request.model_spec.version.value
-        candidates = self._candidates(name, version, {})
-        timeout = deadline - time.monotonic()
-        if not candidates or timeout <= 0:
-            return await asyncio.to_thread(self._route, "Predict", request, deadline)
-        pod = candidates[0]
-        try:
-            response = await pod.aio_predictions().Predict(request, timeout=timeout)
-        except grpc.RpcError as error:
-            return await asyncio.to_thread(self._route, "Predict", request, deadline, (pod, error))
-        return self._answered(pod, response)
-
-    def _check_breaker(self) -> None:
         if not self.breaker.allow():
             raise Unavailable(f"The upstream {self.target} is unavailable (circuit open)")
+        return self._route("Predict", request, deadline)
 
     def metadata(self, name: str, version: int, timeout_s: float) -> get_model_metadata_pb2.GetModelMetadataResponse:
         request = get_model_metadata_pb2.GetModelMetadataRequest()
@@ -211,12 +162,12 @@ class UpstreamClient:
             gone = [self._pods.pop(a) for a in list(self._pods) if a not in addresses]
             for address in addresses - set(self._pods):
                 channel = grpc.insecure_channel(address, options=self._options)
-                self._pods[address] = _Pod(address, self._options, channel,
+                self._pods[address] = _Pod(address, channel,
                                            prediction_service_pb2_grpc.PredictionServiceStub(channel),
                                            model_service_pb2_grpc.ModelServiceStub(channel))
         for pod in gone:
             log.info("upstream pod %s is gone", pod.address)
-            pod.close()
+            pod.channel.close()
 
     def _query_status(self, name: str, deadline: float) -> get_model_status_pb2.GetModelStatusResponse:
         request = get_model_status_pb2.GetModelStatusRequest()
@@ -291,20 +242,12 @@ class UpstreamClient:
         rotated = serving[start:] + serving[:start]
         return sorted(rotated, key=lambda p: (tries.get(p.address, 0), name not in p.versions, p.failing))
 
-    def _route(self, method: str, request: Any, deadline: float,
-               first: tuple[_Pod, grpc.RpcError] | None = None) -> Any:
-        """The call, routed, retried and refreshed as the module doc says; ``first`` is a
-        try already made (by ``predict_async``) and how it failed."""
+    def _route(self, method: str, request: Any, deadline: float) -> Any:
         name, version = request.model_spec.name, request.model_spec.version.value
         tries: dict[str, int] = {}  # pod -> calls made to it for this request
         unavailable = 0
         refreshed = False
         while True:
-            if first is not None:
-                (pod, failure), first = first, None
-                tries[pod.address] = 1
-                unavailable = self._failed(pod, failure, name, version, tries, unavailable, deadline)
-                continue
             seen = self._refreshes.get(name, 0)
             candidates = self._candidates(name, version, tries)
             if not candidates:
@@ -322,37 +265,27 @@ class UpstreamClient:
             try:
                 response = getattr(pod.predictions, method)(request, timeout=timeout)
             except grpc.RpcError as error:
-                unavailable = self._failed(pod, error, name, version, tries, unavailable, deadline)
-                continue
-            return self._answered(pod, response)
-
-    def _failed(self, pod: _Pod, error: grpc.RpcError, name: str, version: int,
-                tries: dict[str, int], unavailable: int, deadline: float) -> int:
-        """Take in a failed try; the call goes on (returns its count of UNAVAILABLE retries:
-        the same after a NOT_FOUND, as another pod may serve the version; one more for a
-        retry, after its backoff if any) or raises its error."""
-        code = error.code()
-        if code == grpc.StatusCode.NOT_FOUND:
-            # This pod does not (or no longer) serve the version: another may.
-            with self._lock:
-                pod.versions[name] = pod.versions.get(name, frozenset()) - {version}
-            return unavailable
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-            pod.failing = True  # CANCELLED: we never cancel, the pod went away
-            if unavailable < self._retries and (
-                    any(p.address not in tries for p in self._candidates(name, version, tries))
-                    or self._pause(self._backoff * (2 ** unavailable) * (0.5 + random.random()),
-                                   deadline)):
-                return unavailable + 1  # another pod at once, or the same after a backoff
-            code = grpc.StatusCode.UNAVAILABLE
-        if code in _BREAKING:
-            self.breaker.failure()
-        raise error_for_grpc_code(code.name, f"upstream {pod.address}: {error.details()}") from None
-
-    def _answered(self, pod: _Pod, response: Any) -> Any:
-        pod.failing = False
-        self.breaker.success()
-        return response
+                code = error.code()
+                if code == grpc.StatusCode.NOT_FOUND:
+                    # This pod does not (or no longer) serve the version: another may.
+                    with self._lock:
+                        pod.versions[name] = pod.versions.get(name, frozenset()) - {version}
+                    continue
+                if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    pod.failing = True  # CANCELLED: we never cancel, the pod went away
+                    if unavailable < self._retries and (
+                            any(p.address not in tries for p in self._candidates(name, version, tries))
+                            or self._pause(self._backoff * (2 ** unavailable) * (0.5 + random.random()),
+                                           deadline)):
+                        unavailable += 1  # another pod at once, or the same after a backoff
+                        continue
+                    code = grpc.StatusCode.UNAVAILABLE
+                if code in _BREAKING:
+                    self.breaker.failure()
+                raise error_for_grpc_code(code.name, f"upstream {pod.address}: {error.details()}") from None
+            pod.failing = False
+            self.breaker.success()
+            return response
 
     @staticmethod
     def _pause(seconds: float, deadline: float) -> bool:

@@ -38,48 +38,25 @@ class UpstreamModel:
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]:
-        try:
-            response = self._client.predict(self._request(signature_name, inputs), _or_default(deadline))
-        except NotFound as error:
-            raise self._not_serving(error) from None
-        return self._outputs(response)
-
-    async def run_async(self, signature_name: str, inputs: Mapping[str, np.ndarray],
-                        deadline: float | None = None) -> dict[str, np.ndarray]:
-        """``run`` awaited on the event loop (the batcher awaits it instead of giving a
-        thread to a call that only waits on the network)."""
-        try:
-            response = await self._client.predict_async(self._request(signature_name, inputs),
-                                                        _or_default(deadline))
-        except NotFound as error:
-            raise self._not_serving(error) from None
-        return self._outputs(response)
-
-    def _request(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> predict_pb2.PredictRequest:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self._name
         request.model_spec.version.value = self._version
         request.model_spec.signature_name = signature_name
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(to_proto(value))
-        return request
-
-    def _not_serving(self, error: NotFound) -> Unavailable:
-        # We mirror this version as AVAILABLE, yet no pod serves it now (the fleet is
-        # restarting or rolling back): a transient 503, not a 404 for a model the client
-        # rightly asked for.
-        return Unavailable(f"{error.message} (the upstream is not serving it right now)")
-
-    def _outputs(self, response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
+        deadline = deadline if deadline is not None else time.monotonic() + _DEFAULT_TIMEOUT_S
+        try:
+            response = self._client.predict(request, deadline)
+        except NotFound as error:
+            # We mirror this version as AVAILABLE, yet no pod serves it now (the fleet is
+            # restarting or rolling back): a transient 503, not a 404 for a model the client
+            # rightly asked for.
+            raise Unavailable(f"{error.message} (the upstream is not serving it right now)") from None
         try:
             return protos_to_numpy(response.outputs, answer_limits(response), role="Output")
         except InvalidArgument as error:  # the upstream's answer is broken, not the request
             raise BadUpstreamAnswer(f"upstream {self._client.target} answered a malformed tensor: "
                                     f"{error.message}") from None
-
-
-def _or_default(deadline: float | None) -> float:
-    return deadline if deadline is not None else time.monotonic() + _DEFAULT_TIMEOUT_S
 
 
 class UpstreamSource:

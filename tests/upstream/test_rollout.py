@@ -179,35 +179,6 @@ def test_the_client_alone_tries_pods_it_has_no_status_from(gateway_factory, flee
         client.close()
 
 
-def test_the_client_on_the_loop_hands_a_failed_first_try_to_the_routed_call(gateway_factory, fleet):
-    """``predict_async`` (the gateway's path) tries one pod on the loop; a pod that is down
-    (UNAVAILABLE) or lacks the version (NOT_FOUND) hands the call, that try counted, to the
-    routing of ``predict``: retried on a pod that answers, or refreshed once, then NOT_FOUND."""
-    old, _, _ = fleet
-    with_dead = UpstreamClient(f"ipv4:127.0.0.1:{free_port()},{old.grpc_target}", max_message_bytes=1 << 20)
-    alone = UpstreamClient(f"ipv4:{old.grpc_target}", max_message_bytes=1 << 20)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "default"
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto([[1.0]], dtype=tf.float32))
-
-    async def scenario() -> None:
-        request.model_spec.version.value = 123
-        for _ in range(4):  # round-robin: the dead pod comes first at least once
-            answer = await with_dead.predict_async(request, time.monotonic() + 30)
-            assert tf.make_ndarray(answer.outputs["y"]).tolist() == [[2.5]]
-        request.model_spec.version.value = 124
-        with pytest.raises(NotFound, match="no pod serves version 124"):
-            await alone.predict_async(request, time.monotonic() + 30)
-
-    try:
-        asyncio.run(scenario())
-        assert predicts(old, "NOT_FOUND") == 1  # asked once; then its status said enough
-        assert not with_dead.breaker.open
-    finally:
-        with_dead.close()
-        alone.close()
-
-
 def test_targets_name_their_pods():
     assert resolve_target("ipv4:127.0.0.1:2,127.0.0.1:1") == ["127.0.0.1:1", "127.0.0.1:2"]
     assert resolve_target("ipv6:[::1]:8500") == ["[::1]:8500"]
