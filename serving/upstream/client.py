@@ -108,6 +108,10 @@ class UpstreamClient:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.enable_retries", 0),  # retries are ours, bounded by the request deadline
+            # a pod back after a restart is used within seconds (grpc's default backoff
+            # grows to 120 s: fronts kept refusing for over a minute after an upstream restart)
+            ("grpc.initial_reconnect_backoff_ms", 250),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
         ]
         self._resolve = resolve
         self._retries = retries
