@@ -65,11 +65,12 @@ class Call:
     """One call: the method's context (``time_remaining``, ``abort``), and the steps that
     move it from the polling thread to the loop and back to the C core."""
 
-    __slots__ = ("_call", "_route", "_deadline", "_loop", "_task", "_cancelled")
+    __slots__ = ("_call", "_route", "_deadline", "_loop", "_task", "_cancelled", "_server")
 
     def __init__(self, call: cygrpc.Call, route: _Route, deadline: float,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, server: LoopServer) -> None:
         self._call = call
+        self._server = server
         self._route = route
         self._deadline = deadline
         self._loop = loop
@@ -131,11 +132,11 @@ class Call:
                 log.exception("could not serialize the answer")
                 self._status(cygrpc.StatusCode.internal, f"Failed to serialize response: {problem}".encode())
                 return
-            self._call.start_server_batch((
+            self._server.send(self._call, (
                 cygrpc.SendInitialMetadataOperation(None, 0),
                 cygrpc.SendMessageOperation(answer, 0),
                 cygrpc.SendStatusFromServerOperation(None, _OK, b"", 0),
-            ), _ignore)
+            ))
         elif isinstance(error, _Abort):
             self._status(error.code.value[0], error.details.encode())
         else:
@@ -143,10 +144,10 @@ class Call:
             self._status(cygrpc.StatusCode.unknown, f"Exception calling application: {error}".encode())
 
     def _status(self, code: int, details: bytes) -> None:
-        self._call.start_server_batch((
+        self._server.send(self._call, (
             cygrpc.SendInitialMetadataOperation(None, 0),
             cygrpc.SendStatusFromServerOperation(None, code, details, 0),
-        ), _ignore)
+        ))
 
 
 def _bound(address: str, port: int) -> int:
@@ -212,6 +213,14 @@ class LoopServer:
             timer.start()
         return self._stopped
 
+    def send(self, call: cygrpc.Call, operations: tuple) -> None:
+        """Start ``call``'s answer, unless the server is gone: a method that ends after its
+        call was cancelled at shutdown must not touch the destroyed C-core server (it aborts
+        the process)."""
+        with self._lock:
+            if not self._stopped.is_set():
+                call.start_server_batch(operations, _ignore)
+
     def _cancel_all(self) -> None:
         with self._lock:
             if not self._stopped.is_set():
@@ -250,4 +259,4 @@ class LoopServer:
                 cygrpc.SendStatusFromServerOperation(None, cygrpc.StatusCode.unimplemented, b"Method not found!", 0),
             ), _ignore)
             return
-        Call(event.call, route, event.call_details.deadline, self._loop)._start()
+        Call(event.call, route, event.call_details.deadline, self._loop, self)._start()
