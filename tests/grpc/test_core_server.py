@@ -160,3 +160,38 @@ def test_a_port_it_cannot_bind_fails_loudly(loop):
     taken.listen()
     with taken, pytest.raises(RuntimeError, match="Failed to bind"):
         LoopServer(loop).add_insecure_port(f"127.0.0.1:{taken.getsockname()[1]}")
+
+
+def test_a_method_ending_after_the_server_is_destroyed_leaves_it_alone(loop):
+    """A method that outlives the cancel of its call (at shutdown) ends after the C-core
+    server is destroyed: its answer must not be started (that aborted the whole process)."""
+    started, finish, ended = threading.Event(), threading.Event(), threading.Event()
+
+    async def stubborn(request: bytes, call) -> bytes:
+        started.set()
+        while not finish.is_set():
+            try:
+                await asyncio.sleep(0.005)
+            except asyncio.CancelledError:
+                continue  # outlives the cancel
+        ended.set()
+        return b"late"
+
+    server = LoopServer(loop)
+    server.add_method(HOLD, stubborn, bytes, bytes)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        pending = channel.unary_unary(HOLD).future(b"x")
+        wait_until(started.is_set, timeout=10, what="the method running")
+        assert server.stop(None).wait(10)  # the call cancelled, the server destroyed
+        finish.set()
+        wait_until(ended.is_set, timeout=10, what="the method ending after the server")
+
+        async def barrier() -> None:
+            pass
+
+        for _ in range(3):  # the loop has run the answer's callback by now
+            asyncio.run_coroutine_threadsafe(barrier(), loop).result(timeout=10)
+        with pytest.raises(grpc.RpcError):
+            pending.result(timeout=10)
