@@ -92,7 +92,7 @@ def release(loop: asyncio.AbstractEventLoop, methods: Methods) -> None:
 def test_answers_on_the_loop_and_sees_the_deadline(served):
     _, methods, channel = served
     assert call(channel, ECHO, b"hi", timeout=30) == b"echo:hi"
-    assert 25 < methods.deadlines[-1] <= 30
+    assert 25 < methods.deadlines[-1] < 31  # the deadline crosses clocks: a little slack above 30 s
     assert call(channel, ECHO, b"again") == b"echo:again"
     assert methods.deadlines[-1] > 1e9  # no deadline: as grpc's own servers say it
 
