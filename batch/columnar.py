@@ -41,28 +41,100 @@ ROW_BY_ROW_BELOW = 16
 READ_BYTES = 1 << 20
 
 
-def read_blocks(handle: io.BufferedIOBase, lines_per_block: int) -> Iterable[list[bytes]]:
+class Lines(Sequence[bytes]):
+    """Non-blank lines of a text, left in the text: where each starts and stops. pyarrow
+    parses the text in place (``span``); a line becomes bytes of its own only when one is
+    asked for (a dead letter, the whole input carried to the output)."""
+
+    __slots__ = ("text", "starts", "stops")
+
+    def __init__(self, text: bytes, starts: np.ndarray, stops: np.ndarray) -> None:
+        self.text = text
+        self.starts = starts
+        self.stops = stops
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice) and index.step in (None, 1):
+            return Lines(self.text, self.starts[index], self.stops[index])
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.text[self.starts[index]:self.stops[index]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        text = self.text
+        return (text[start:stop] for start, stop in zip(self.starts.tolist(), self.stops.tolist()))
+
+    def span(self) -> memoryview:
+        """The text from the first line to the last (blank lines between them included:
+        JSON readers skip them)."""
+        if not len(self):
+            return memoryview(b"")
+        return memoryview(self.text)[self.starts[0]:self.stops[-1]]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        first = self.starts[0] if len(self) else 0
+        return Lines, (bytes(self.span()), self.starts - first, self.stops - first)
+
+
+READ_BYTES = 1 << 20
+
+_SPACE = np.zeros(256, bool)
+_SPACE[list(b" \t\r\n\x0b\x0c")] = True
+"""The bytes ``bytes.strip`` removes."""
+
+
+def read_blocks(handle: io.BufferedIOBase, lines_per_block: int) -> Iterator[Lines]:
     """Non-blank lines of a file (without their newlines), ``lines_per_block`` at a time;
-    read a megabyte at a time and split in C rather than line by line."""
-    block: list[bytes] = []
-    tail = b""
+    read a megabyte at a time, lines found with numpy rather than split out one by one."""
+    pieces: list[bytes] = []
+    newlines = 0
     while True:
         data = handle.read(READ_BYTES)
-        lines = (tail + data).split(b"\n")
-        tail = lines.pop() if data else b""
-        block += [line for line in lines if line.strip()]
-        while len(block) >= lines_per_block or (not data and block):
-            yield block[:lines_per_block]
-            block = block[lines_per_block:]
+        if data:
+            pieces.append(data)
+            newlines += data.count(b"\n")
+            if newlines < lines_per_block:
+                continue
+        text = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        starts, stops, tail = _line_bounds(text, final=not data)
+        whole = len(starts) - len(starts) % lines_per_block if data else len(starts)
+        for first in range(0, whole, lines_per_block):
+            yield Lines(text, starts[first:first + lines_per_block], stops[first:first + lines_per_block])
         if not data:
             return
+        rest = text[starts[whole] if whole < len(starts) else tail:]
+        pieces = [rest] if rest else []
+        newlines = rest.count(b"\n")
+
+
+def _line_bounds(text: bytes, final: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Where ``text``'s non-blank lines start and stop (newline excluded), and where its
+    unfinished last line starts (taken as a line too if ``final``)."""
+    codes = np.frombuffer(text, np.uint8)
+    stops = np.flatnonzero(codes == ord("\n"))
+    starts = np.concatenate(([0], stops + 1))
+    tail = int(starts[-1])
+    if final and tail < len(text):
+        stops = np.append(stops, len(text))
+    else:
+        starts = starts[:-1]
+    maybe_blank = np.flatnonzero((starts == stops) | _SPACE[codes[np.minimum(starts, max(len(text) - 1, 0))]])
+    blank = [i for i in maybe_blank.tolist() if not text[starts[i]:stops[i]].strip()]
+    if blank:
+        keep = np.ones(len(starts), bool)
+        keep[blank] = False
+        starts, stops = starts[keep], stops[keep]
+    return starts, stops, tail
 
 
 # --- decoding ---------------------------------------------------------------------------------
 
-def decode_block(lines: list[bytes], spec: SignatureSpec, key_field: str | None) -> Decoded:
+def decode_block(lines: Sequence[bytes], spec: SignatureSpec, key_field: str | None) -> Decoded:
     """A block of JSON lines -> a Chunk carrying each raw line, and the refused lines."""
-    def row_by_row(part: list[bytes]) -> Decoded:
+    def row_by_row(part: Sequence[bytes]) -> Decoded:
         return _json_rows(part, spec, key_field)
 
     return decode_in_halves(lines, from_table(_json_table, row_by_row, spec, key_field), row_by_row)
@@ -79,8 +151,8 @@ def decode_table(table: pa.Table, spec: SignatureSpec, key_field: str | None) ->
     return rows_to_chunk(list(rows), spec, key_field)
 
 
-def decode_in_halves(records: list[Any], columnar: Callable[[list[Any]], Decoded | None],
-                     row_by_row: Callable[[list[Any]], Decoded]) -> Decoded:
+def decode_in_halves(records: Sequence[Any], columnar: Callable[[Sequence[Any]], Decoded | None],
+                     row_by_row: Callable[[Sequence[Any]], Decoded]) -> Decoded:
     """``records`` decoded by ``columnar``; a part it cannot take (None) is halved until its
     bad records are isolated and decoded by ``row_by_row``."""
     decoded = columnar(records) if len(records) >= ROW_BY_ROW_BELOW else None
@@ -174,15 +246,15 @@ def _joined(parts: list[Any]) -> Sequence[Any]:
     return [value for part in parts for value in (part.tolist() if isinstance(part, np.ndarray) else part)]
 
 
-def _json_table(lines: list[bytes]) -> pa.Table | None:
-    text = b"\n".join(lines) + b"\n"
+def _json_table(lines: Sequence[bytes]) -> pa.Table | None:
+    text = lines.span() if isinstance(lines, Lines) else b"\n".join(lines) + b"\n"
     try:
-        return pa_json.read_json(io.BytesIO(text))
+        return pa_json.read_json(pa.BufferReader(text))
     except pa.ArrowInvalid:
         return None
 
 
-def _json_rows(lines: list[bytes], spec: SignatureSpec, key_field: str | None) -> Decoded:
+def _json_rows(lines: Sequence[bytes], spec: SignatureSpec, key_field: str | None) -> Decoded:
     rows: list[Any] = []
     refused: Refused = []
     parsed: list[bytes] = []
