@@ -38,9 +38,6 @@ ROW_BY_ROW_BELOW = 16
 """Blocks this small that fail column-wise are decoded row by row rather than halved again."""
 
 
-READ_BYTES = 1 << 20
-
-
 class Lines(Sequence[bytes]):
     """Non-blank lines of a text, left in the text: where each starts and stops. pyarrow
     parses the text in place (``span``); a line becomes bytes of its own only when one is
