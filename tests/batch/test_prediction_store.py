@@ -32,7 +32,6 @@ from serving.examples import natality, shapes
 from serving.precomputed import open_store
 from serving.precomputed.codec import decode_rows
 from serving.precomputed.keys import store_key
-from tests.batch import test_shapes
 from tests.conftest import MODELS, RedisServer, wait_until
 
 ROWS = 1000
@@ -44,9 +43,6 @@ STRING_KEY = (900, "k-900")
 NOT_JSON = "not json"
 INPUTS = ("is_male", "mother_age", "plurality", "gestation_weeks")
 
-
-shapes_dir = test_shapes.shapes_dir
-"""The per-shape models (a fixture, shared with test_shapes.py)."""
 
 
 def natality_input(path: Path) -> dict[Any, dict]:

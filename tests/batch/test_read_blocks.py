@@ -17,7 +17,6 @@ from batch import columnar
 from batch.columnar import Lines, decode_block, read_blocks
 from batch.model_handler import ModelLocation, open_model
 from serving.examples import shapes
-from tests.batch.test_shapes import shapes_dir  # noqa: F401 - the fixture
 
 PIECES = [b'{"a": 1}', b"", b"  ", b"\t\r", b'{"b": [1, 2]}\r', b' {"c": 3}', b"\x0b", b"x" * 50,
           b'{"d": "' + b"y" * 300 + b'"}']
@@ -51,7 +50,7 @@ def test_lines_index_slice_pickle_and_span():
     assert list(copy) == [b'{"a": 2}\r', b'{"a": 3}'] and len(copy.text) == len(b'{"a": 2}\r\n{"a": 3}')
 
 
-def test_a_blank_line_pyarrow_refuses_still_leaves_every_row_decoded(shapes_dir):  # noqa: F811
+def test_a_blank_line_pyarrow_refuses_still_leaves_every_row_decoded(shapes_dir):
     """pyarrow skips blank lines of spaces, tabs and CRs inside a block's text, but not one
     of a vertical tab: that block falls back to the slower paths, with the same rows."""
     _, model = open_model(ModelLocation(str(shapes_dir / "scalar")))

@@ -23,20 +23,10 @@ from batch.pipeline import DECODERS
 from batch.records import csv_blocks
 from batch.run import main
 from loadtests.bench_batch import write_shape_input
-from serving.examples import build, shapes
-from tests.conftest import MODELS
+from serving.examples import shapes
 
 ROWS = 40
 BLOCK = 64
-
-
-@pytest.fixture(scope="session")
-def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``make models``' per-shape models, or a fresh build of them in tmp."""
-    built = MODELS / shapes.FOLDER
-    if all((built / name / "1" / "saved_model.pb").is_file() for name in shapes.MODELS):
-        return built
-    return build.build_shapes(tmp_path_factory.mktemp("models"))
 
 
 def blocks(path: Path, input_format: str) -> list[Any]:
