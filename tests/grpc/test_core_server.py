@@ -137,7 +137,12 @@ def test_stop_lets_running_calls_finish_within_grace_and_refuses_new_ones(served
     held = channel.unary_unary(HOLD).future(b"x")
     wait_until(lambda: methods.held == 1, timeout=10, what="the call to be held")
     stopped = server.stop(grace=30)
-    assert code_of(channel, ECHO, timeout=5)[0] == grpc.StatusCode.UNAVAILABLE
+    # Refused: UNAVAILABLE once the client has the server's GOAWAY (it reconnects and is
+    # refused); a call sent on the old connection before the GOAWAY reached the client is
+    # cancelled by the C core instead (seen once in 5 clones). Either way it never runs.
+    code, details = code_of(channel, ECHO, timeout=5)
+    assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), (code, details)
+    assert methods.deadlines == []
     assert not stopped.is_set()
     release(loop, methods)
     assert held.result(timeout=10) == b"released"
