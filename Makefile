@@ -10,7 +10,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-batch bench-streaming loadtest soak clean
+.PHONY: venv models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-batch bench-streaming loadtest soak clean
 
 # One venv; each target installs the extras it needs (pyproject.toml), once per set.
 $(VENV)/.extras-%: pyproject.toml
@@ -63,6 +63,9 @@ bench-large: $(VENV)/.extras-loadtest models
 
 bench-codec: $(VENV)/.extras-examples
 	$(PY) -m loadtests.bench_codec
+
+bench-runners: $(VENV)/.extras-examples models
+	$(PY) -m loadtests.bench_runners
 
 bench-batch: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.bench_batch

@@ -1,5 +1,5 @@
 """What ``batch/run.py`` and ``streaming/run.py`` share about Beam's options and the job
-they launch: strict flags, and a dry run that says what it built.
+they launch: strict flags, the model runner flag, and a dry run that says what it built.
 
 Beam's ``PipelineOptions`` only warns about (and drops) a flag it does not know, so a
 misspelled job flag (``--prediction_servce``) would pass silently: each CLI parses its own
@@ -11,6 +11,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from typing import Any
+
+from serving.cli import parse_bool
+
+
+def add_tf2_session_flag(parser: argparse.ArgumentParser) -> None:
+    """The gateway's ``--tf2_session``, for the pipelines' in-process models."""
+    parser.add_argument("--tf2_session", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                        help="run a TF2 SavedModel's signature in a TF1 Session where its warm-up requests "
+                             "are answered there as by its function (a fifth of the CPU per call); "
+                             "false: always its function")
 
 
 def beam_options(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> Any:

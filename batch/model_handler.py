@@ -62,6 +62,7 @@ class ModelLocation:
     service: str | None = None
     model_name: str = "default"
     version: int | None = None  # None: the newest
+    tf2_session: bool = True  # warm up, and move a TF2 model to a TF1 Session where it answers alike
 
     def __post_init__(self) -> None:
         if (self.base_path is None) == (self.service is None):
@@ -117,7 +118,12 @@ def _open(location: ModelLocation) -> tuple[int, Any]:
 
     assert location.base_path is not None
     version, path = resolve_version(location.base_path, location.version)
-    return version, savedmodel.load(path)
+    model = savedmodel.load(path)
+    if location.tf2_session:
+        from serving.runtime import warmup
+
+        warmup.run(model, (1,))
+    return version, model
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from batch.job_options import beam_options, describe_dry_run, is_dry_run
+from batch.job_options import add_tf2_session_flag, beam_options, describe_dry_run, is_dry_run
 from serving.logs import setup_logging
 from serving.precomputed.urls import BadStoreUrl, RedisUrl, SqliteUrl, parse_store_url
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "must be the name the gateway serves the model under")
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
+    add_tf2_session_flag(parser)
     parser.add_argument("--key_field", help="carry only this field to the output (default: the whole row)")
     parser.add_argument("--input_format", choices=["jsonl", "parquet", "csv", "tfrecord"], default="jsonl",
                         help="csv: with a header line; tfrecord: of tf.Example")
@@ -99,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     from batch.model_handler import ModelLocation
     from batch.pipeline import NAMESPACE, BatchJob, build
 
-    model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version)
+    model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version,
+                          args.tf2_session)
     job = BatchJob(args.input, args.output, model, args.signature_name, args.key_field, args.chunk_rows,
                    args.input_format, args.output_format, args.prediction_store)
     pipeline = beam.Pipeline(options=options)

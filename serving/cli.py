@@ -67,7 +67,7 @@ REFUSED_TFS_FLAGS: Mapping[str, str] = {
 #: Flags that map one-to-one onto a ``Settings`` field of the same name.
 _SETTINGS_FLAGS = (
     "port", "rest_api_port", "host", "enable_batching", "rest_api_timeout_in_ms",
-    "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "upstream",
+    "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "upstream", "tf2_session",
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
     "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
@@ -88,7 +88,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     """TF Serving's boolean syntax: ``--flag``, ``--flag=true``, ``--flag=false`` (and 1/0)."""
     lowered = text.strip().lower()
     if lowered in ("true", "1", "yes"):
@@ -123,13 +123,13 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
      "re-read --model_config_file every S seconds; 0: once"),
     ("tfs", "file_system_poll_wait_seconds", float, "S",
      "look for new model versions every S seconds; 0: at start only"),
-    ("tfs", "enable_batching", _bool, "BOOL", "batch requests together"),
+    ("tfs", "enable_batching", parse_bool, "BOOL", "batch requests together"),
     ("tfs", "batching_parameters_file", str, "FILE", "text BatchingParameters"),
     ("tfs", "monitoring_config_file", str, "FILE", "text MonitoringConfig (Prometheus path)"),
     ("tfs", "rest_api_timeout_in_ms", int, "MS", "default request deadline"),
     ("tfs", "ssl_config_file", str, "FILE",
      "text SSLConfig: TLS on the gRPC port (server_key, server_cert, custom_ca, client_verify)"),
-    ("tfs", "rest_api_enable_cors_support", _bool, "BOOL", ""),
+    ("tfs", "rest_api_enable_cors_support", parse_bool, "BOOL", ""),
     ("tfs", "max_num_load_retries", int, "N",
      "retry a failed version load N times after the first attempt; 0: once"),
     ("tfs", "load_retry_interval_micros", int, "US",
@@ -137,12 +137,13 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("own", "host", str, "ADDR", "address both servers bind"),
     ("own", "upstream", str, "HOST:PORT",
      "send merged batches to this TF Serving gRPC address instead of loading models here"),
+    ("own", "tf2_session", parse_bool, "BOOL", ""),
     ("own", "max_request_bytes", int, "N", "larger bodies get 413"),
     ("own", "max_rows_per_request", int, "N", "more rows get 413"),
     ("own", "drain_timeout_seconds", float, "S", "on SIGTERM, time to finish in-flight work"),
-    ("own", "rest_api_ssl", _bool, "BOOL", ""),
+    ("own", "rest_api_ssl", parse_bool, "BOOL", ""),
     ("own", "model_roots", str, "DIR,...", ""),
-    ("own", "enable_reload_config_api", _bool, "BOOL", ""),
+    ("own", "enable_reload_config_api", parse_bool, "BOOL", ""),
     ("own", "prediction_store", str, "URL", ""),
     ("own", "prediction_key_field", str, "NAME", ""),
     ("own", "prediction_store_timeout_ms", float, "MS", ""),
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
             field = Settings.model_fields[name]
             text = text or field.description or ""  # help written once, on the field
             text += f" (default: {field.default}; env TFGW_{name.upper()})"
-        extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is _bool else {}
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is parse_bool else {}
         groups[group].add_argument(f"--{name}", type=kind, metavar=metavar, help=text, **extra)
     for name in (*IGNORED_TFS_FLAGS, *REFUSED_TFS_FLAGS):
         parser.add_argument(f"--{name}", dest=_COMPAT_PREFIX + name, nargs="?", const="true",

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from batch.job_options import beam_options, describe_dry_run, is_dry_run
+from batch.job_options import add_tf2_session_flag, beam_options, describe_dry_run, is_dry_run
 from serving.logs import setup_logging
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name", default="default", help="the model's name at --prediction_service")
     parser.add_argument("--model_version", type=int, help="default: the newest")
     parser.add_argument("--signature_name", default="serving_default")
+    add_tf2_session_flag(parser)
     parser.add_argument("--max_wait_ms", type=float, default=10.0,
                         help="how long a message may wait to share a model call (0: no waiting)")
     parser.add_argument("--messages_per_call", type=int, default=256)
@@ -59,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
     job = StreamJob(
         output_topic=args.output_topic, dead_letter_topic=args.dead_letter_topic,
-        model=ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version),
+        model=ModelLocation(args.model_base_path, args.prediction_service, args.model_name,
+                            args.model_version, args.tf2_session),
         input_subscription=args.input_subscription, input_topic=args.input_topic,
         signature_name=args.signature_name, max_wait_s=(args.max_wait_ms / 1000.0) or None,
         messages_per_call=args.messages_per_call)

@@ -97,6 +97,8 @@ def test_gateway_knobs_and_poll_wait() -> None:
     assert (settings.max_request_bytes, settings.max_rows_per_request) == (1024, 10)
     assert settings.drain_timeout_seconds == 2.5
     assert settings.model_config_file_poll_wait_seconds == 60
+    assert build("--model_base_path=/m").tf2_session is True
+    assert build("--model_base_path=/m", "--tf2_session=false").tf2_session is False
 
 
 def test_explicit_flags_win_over_tfgw_environment() -> None:

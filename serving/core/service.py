@@ -389,7 +389,7 @@ class _Tracked:
 
 def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...]) -> ModelSource:
     if settings.upstream is None:
-        return LocalSource(warmup_batch_sizes)
+        return LocalSource(warmup_batch_sizes, settings.tf2_session)
     from serving.upstream.client import UpstreamClient
     from serving.upstream.source import UpstreamSource
 

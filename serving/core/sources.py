@@ -50,15 +50,16 @@ class LocalSource:
     """SavedModels under each model's base path (TF Serving's layout; local, ``gs://`` or
     ``s3://``: ``serving.runtime.storage``), loaded in process."""
 
-    def __init__(self, warmup_batch_sizes: tuple[int, ...]) -> None:
+    def __init__(self, warmup_batch_sizes: tuple[int, ...], tf2_session: bool = True) -> None:
         self._warmup_sizes = warmup_batch_sizes
+        self._tf2_session = tf2_session
 
     def versions(self, config: ModelConfig) -> dict[int, str]:
         return select_versions(config)
 
     def load(self, name: str, version: int, location: str) -> Model:
         model = savedmodel.load(location)
-        count = warmup.run(model, self._warmup_sizes)
+        count = warmup.run(model, self._warmup_sizes, self._tf2_session)
         log.info("%s version %d: %d warm-up requests", name, version, count)
         return model
 

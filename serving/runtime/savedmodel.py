@@ -1,18 +1,21 @@
 """Loading a SavedModel and running its signatures on numpy: the one TensorFlow module.
 
-Models load with ``tf.saved_model.load`` (TF1 SavedModels such as TF Serving's test
-models, TF2 ``tf.saved_model.save`` and Keras 3 ``model.export`` alike; Keras'
-``load_model`` refuses SavedModel directories under Keras 3). Signature metadata comes
-from the SavedModel proto itself, so metadata answers match TF Serving's byte for byte.
+TF2 SavedModels (``tf.saved_model.save``, Keras 3 ``model.export``) load with
+``tf.saved_model.load`` (Keras' ``load_model`` refuses SavedModel directories under
+Keras 3) and can then move to a TF1 Session (``LoadedModel.prefer_session``); TF1
+SavedModels such as TF Serving's test models run in a Session from the start. Signature
+metadata comes from the SavedModel proto itself, so metadata answers match TF Serving's
+byte for byte.
 TensorFlow errors are translated into ``serving.errors`` here, at the boundary.
 A version on ``gs://`` or ``s3://`` is copied to a local directory first
 (``serving.runtime.storage``) and loaded from there; the copy goes when the model does.
 """
 from __future__ import annotations
 
+import logging
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +28,15 @@ from serving.errors import InvalidArgument, ServingError
 from serving.runtime import storage
 from serving.runtime.signature import STRING, SignatureSpec, TensorSpec, find_signature
 
+log = logging.getLogger(__name__)
+
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_KEY = "__saved_model_init_op"  # a pseudo-signature TF2 writes; not callable
 
 
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+Inputs = Mapping[str, np.ndarray]
 
 
 @dataclass
@@ -41,12 +47,44 @@ class LoadedModel:
     path: str
     specs: dict[str, SignatureSpec]
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
-    _runners: Mapping[str, Runner]
-    _keepalive: Any  # the loaded object or session that owns the variables
+    _runners: dict[str, Runner]
+    _keepalive: Any  # what owns the variables: the loaded object, a session, or both
+    in_session: frozenset[str]  # the signatures run by a TF1 Session (the rest: TF2 functions)
     source: str = ""  # where the version lives (gs://, s3://, or ``path`` itself)
 
     def signature(self, name: str) -> SignatureSpec:
         return find_signature(self.specs, name)
+
+    def prefer_session(self, requests: Iterable[tuple[str, Inputs]]) -> None:
+        """Move a TF2 model's signatures to a TF1 Session, as TF Serving runs every
+        SavedModel, where the Session answers ``requests`` (the warm-up) as the signature
+        function does: at least one answered by both, none differently (floats to 1e-5).
+
+        Why: a restored function costs 0.7-2.3 ms of CPU per call at any batch size here,
+        the Session 3-7x less (``make bench-runners``). Why tried, not assumed: TF1's loader
+        does not restore every TF2 model (a Keras 3 export of our image classifier loses
+        half its variables), and a request the function refuses proves nothing. The
+        functions go once no signature uses them; until then the model is held twice.
+        """
+        functions = {name: run for name, run in self._runners.items() if name not in self.in_session}
+        if not functions:
+            return
+        try:
+            session, candidates = _session_runners(self.path, {n: self.signature_defs[n] for n in functions})
+        except Exception as error:  # noqa: BLE001 - any failure leaves the functions in place
+            log.info("%s stays on its TF2 functions: TF1's loader failed: %s", self.path, error)
+            return
+        agreed = _agreeing(functions, candidates, requests)
+        if not agreed:
+            session.close()
+            log.info("%s stays on its TF2 functions: no warm-up request answered the same in a Session",
+                     self.path)
+            return
+        self._runners.update({name: candidates[name] for name in agreed})
+        self.in_session |= agreed
+        self._keepalive = session if self.in_session == self._runners.keys() else (self._keepalive, session)
+        log.info("%s runs %s in a TF1 Session, %s on its TF2 functions", self.path, sorted(agreed),
+                 sorted(self._runners.keys() - self.in_session) or "none")
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]:
@@ -72,9 +110,10 @@ def load(path: str | os.PathLike) -> LoadedModel:
     """Load the SavedModel in ``path`` (one version directory).
 
     TF2 SavedModels (``tf.saved_model.save``, Keras 3 export) run through their restored
-    signature functions. TF1 SavedModels run in a graph Session, as TF Serving runs them:
-    TF2's loader cannot restore some of them (TF Serving's half_plus_three among them)
-    and would check feed shapes that TF Serving does not.
+    signature functions until ``prefer_session`` moves them. TF1 SavedModels run in a graph
+    Session, as TF Serving runs them: TF2's loader cannot restore some of them (TF
+    Serving's half_plus_three among them) and would check feed shapes that TF Serving does
+    not (callers check them against the signature: ``SignatureSpec.validate``).
     """
     source = os.fspath(path)
     local = storage.local_copy(source)
@@ -97,10 +136,9 @@ def _load_local(path: str) -> LoadedModel:
     if meta_graph.object_graph_def.nodes:
         root = tf.saved_model.load(path, tags=[SERVE_TAG])
         runners = {name: _function_runner(fn) for name, fn in root.signatures.items()}
-        keepalive: Any = root
-    else:
-        keepalive, runners = _session_runners(path, callable_defs)
-    return LoadedModel(path, specs, defs, runners, keepalive)
+        return LoadedModel(path, specs, defs, runners, root, frozenset())
+    session, runners = _session_runners(path, callable_defs)
+    return LoadedModel(path, specs, defs, runners, session, frozenset(runners))
 
 
 def _function_runner(function: Any) -> Runner:
@@ -140,6 +178,44 @@ def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) ->
         return dict(zip(output_keys, values))
 
     return run
+
+
+def _agreeing(functions: Mapping[str, Runner], candidates: Mapping[str, Runner],
+              requests: Iterable[tuple[str, Inputs]]) -> frozenset[str]:
+    """The signatures whose candidate answered at least one request as its function did,
+    and none differently (an error where the function answered is different)."""
+    agreed: set[str] = set()
+    differed: set[str] = set()
+    for name, inputs in requests:
+        if name not in functions or name in differed:
+            continue
+        try:
+            expected = functions[name](inputs)
+        except Exception:  # noqa: BLE001 - refused by the function (a synthetic input, say): no evidence
+            continue
+        try:
+            same = same_answers(expected, candidates[name](inputs))
+        except Exception:  # noqa: BLE001 - the function answered, the candidate did not
+            same = False
+        (agreed if same else differed).add(name)
+    return frozenset(agreed - differed)
+
+
+def same_answers(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> bool:
+    """The same outputs, shapes and dtypes; floats equal to 1e-5 (the Session's kernels may
+    round the last bit differently: 2e-7 seen on natality)."""
+    if expected.keys() != got.keys():
+        return False
+    for name, want in expected.items():
+        have = np.asarray(got[name])
+        if have.shape != want.shape or have.dtype != want.dtype:
+            return False
+        if want.dtype.kind in "fc":
+            if not np.allclose(have, want, rtol=1e-5, atol=1e-7, equal_nan=True):
+                return False
+        elif not np.array_equal(have, want):
+            return False
+    return True
 
 
 def _serving_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:

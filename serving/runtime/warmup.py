@@ -59,9 +59,16 @@ def synthetic_requests(model: LoadedModel, batch_sizes: Iterable[int]) -> list[W
     return requests
 
 
-def run(model: LoadedModel, batch_sizes: Iterable[int]) -> int:
-    """Warm ``model`` up; return the number of requests run. Recorded failures raise."""
+def run(model: LoadedModel, batch_sizes: Iterable[int], prefer_session: bool = True) -> int:
+    """Warm ``model`` up; return the number of requests run. Recorded failures raise.
+
+    With ``prefer_session``, the warm-up requests also decide which signatures of a TF2
+    model move to a TF1 Session (``LoadedModel.prefer_session``).
+    """
     recorded = recorded_requests(model)
+    if prefer_session:
+        requests = recorded if recorded is not None else synthetic_requests(model, batch_sizes)
+        model.prefer_session(requests)
     if recorded is not None:
         for request in recorded:
             model.run(request.signature_name, request.inputs)

@@ -6,7 +6,6 @@ import gc
 import os
 
 import httpx
-import numpy as np
 import pytest
 
 from loadtests.processes import wait_until
@@ -85,8 +84,7 @@ def test_a_version_loads_from_a_local_copy_with_its_warmup_file(store, store_env
     for request in recorded:
         ours, theirs = remote.run(request.signature_name, request.inputs), local.run(
             request.signature_name, request.inputs)
-        for key in theirs:
-            np.testing.assert_allclose(ours[key], theirs[key])
+        assert savedmodel.same_answers(ours, theirs)  # ours may run in a Session: the last bit may differ
     del remote
     gc.collect()
     assert cached_copies(store_env) == []

@@ -8,7 +8,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from serving.core.sources import LocalSource
 from serving.errors import InvalidArgument
+from serving.examples.natality import PLURALITY_VALUES
 from serving.runtime import savedmodel, warmup
 from serving.runtime.signature import CLASSIFY, PREDICT, REGRESS, STRING
 
@@ -105,3 +107,75 @@ def test_a_failing_recorded_warmup_fails_the_load(tfserving_dir, tmp_path):
     model = savedmodel.load(copy)
     with pytest.raises(InvalidArgument, match=r"Signature inputs are \['x'\]; got \['nope'\]"):
         warmup.run(model, (1,))
+
+
+def natality_rows(rows: int) -> dict[str, np.ndarray]:
+    pick = np.arange(rows)
+    plurality = [value.encode() for value in PLURALITY_VALUES]
+    return {"is_male": np.array([b"True", b"False"], object)[pick % 2],
+            "plurality": np.array(plurality, object)[pick % len(plurality)],
+            "mother_age": (18 + pick % 25).astype(np.float32),
+            "gestation_weeks": (30 + pick % 12).astype(np.float32)}
+
+
+def test_a_tf2_model_moves_to_a_session_where_its_warmup_answers_alike(models_dir):
+    functions = savedmodel.load(models_dir / "natality" / "1")
+    moved = savedmodel.load(models_dir / "natality" / "1")
+    assert functions.in_session == moved.in_session == frozenset()
+    assert warmup.run(moved, (1, 8)) == 4
+    assert moved.in_session == {"serving_default"}
+    assert isinstance(moved._keepalive, tf.compat.v1.Session)  # the functions are gone
+    for rows in (1, 7, 300):
+        inputs = natality_rows(rows)
+        want = functions.run("serving_default", inputs)["weight_pounds"]
+        np.testing.assert_allclose(moved.run("serving_default", inputs)["weight_pounds"], want, rtol=1e-6)
+    bad = dict(natality_rows(1), is_male=np.array([b"maybe"], object))
+    with pytest.raises(InvalidArgument):
+        moved.run("serving_default", bad)
+
+
+def test_a_tf2_model_the_session_cannot_run_stays_on_its_functions(models_dir):
+    """TF1's loader restores only part of the Keras 3 image classifier's variables."""
+    image = savedmodel.load(models_dir / "image_classifier" / "1")
+    requests = warmup.recorded_requests(image)
+    assert warmup.run(image, (1,)) == len(requests)
+    assert image.in_session == frozenset()
+    assert image.run("serving_default", requests[0].inputs)["scores"].shape[0] == len(requests[0].inputs["image_bytes"])
+
+
+def test_a_session_that_answers_differently_is_not_used(models_dir, monkeypatch):
+    real = savedmodel._session_runners
+
+    def off_by_one(path, defs):
+        session, runners = real(path, defs)
+        return session, {name: lambda inputs, run=run: {k: v + 1 for k, v in run(inputs).items()}
+                         for name, run in runners.items()}
+
+    monkeypatch.setattr(savedmodel, "_session_runners", off_by_one)
+    model = savedmodel.load(models_dir / "natality" / "1")
+    warmup.run(model, (1,))
+    assert model.in_session == frozenset()
+    np.testing.assert_array_equal(model.run("serving_default", natality_rows(5))["weight_pounds"],
+                                  savedmodel.load(models_dir / "natality" / "1")
+                                  .run("serving_default", natality_rows(5))["weight_pounds"])
+
+
+def test_requests_the_functions_refuse_prove_nothing(models_dir):
+    model = savedmodel.load(models_dir / "shapes" / "vec16" / "1")
+    model.prefer_session([])
+    model.prefer_session([("serving_default", {"nope": np.zeros((1, 16), np.float32)}),
+                          ("no_such_signature", {})])
+    assert model.in_session == frozenset()
+    spec = model.signature("serving_default")
+    model.prefer_session([("serving_default", {name: np.zeros((2, 16), np.float32) for name in spec.inputs})])
+    assert model.in_session == {"serving_default"}
+
+
+def test_tf2_session_false_keeps_the_functions(models_dir):
+    path = str(models_dir / "shapes" / "vec16" / "1")
+    assert LocalSource((1,), tf2_session=False).load("vec16", 1, path).in_session == frozenset()
+    assert LocalSource((1,)).load("vec16", 1, path).in_session == {"serving_default"}
+
+
+def test_a_tf1_model_is_in_a_session_from_the_start(half_plus_two):
+    assert half_plus_two.in_session == set(half_plus_two.specs)
