@@ -1,5 +1,7 @@
 """(a) of ``make bench``: the model alone, in process, at each batch size (the limit no
-server can beat).
+server can beat): loaded and warmed up as the gateway does it, so it runs in a TF1 Session
+where the gateway's would (``LoadedModel.prefer_session``; its restored functions cost 3-7x
+more per call, which would put this "limit" below the gateway).
 
 ``python -m loadtests.baselines.raw_model MODEL MODEL_BASE_PATH --batch-sizes 1,8 --calls N``
 prints one line ``RAW_JSON {...}`` (a ``RawResult``). The benchmark runs it as a pinned
@@ -38,19 +40,23 @@ def _inputs(model: str, batch: int) -> dict[str, Any]:
 def measure(model: str, base_path: str, batch_sizes: Sequence[int], calls: int) -> RawResult:
     """Rows/s of the serving signature at each batch size (after a few untimed calls)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
     import tensorflow as tf
 
+    from serving.runtime import savedmodel, warmup
+
     started = time.perf_counter()
-    fn = tf.saved_model.load(latest_version(base_path)).signatures[SIGNATURE]
+    loaded = savedmodel.load(latest_version(base_path))
+    warmup.run(loaded, (1,))
     load_s = time.perf_counter() - started
+    spec = loaded.signature(SIGNATURE)
 
     def call(inputs: dict[str, Any]) -> None:
-        for tensor in fn(**inputs).values():
-            tensor.numpy()
+        loaded.run(SIGNATURE, inputs)
 
     timings = []
     for batch in batch_sizes:
-        inputs = {k: tf.constant(v) for k, v in _inputs(model, batch).items()}
+        inputs = {k: np.asarray(v, dtype=spec.inputs[k].dtype) for k, v in _inputs(model, batch).items()}
         for _ in range(max(2, calls // 20)):
             call(inputs)
         started = time.perf_counter()

@@ -60,8 +60,8 @@ class LoadedModel:
         SavedModel, where the Session answers ``requests`` (the warm-up) as the signature
         function does: at least one answered by both, none differently (floats to 1e-5).
 
-        Why: a restored function costs 0.7-2.3 ms of CPU per call at any batch size here,
-        the Session 3-7x less (``make bench-runners``). Why tried, not assumed: TF1's loader
+        Why: a restored function cost 0.75-2.7 ms of CPU per call at any batch size here,
+        the Session 3.5-6.6x less (``make bench-runners``). Why tried, not assumed: TF1's loader
         does not restore every TF2 model (a Keras 3 export of our image classifier loses
         half its variables), and a request the function refuses proves nothing. The
         functions go once no signature uses them; until then the model is held twice.
