@@ -62,7 +62,7 @@ class ModelLocation:
     service: str | None = None
     model_name: str = "default"
     version: int | None = None  # None: the newest
-    tf2_session: bool = True  # warm up, and move a TF2 model to a TF1 Session where it answers alike
+    tf2_session: bool = True  # move a TF2 model to a TF1 Session if its warm-up is answered alike there
 
     def __post_init__(self) -> None:
         if (self.base_path is None) == (self.service is None):
@@ -122,7 +122,7 @@ def _open(location: ModelLocation) -> tuple[int, Any]:
     if location.tf2_session:
         from serving.runtime import warmup
 
-        warmup.run(model, (1,))
+        model.prefer_session(warmup.recorded_requests(model) or warmup.synthetic_requests(model, (1, 8)))
     return version, model
 
 

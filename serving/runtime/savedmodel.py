@@ -48,43 +48,42 @@ class LoadedModel:
     specs: dict[str, SignatureSpec]
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
     _runners: dict[str, Runner]
-    _keepalive: Any  # what owns the variables: the loaded object, a session, or both
-    in_session: frozenset[str]  # the signatures run by a TF1 Session (the rest: TF2 functions)
+    _keepalive: Any  # what owns the variables: the loaded object or a session
+    in_session: bool  # run by a TF1 Session (else by its TF2 signature functions)
     source: str = ""  # where the version lives (gs://, s3://, or ``path`` itself)
 
     def signature(self, name: str) -> SignatureSpec:
         return find_signature(self.specs, name)
 
     def prefer_session(self, requests: Iterable[tuple[str, Inputs]]) -> None:
-        """Move a TF2 model's signatures to a TF1 Session, as TF Serving runs every
-        SavedModel, where the Session answers ``requests`` (the warm-up) as the signature
-        function does: at least one answered by both, none differently (floats to 1e-5).
+        """Move a TF2 model to a TF1 Session, as TF Serving runs every SavedModel, if the
+        Session answers ``requests`` (the warm-up) as the signature functions do: every
+        signature answered at least one of them alike (floats to 1e-5) and none differently,
+        where a request only one of the two refuses counts as different. All signatures
+        move or none, so the model is never held twice nor its state split.
 
         Why: a restored function cost 0.75-2.7 ms of CPU per call at any batch size here,
-        the Session 3.5-6.6x less (``make bench-runners``). Why tried, not assumed: TF1's loader
-        does not restore every TF2 model (a Keras 3 export of our image classifier loses
-        half its variables), and a request the function refuses proves nothing. The
-        functions go once no signature uses them; until then the model is held twice.
+        the Session 3.5-6.6x less (``make bench-runners``). Why tried, not assumed: TF1's
+        loader does not restore every TF2 model (a Keras 3 export of our image classifier
+        loses half its variables). While it is tried, the model's variables are in memory
+        twice.
         """
-        functions = {name: run for name, run in self._runners.items() if name not in self.in_session}
-        if not functions:
-            return
+        if self.in_session:
+            return  # a TF1 SavedModel: in a Session from the start
         try:
-            session, candidates = _session_runners(self.path, {n: self.signature_defs[n] for n in functions})
+            defs = {name: self.signature_defs[name] for name in self._runners}
+            session, candidates = _session_runners(self.path, defs)
         except Exception as error:  # noqa: BLE001 - any failure leaves the functions in place
             log.info("%s stays on its TF2 functions: TF1's loader failed: %s", self.path, error)
             return
-        agreed = _agreeing(functions, candidates, requests)
-        if not agreed:
+        unproven = set(self._runners) - _agreeing(self._runners, candidates, requests)
+        if unproven:
             session.close()
-            log.info("%s stays on its TF2 functions: no warm-up request answered the same in a Session",
-                     self.path)
+            log.info("%s stays on its TF2 functions: no warm-up request answered %s alike in a Session "
+                     "(or one answered differently)", self.path, sorted(unproven))
             return
-        self._runners.update({name: candidates[name] for name in agreed})
-        self.in_session |= agreed
-        self._keepalive = session if self.in_session == self._runners.keys() else (self._keepalive, session)
-        log.info("%s runs %s in a TF1 Session, %s on its TF2 functions", self.path, sorted(agreed),
-                 sorted(self._runners.keys() - self.in_session) or "none")
+        self._runners, self._keepalive, self.in_session = candidates, session, True
+        log.info("%s runs in a TF1 Session: its warm-up answered alike there", self.path)
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]:
@@ -112,8 +111,9 @@ def load(path: str | os.PathLike) -> LoadedModel:
     TF2 SavedModels (``tf.saved_model.save``, Keras 3 export) run through their restored
     signature functions until ``prefer_session`` moves them. TF1 SavedModels run in a graph
     Session, as TF Serving runs them: TF2's loader cannot restore some of them (TF
-    Serving's half_plus_three among them) and would check feed shapes that TF Serving does
-    not (callers check them against the signature: ``SignatureSpec.validate``).
+    Serving's half_plus_three among them) and would check their feed shapes, which TF
+    Serving does not. Callers check shapes against the signature where they must
+    (``SignatureSpec.validate``); neither runner relies on it.
     """
     source = os.fspath(path)
     local = storage.local_copy(source)
@@ -136,9 +136,9 @@ def _load_local(path: str) -> LoadedModel:
     if meta_graph.object_graph_def.nodes:
         root = tf.saved_model.load(path, tags=[SERVE_TAG])
         runners = {name: _function_runner(fn) for name, fn in root.signatures.items()}
-        return LoadedModel(path, specs, defs, runners, root, frozenset())
+        return LoadedModel(path, specs, defs, runners, root, False)
     session, runners = _session_runners(path, callable_defs)
-    return LoadedModel(path, specs, defs, runners, session, frozenset(runners))
+    return LoadedModel(path, specs, defs, runners, session, True)
 
 
 def _function_runner(function: Any) -> Runner:
@@ -152,9 +152,13 @@ def _function_runner(function: Any) -> Runner:
 def _session_runners(path: str, defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> tuple[Any, dict[str, Runner]]:
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
-    with graph.as_default():
-        tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)
-    return session, {name: _session_runner(session, d) for name, d in defs.items()}
+    try:
+        with graph.as_default():
+            tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)
+        return session, {name: _session_runner(session, d) for name, d in defs.items()}
+    except BaseException:
+        session.close()
+        raise
 
 
 def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) -> Runner:
@@ -183,22 +187,26 @@ def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) ->
 def _agreeing(functions: Mapping[str, Runner], candidates: Mapping[str, Runner],
               requests: Iterable[tuple[str, Inputs]]) -> frozenset[str]:
     """The signatures whose candidate answered at least one request as its function did,
-    and none differently (an error where the function answered is different)."""
+    and none differently. A request both refuse proves nothing (a synthetic input may
+    mean nothing to the model); one that only one of them refuses is a difference."""
     agreed: set[str] = set()
     differed: set[str] = set()
     for name, inputs in requests:
         if name not in functions or name in differed:
             continue
-        try:
-            expected = functions[name](inputs)
-        except Exception:  # noqa: BLE001 - refused by the function (a synthetic input, say): no evidence
+        expected, got = _answer(functions[name], inputs), _answer(candidates[name], inputs)
+        if expected is None and got is None:
             continue
-        try:
-            same = same_answers(expected, candidates[name](inputs))
-        except Exception:  # noqa: BLE001 - the function answered, the candidate did not
-            same = False
+        same = expected is not None and got is not None and same_answers(expected, got)
         (agreed if same else differed).add(name)
     return frozenset(agreed - differed)
+
+
+def _answer(runner: Runner, inputs: Inputs) -> dict[str, np.ndarray] | None:
+    try:
+        return runner(inputs)
+    except Exception:  # noqa: BLE001 - a refusal, compared by the caller
+        return None
 
 
 def same_answers(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> bool:

@@ -42,7 +42,11 @@ def recorded_requests(model: LoadedModel) -> list[WarmupRequest] | None:
 
 
 def synthetic_requests(model: LoadedModel, batch_sizes: Iterable[int]) -> list[WarmupRequest]:
-    """A request of each batch size for each batchable predict signature."""
+    """A request of each batch size for each batchable predict signature: floats drawn
+    from [0.5, 1.5) (so that they reach the weights they multiply, which zeros would not:
+    ``LoadedModel.prefer_session`` compares answers on them), other numbers 0 (a valid
+    index), strings empty."""
+    random = np.random.default_rng(0)
     requests = []
     for name, spec in model.specs.items():
         if spec.method_name != PREDICT or not spec.batchable:
@@ -50,10 +54,13 @@ def synthetic_requests(model: LoadedModel, batch_sizes: Iterable[int]) -> list[W
         for rows in batch_sizes:
             inputs = {}
             for key, tensor in spec.inputs.items():
-                inner = () if tensor.shape is None else tuple(d or 1 for d in tensor.shape[1:])
-                value = np.zeros((rows, *inner), dtype=tensor.dtype)
-                if tensor.dtype == STRING:
-                    value[...] = b""
+                shape = (rows, *(() if tensor.shape is None else tuple(d or 1 for d in tensor.shape[1:])))
+                if tensor.dtype.kind == "f":
+                    value = random.uniform(0.5, 1.5, shape).astype(tensor.dtype)
+                else:
+                    value = np.zeros(shape, dtype=tensor.dtype)
+                    if tensor.dtype == STRING:
+                        value[...] = b""
                 inputs[key] = value
             requests.append(WarmupRequest(name, inputs))
     return requests

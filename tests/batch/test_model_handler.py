@@ -72,8 +72,8 @@ def test_the_model_runs_in_a_session_unless_the_job_says_otherwise(models_dir):
     from batch.run import parse
 
     base = str(models_dir / "shapes" / "vec16")
-    assert SavedModelHandler(ModelLocation(base)).load_model().model.in_session == {"serving_default"}
-    assert SavedModelHandler(ModelLocation(base, tf2_session=False)).load_model().model.in_session == frozenset()
+    assert SavedModelHandler(ModelLocation(base)).load_model().model.in_session is True
+    assert SavedModelHandler(ModelLocation(base, tf2_session=False)).load_model().model.in_session is False
     flags = ["--input=i", "--output=o", f"--model_base_path={base}"]
     assert parse(flags)[0].tf2_session is True
     assert parse([*flags, "--tf2_session=false"])[0].tf2_session is False

@@ -1,7 +1,9 @@
 """Loading and running SavedModels of every kind (serving/runtime/savedmodel.py, warmup.py)."""
 from __future__ import annotations
 
+import gc
 import shutil
+import weakref
 
 import numpy as np
 import pytest
@@ -121,10 +123,12 @@ def natality_rows(rows: int) -> dict[str, np.ndarray]:
 def test_a_tf2_model_moves_to_a_session_where_its_warmup_answers_alike(models_dir):
     functions = savedmodel.load(models_dir / "natality" / "1")
     moved = savedmodel.load(models_dir / "natality" / "1")
-    assert functions.in_session == moved.in_session == frozenset()
+    assert functions.in_session is moved.in_session is False
+    loaded = weakref.ref(moved._keepalive)
     assert warmup.run(moved, (1, 8)) == 4
-    assert moved.in_session == {"serving_default"}
-    assert isinstance(moved._keepalive, tf.compat.v1.Session)  # the functions are gone
+    assert moved.in_session is True
+    gc.collect()
+    assert loaded() is None  # the model is not held twice
     for rows in (1, 7, 300):
         inputs = natality_rows(rows)
         want = functions.run("serving_default", inputs)["weight_pounds"]
@@ -139,43 +143,125 @@ def test_a_tf2_model_the_session_cannot_run_stays_on_its_functions(models_dir):
     image = savedmodel.load(models_dir / "image_classifier" / "1")
     requests = warmup.recorded_requests(image)
     assert warmup.run(image, (1,)) == len(requests)
-    assert image.in_session == frozenset()
+    assert image.in_session is False
     assert image.run("serving_default", requests[0].inputs)["scores"].shape[0] == len(requests[0].inputs["image_bytes"])
 
 
-def test_a_session_that_answers_differently_is_not_used(models_dir, monkeypatch):
+@pytest.fixture
+def sessions(monkeypatch):
+    """The Sessions prefer_session builds, each with a ``closed`` flag; ``faults`` maps a
+    signature name to a change made to its Session runner's answers (or a raise)."""
     real = savedmodel._session_runners
+    built: list = []
+    faults: dict = {}
 
-    def off_by_one(path, defs):
-        session, runners = real(path, defs)
-        return session, {name: lambda inputs, run=run: {k: v + 1 for k, v in run(inputs).items()}
-                         for name, run in runners.items()}
+    def runners(path, defs):
+        session, found = real(path, defs)
+        session.closed = False
+        close = session.close
 
-    monkeypatch.setattr(savedmodel, "_session_runners", off_by_one)
+        def closing():
+            session.closed = True
+            close()
+
+        session.close = closing
+        built.append(session)
+        return session, {name: faults[name](run) if name in faults else run for name, run in found.items()}
+
+    monkeypatch.setattr(savedmodel, "_session_runners", runners)
+    return built, faults
+
+
+def test_a_session_that_answers_differently_is_not_used(models_dir, sessions):
+    built, faults = sessions
+    faults["serving_default"] = lambda run: lambda inputs: {k: v + 1 for k, v in run(inputs).items()}
     model = savedmodel.load(models_dir / "natality" / "1")
     warmup.run(model, (1,))
-    assert model.in_session == frozenset()
+    assert model.in_session is False and len(built) == 1 and built[0].closed
     np.testing.assert_array_equal(model.run("serving_default", natality_rows(5))["weight_pounds"],
                                   savedmodel.load(models_dir / "natality" / "1")
                                   .run("serving_default", natality_rows(5))["weight_pounds"])
 
 
-def test_requests_the_functions_refuse_prove_nothing(models_dir):
+def two_signatures(tmp_path):
+    class Two(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable([2.0, 3.0])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def dot(self, x):
+            return {"y": tf.linalg.matvec(x, self.w)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def scale(self, x):
+            return {"y": x * self.w}
+
+    module = Two()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"dot": module.dot, "scale": module.scale})
+    return savedmodel.load(tmp_path / "1")
+
+
+def test_every_signature_moves_or_none(tmp_path, sessions):
+    built, faults = sessions
+    model = two_signatures(tmp_path)
+    model.prefer_session(warmup.synthetic_requests(model, (3,))[:1])  # only "dot" answered: "scale" unproven
+    assert model.in_session is False and built[-1].closed
+    faults["scale"] = lambda run: lambda inputs: {"y": run(inputs)["y"] * 2}
+    model.prefer_session(warmup.synthetic_requests(model, (3,)))
+    assert model.in_session is False and built[-1].closed
+    faults.clear()
+    model.prefer_session(warmup.synthetic_requests(model, (3,)))
+    assert model.in_session is True and not built[-1].closed
+    x = np.array([[1.0, 1.0], [0.5, 2.0]], np.float32)
+    np.testing.assert_allclose(model.run("dot", {"x": x})["y"], [5.0, 7.0])
+    np.testing.assert_allclose(model.run("scale", {"x": x})["y"], [[2.0, 3.0], [1.0, 6.0]])
+
+
+def test_a_request_only_one_runner_refuses_is_a_difference(tmp_path, sessions):
+    _, faults = sessions
+    model = two_signatures(tmp_path)
+    requests = warmup.synthetic_requests(model, (2,))
+    faults["dot"] = lambda run: lambda inputs: {"y": np.zeros(len(inputs["x"]), np.float32)} if inputs["x"].size == 0 \
+        else run(inputs)
+    refused_by_the_function = ("dot", {"x": np.zeros((0, 3), np.float32)})  # wrong width: the function refuses
+    model.prefer_session([refused_by_the_function, *requests])
+    assert model.in_session is False
+
+
+def test_requests_both_refuse_prove_nothing(models_dir, sessions):
+    built, _ = sessions
     model = savedmodel.load(models_dir / "shapes" / "vec16" / "1")
     model.prefer_session([])
     model.prefer_session([("serving_default", {"nope": np.zeros((1, 16), np.float32)}),
                           ("no_such_signature", {})])
-    assert model.in_session == frozenset()
-    spec = model.signature("serving_default")
-    model.prefer_session([("serving_default", {name: np.zeros((2, 16), np.float32) for name in spec.inputs})])
-    assert model.in_session == {"serving_default"}
+    assert model.in_session is False and len(built) == 2 and all(s.closed for s in built)
+    model.prefer_session(warmup.synthetic_requests(model, (2,)))
+    assert model.in_session is True
+
+
+def test_a_loader_failure_leaves_the_functions(models_dir, monkeypatch):
+    def refuse(path, defs):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(savedmodel, "_session_runners", refuse)
+    model = savedmodel.load(models_dir / "natality" / "1")
+    assert warmup.run(model, (1,)) == 4
+    assert model.in_session is False
+
+
+def test_synthetic_floats_are_not_zeros(models_dir):
+    """Zeros would not reach the weights they multiply, so a Session with wrong ones would pass."""
+    model = savedmodel.load(models_dir / "shapes" / "vec16" / "1")
+    (request,) = warmup.synthetic_requests(model, (4,))
+    for value in request.inputs.values():
+        assert value.dtype == np.float32 and (value >= 0.5).all() and len(np.unique(value)) > 1
 
 
 def test_tf2_session_false_keeps_the_functions(models_dir):
     path = str(models_dir / "shapes" / "vec16" / "1")
-    assert LocalSource((1,), tf2_session=False).load("vec16", 1, path).in_session == frozenset()
-    assert LocalSource((1,)).load("vec16", 1, path).in_session == {"serving_default"}
+    assert LocalSource((1,), tf2_session=False).load("vec16", 1, path).in_session is False
+    assert LocalSource((1,)).load("vec16", 1, path).in_session is True
 
 
 def test_a_tf1_model_is_in_a_session_from_the_start(half_plus_two):
-    assert half_plus_two.in_session == set(half_plus_two.specs)
+    assert half_plus_two.in_session is True
