@@ -131,7 +131,7 @@ async def _drive(job: Drive) -> dict[str, Any]:
     else:
         send, close = await _http_sender(job.target, job.concurrency)
     latencies: list[float] = []
-    errors = 0
+    errors = skipped = 0
     requests = job.requests
     started = time.perf_counter()
     end = started + job.duration_s
@@ -160,7 +160,7 @@ async def _drive(job: Drive) -> dict[str, Any]:
             if delay > 0:
                 await asyncio.sleep(delay)
             if len(in_flight) >= job.concurrency:
-                errors += 1  # the in-flight cap: an overloaded server shows as errors
+                skipped += 1  # the in-flight cap: an overloaded server shows as sends not made
             else:
                 task = asyncio.create_task(one(index, due))
                 in_flight.add(task)
@@ -169,7 +169,7 @@ async def _drive(job: Drive) -> dict[str, Any]:
         await asyncio.gather(*in_flight)
     elapsed = time.perf_counter() - started
     await close()
-    return {"ok": len(latencies), "errors": errors, "seconds": elapsed,
+    return {"ok": len(latencies), "errors": errors, "skipped": skipped, "seconds": elapsed,
             "latencies_us": sorted(round(x * 1e6) for x in latencies)}
 
 
@@ -250,6 +250,9 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    """Requests that failed."""
+    skipped: int
+    """At a fixed rate, sends not made because ``--concurrency`` calls were already in flight."""
     answered: int
     """Predicts the server counted in the CPU window."""
     server_cpu_s: float
@@ -350,6 +353,7 @@ def run_drivers(transport: str, target: str, requests: list[bytes], concurrency:
     seconds = max(r["seconds"] for r in results)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     merged = {"ok": sum(r["ok"] for r in results), "errors": sum(r["errors"] for r in results),
+              "skipped": sum(r["skipped"] for r in results),
               "seconds": seconds,
               "latencies_us": sorted(x for r in results for x in r["latencies_us"])}
     return merged, cpu / seconds
@@ -367,7 +371,7 @@ def measure(transport: str, server: Server, args: argparse.Namespace, pinning: P
         if use_wrk:
             result = bench_wrk.run(f"http://{target}/v1/models/{MODEL}:predict", bodies_file,
                                    round(seconds), args.concurrency, pinning.loadgen)
-            return {"ok": result.requests - result.errors, "errors": result.errors,
+            return {"ok": result.requests - result.errors, "errors": result.errors, "skipped": 0,
                     "seconds": result.duration_s, "p50": result.latency_ms.p50,
                     "p99": result.latency_ms.p99}, result.loadgen_cpu
         return run_drivers(transport, target, requests, args.concurrency, seconds, args.rate,
@@ -392,7 +396,7 @@ def measure(transport: str, server: Server, args: argparse.Namespace, pinning: P
     batches = after.batches - before.batches if after and before else 0
     return Run(label, f"rate {args.rate:g}/s" if args.rate else f"closed {args.concurrency}",
                qps=result["ok"] / result["seconds"], p50_ms=float(p50), p99_ms=float(p99),
-               errors=result["errors"],
+               errors=result["errors"], skipped=result["skipped"],
                answered=round(after.predict_ok - before.predict_ok) if after and before else result["ok"],
                server_cpu_s=(cpu_after or 0.0) - (cpu_before or 0.0), loop_cpu_s=loop_after - loop_before,
                mean_batch_rows=(after.batch_rows - before.batch_rows) / batches if after and before and batches
@@ -403,14 +407,14 @@ def measure(transport: str, server: Server, args: argparse.Namespace, pinning: P
 
 def render(runs: Sequence[Run], title: str) -> str:
     lines = [title, "",
-             "| transport | load | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
-             "| loop thread ms/req | rows/batch | server CPU share | loadgen CPU share |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| transport | load | req/s | p50 ms | p99 ms | errors | skipped at the in-flight cap "
+             "| server CPU ms/req | loop thread ms/req | rows/batch | server CPU share | loadgen CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         loadgen = f"{r.loadgen_cpu:.2f}" if r.loadgen_cpu is not None else "?"
         rows = f"{r.mean_batch_rows:.1f}" if r.mean_batch_rows is not None else "?"
         lines.append(f"| {r.transport} | {r.mode} | {r.qps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-                     f"| {r.errors} | {r.cpu_ms_per_request:.3f} | {r.loop_ms_per_request:.3f} | {rows} "
+                     f"| {r.errors} | {r.skipped} | {r.cpu_ms_per_request:.3f} | {r.loop_ms_per_request:.3f} | {rows} "
                      f"| {r.server_cpu_s / r.seconds:.2f} | {loadgen} |")
     rest = next((r for r in runs if r.transport == "rest"), None)
     if rest is not None:
