@@ -33,15 +33,18 @@ def test_grpc_closed_loop_counts_every_answer():
     assert len(result["latencies_us"]) == result["ok"]
 
 
-def test_http_fixed_rate_sends_on_schedule():
+def drive_http_at_40_per_s(concurrency: int, answer_after_s: float) -> dict:
+    """0.29 s of sends due every 25 ms (12 of them) to an HTTP server that answers each
+    request ``answer_after_s`` after reading it."""
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError:
                 break
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
+            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            if answer_after_s:
+                await asyncio.sleep(answer_after_s)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         writer.close()
 
@@ -50,33 +53,19 @@ def test_http_fixed_rate_sends_on_schedule():
         server = await asyncio.start_server(answer, "127.0.0.1", port)
         request = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
         async with server:
-            return await _drive(Drive("rest", f"127.0.0.1:{port}", [request], 2, 0.29, 40.0))
+            return await _drive(Drive("rest", f"127.0.0.1:{port}", [request], concurrency, 0.29, 40.0))
 
-    result = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_http_fixed_rate_sends_on_schedule():
+    result = drive_http_at_40_per_s(concurrency=2, answer_after_s=0.0)
     assert result["ok"] + result["errors"] + result["skipped"] == 12  # sends due at 0, 25, ..., 275 ms
     assert result["errors"] == result["skipped"] == 0
 
 
 def test_fixed_rate_sends_skipped_at_the_cap_are_not_errors():
-    async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                break
-            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
-            await asyncio.sleep(0.2)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        writer.close()
-
-    async def run() -> dict:
-        port = free_port()
-        server = await asyncio.start_server(answer_late, "127.0.0.1", port)
-        request = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
-        async with server:
-            return await _drive(Drive("rest", f"127.0.0.1:{port}", [request], 1, 0.29, 40.0))
-
-    result = asyncio.run(run())
+    result = drive_http_at_40_per_s(concurrency=1, answer_after_s=0.2)
     # One call in flight at a time, each answered 200 ms after it was sent: of the 12 sends
     # due within 275 ms at most two are made.
     assert result["errors"] == 0 and result["ok"] <= 2
