@@ -18,9 +18,9 @@ from serving.cli import parse_bool
 def add_tf2_session_flag(parser: argparse.ArgumentParser) -> None:
     """The gateway's ``--tf2_session``, for the pipelines' in-process models."""
     parser.add_argument("--tf2_session", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL",
-                        help="run a TF2 SavedModel's signature in a TF1 Session where its warm-up requests "
-                             "are answered there as by its function (a fifth of the CPU per call); "
-                             "false: always its function")
+                        help="run a TF2 SavedModel in a TF1 Session if its warm-up requests are answered "
+                             "there as by its functions (a fifth of the CPU per call); false: always its "
+                             "functions")
 
 
 def beam_options(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> Any:

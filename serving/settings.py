@@ -145,9 +145,9 @@ class Settings(BaseSettings):
         "Service) or ipv4:A:P,B:P names a fleet, each call going to a pod that has its version")
     rest_api_timeout_in_ms: int = Field(30000, ge=1, description="default request deadline")
     tf2_session: bool = Field(
-        True, description="run a TF2 SavedModel's signatures in a TF1 Session, as TF Serving "
-        "does, where its warm-up requests are answered there as by its functions (a call costs "
-        "a fifth of the CPU); false: always its functions")
+        True, description="run a TF2 SavedModel in a TF1 Session, as TF Serving does, if its "
+        "warm-up requests are answered there as by its functions (a call costs a fifth of the "
+        "CPU); false: always its functions")
     max_request_bytes: int = Field(64 << 20, ge=1, description="larger bodies get 413")
     max_rows_per_request: int = Field(100_000, ge=1, description="more rows get 413")
     drain_timeout_seconds: float = Field(30.0, ge=0, description="SIGTERM: time to finish")

@@ -69,19 +69,19 @@ def synthetic_requests(model: LoadedModel, batch_sizes: Iterable[int]) -> list[W
 def run(model: LoadedModel, batch_sizes: Iterable[int], prefer_session: bool = True) -> int:
     """Warm ``model`` up; return the number of requests run. Recorded failures raise.
 
-    With ``prefer_session``, the warm-up requests also decide which signatures of a TF2
-    model move to a TF1 Session (``LoadedModel.prefer_session``).
+    With ``prefer_session``, the warm-up requests also decide whether a TF2 model moves to
+    a TF1 Session (``LoadedModel.prefer_session``).
     """
     recorded = recorded_requests(model)
+    chosen = recorded if recorded is not None else synthetic_requests(model, batch_sizes)
     if prefer_session:
-        requests = recorded if recorded is not None else synthetic_requests(model, batch_sizes)
-        model.prefer_session(requests)
+        model.prefer_session(chosen)
     if recorded is not None:
         for request in recorded:
             model.run(request.signature_name, request.inputs)
         return len(recorded)
     count = 0
-    for request in synthetic_requests(model, batch_sizes):
+    for request in chosen:
         try:
             model.run(request.signature_name, request.inputs)
             count += 1
