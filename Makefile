@@ -6,18 +6,35 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 MODELS := models
+# Every version that CI, `make venv` and the images install: pip constraints (`make lock`).
+LOCK := requirements.lock
+UV_VERSION := 0.13.10
 REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-batch bench-streaming loadtest soak clean
+.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-batch bench-streaming loadtest soak clean
 
-# One venv; each target installs the extras it needs (pyproject.toml), once per set.
-$(VENV)/.extras-%: pyproject.toml
+# One venv; each target installs the extras it needs (pyproject.toml) at the lock's
+# versions, once per set and again when either file changes.
+$(VENV)/.extras-%: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$*]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$*]'
 	touch $@
+
+# Resolves pyproject.toml, every extra, for the images' Python and platform (3.11, Debian
+# bookworm's glibc on x86_64), keeping the lock's pins that still fit (LOCK_FLAGS=--upgrade
+# moves all to the newest allowed, --upgrade-package=NAME one). uv, not pip-tools: it reads
+# no pip configuration (this machine's extra indexes and find-links stay out of the lock),
+# resolves for a named target rather than the running interpreter, takes seconds where pip's
+# backtracking over TensorFlow and Beam takes minutes, and writes plain pins that pip installs.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --no-config --quiet \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+	  --custom-compile-command 'make lock' $(LOCK_FLAGS) --output-file $(LOCK)
 
 venv: $(VENV)/.extras-test
 

@@ -16,11 +16,13 @@ FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS l
 
 FROM apache/beam_python3.11_sdk:2.77.0
 WORKDIR /opt/tf-gateway
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY serving ./serving
 COPY batch ./batch
 COPY streaming ./streaming
-RUN pip install --no-cache-dir '.[batch]' \
+# The lock's versions (`make lock`), the ones CI tests, also for the packages the SDK image
+# already holds; `pip check` then catches a clash with one of its own that the lock leaves out.
+RUN pip install --no-cache-dir -c requirements.lock '.[batch]' \
     && pip check \
     && python -c "import batch.pipeline, streaming.pipeline, batch.model_handler"
 

@@ -11,9 +11,10 @@ FROM python:${PYTHON}-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY serving ./serving
-RUN /opt/venv/bin/pip install . && /opt/venv/bin/python -c "import serving.server"
+# The lock's versions (`make lock`), the ones CI tests: the base install's share of them.
+RUN /opt/venv/bin/pip install -c requirements.lock . && /opt/venv/bin/python -c "import serving.server"
 
 FROM python:${PYTHON}-slim-bookworm
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin gateway

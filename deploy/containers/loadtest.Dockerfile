@@ -9,10 +9,11 @@ ARG PYTHON=3.11
 FROM python:${PYTHON}-slim-bookworm
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 HOME=/tmp
 WORKDIR /opt/tf-gateway
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY serving ./serving
 COPY loadtests ./loadtests
-RUN pip install '.[loadtest]' && python -c "import loadtests.run"
+# The lock's versions (`make lock`), the ones CI tests.
+RUN pip install -c requirements.lock '.[loadtest]' && python -c "import loadtests.run"
 RUN useradd --uid 10002 --user-group --no-create-home --shell /usr/sbin/nologin loadtest
 USER 10002:10002
 ENTRYPOINT ["python", "-m", "loadtests.run"]

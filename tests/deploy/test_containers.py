@@ -15,6 +15,7 @@ from tests.conftest import REPO
 from tests.deploy.loadtest import ENTRY_POINT as LOADTEST_ENTRY_POINT
 from tests.deploy.manifests import DEPLOY, OVERLAYS, WITH_LOCUST, named, pod_spec
 from tests.deploy.workloads import flags
+from tests.lock import LOCK, PipInstall, pip_installs
 
 CONTAINERS = DEPLOY / "containers"
 DOCKERFILES = sorted(CONTAINERS.glob("*.Dockerfile"))
@@ -134,10 +135,11 @@ def test_flex_template_parameters_are_batch_run_options():
     ("beam-worker.Dockerfile", "[batch]", {"serving", "batch", "streaming"}),
     ("loadtest.Dockerfile", "[loadtest]", {"serving", "loadtests"}),
 ])
-def test_each_image_installs_only_what_it_runs(dockerfile, extras, packages):
+def test_each_image_installs_only_what_it_runs_at_the_locked_versions(dockerfile, extras, packages):
+    """Its own extra, with the lock CI installs from (`make lock`) as pip constraints."""
     path = CONTAINERS / dockerfile
-    runs = " ".join(rest for word, rest in instructions(path) if word == "RUN")
-    installed = re.findall(r"pip install (?:--no-cache-dir )?'?\.(\[[\w,]*\])?'?(?:\s|$)", runs)
-    assert installed == [extras], (dockerfile, installed)
-    copied = {rest.split()[0] for word, rest in instructions(path) if word == "COPY" and not rest.startswith("--from")}
-    assert copied - {"pyproject.toml"} == packages
+    runs = "\n".join(rest for word, rest in instructions(path) if word == "RUN")
+    assert pip_installs(runs) == [PipInstall((f".{extras}",), (LOCK.name,))], dockerfile
+    copied = {source for word, rest in instructions(path) if word == "COPY" and not rest.startswith("--from")
+              for source in rest.split()[:-1]}
+    assert copied == packages | {"pyproject.toml", LOCK.name}
