@@ -428,10 +428,10 @@ class GrpcUser(User):
 
     def _prepare(self) -> tuple[Send, RequestPool]:
         # tensorflow-serving-api's protos import TensorFlow: only gRPC runs pay for it.
+        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
         from loadtests.payloads import columns
-        from serving.runtime.tensors import to_proto
 
         options = self.environment.parsed_options
 
@@ -440,7 +440,7 @@ class GrpcUser(User):
             request.model_spec.name = options.model
             request.model_spec.signature_name = options.signature
             for name, array in columns(options.model, rows).items():
-                request.inputs[name].CopyFrom(to_proto(array))
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(array))  # as TF Serving's clients do
             return request
 
         channel = grpc.insecure_channel(self.host, options=[

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 IGNORED_TFS_FLAGS = (
     "allow_version_labels_for_unavailable_models", "enable_grpc_healthcheck_service",
     "enable_model_warmup", "enable_per_model_batching_parameters", "enable_profiler",
-    "enable_serialization_as_tensor_content", "enable_signature_method_name_check",
+    "enable_signature_method_name_check",
     "flush_filesystem_caches", "grpc_channel_arguments",
     "grpc_max_threads",
     "mixed_precision", "num_load_threads", "num_request_iterations_for_warmup",
@@ -71,6 +71,7 @@ _SETTINGS_FLAGS = (
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
     "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
+    "enable_serialization_as_tensor_content",
     "prediction_store", "prediction_key_field", "prediction_store_timeout_ms",
 )
 _COMPAT_PREFIX = "compat__"
@@ -130,6 +131,7 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("tfs", "ssl_config_file", str, "FILE",
      "text SSLConfig: TLS on the gRPC port (server_key, server_cert, custom_ca, client_verify)"),
     ("tfs", "rest_api_enable_cors_support", parse_bool, "BOOL", ""),
+    ("tfs", "enable_serialization_as_tensor_content", parse_bool, "BOOL", ""),
     ("tfs", "max_num_load_retries", int, "N",
      "retry a failed version load N times after the first attempt; 0: once"),
     ("tfs", "load_retry_interval_micros", int, "US",

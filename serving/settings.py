@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     rest_api_enable_cors_support: bool = Field(
         False, description="TF Serving's CORS headers on every /v1/ answer "
         "(Access-Control-Allow-Origin: *)")
+    enable_serialization_as_tensor_content: bool = Field(
+        False, description="gRPC Predict answers carry each output in tensor_content (TensorFlow's "
+        "AsProtoTensorContent), as TF Serving's flag does; false: in its typed field (float_val, "
+        "int64_val, string_val, ...), TF Serving's default, which client code reading "
+        "outputs[name].float_val needs")
     enable_reload_config_api: bool = Field(
         True, description="answer ModelService.HandleReloadConfigRequest (base paths within "
         "model_roots only); false: refuse every call with PERMISSION_DENIED")

@@ -160,6 +160,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         settings = service.settings
         self._limits = TensorLimits(settings.max_rows_per_request, settings.max_request_bytes)
         self._key_field = settings.prediction_key_field
+        self._content = settings.enable_serialization_as_tensor_content
 
     @_rpc("predict")
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
@@ -180,7 +181,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         response = predict_pb2.PredictResponse()
         _echo_spec(response.model_spec, servable, signature_name)
         for name in wanted or outputs:
-            to_proto(outputs[name], into=response.outputs[name])
+            to_proto(outputs[name], into=response.outputs[name], content=self._content)
         return response
 
     @_rpc("classify")

@@ -43,7 +43,7 @@ class UpstreamModel:
         request.model_spec.version.value = self._version
         request.model_spec.signature_name = signature_name
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(to_proto(value))
+            to_proto(value, into=request.inputs[key], content=True)
         deadline = deadline if deadline is not None else time.monotonic() + _DEFAULT_TIMEOUT_S
         try:
             response = self._client.predict(request, deadline)
