@@ -66,7 +66,8 @@ REFUSED_TFS_FLAGS: Mapping[str, str] = {
 
 #: Flags that map one-to-one onto a ``Settings`` field of the same name.
 _SETTINGS_FLAGS = (
-    "port", "rest_api_port", "host", "enable_batching", "rest_api_timeout_in_ms",
+    "port", "rest_api_port", "host", "grpc_server", "grpc_compression", "enable_batching",
+    "rest_api_timeout_in_ms",
     "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "upstream", "tf2_session",
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
@@ -139,6 +140,8 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("own", "host", str, "ADDR", "address both servers bind"),
     ("own", "upstream", str, "HOST:PORT",
      "send merged batches to this TF Serving gRPC address instead of loading models here"),
+    ("own", "grpc_server", str, "loop|aio", ""),
+    ("own", "grpc_compression", str, "none|deflate|gzip", ""),
     ("own", "tf2_session", parse_bool, "BOOL", ""),
     ("own", "max_request_bytes", int, "N", "larger bodies get 413"),
     ("own", "max_rows_per_request", int, "N", "more rows get 413"),

@@ -12,6 +12,7 @@ they are caught.
     ├── NotFound             404 NOT_FOUND
     ├── FailedPrecondition   400 FAILED_PRECONDITION
     ├── PermissionDenied     403 PERMISSION_DENIED
+    ├── Unauthenticated      401 UNAUTHENTICATED
     ├── ResourceExhausted    429 RESOURCE_EXHAUSTED  (carries retry_after_s)
     ├── DeadlineExceeded     504 DEADLINE_EXCEEDED
     ├── Cancelled            499 CANCELLED
@@ -64,6 +65,13 @@ class PermissionDenied(ServingError):
     grpc_code = "PERMISSION_DENIED"
 
 
+class Unauthenticated(ServingError):
+    """The call carries no valid credentials (a gRPC interceptor or REST auth refused it)."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+
+
 class ResourceExhausted(ServingError):
     """The queue is full; the client should retry after ``retry_after_s`` seconds."""
 
@@ -104,8 +112,8 @@ class BadUpstreamAnswer(ServingError):
 
 _BY_GRPC_CODE: dict[str, type[ServingError]] = {
     cls.grpc_code: cls
-    for cls in (InvalidArgument, NotFound, FailedPrecondition, PermissionDenied, ResourceExhausted,
-                DeadlineExceeded, Cancelled, Unavailable, Unimplemented)
+    for cls in (InvalidArgument, NotFound, FailedPrecondition, PermissionDenied, Unauthenticated,
+                ResourceExhausted, DeadlineExceeded, Cancelled, Unavailable, Unimplemented)
 }
 
 

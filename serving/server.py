@@ -2,14 +2,21 @@
 (over TLS as ``--ssl_config_file`` and ``--rest_api_ssl`` say), drain on SIGTERM.
 
 On the first SIGTERM (or SIGINT) readiness turns false and new requests are refused with
-503, while requests already accepted (queued or running) finish; once none is in flight,
-or ``drain_timeout_seconds`` has passed, the listeners close and the process exits. A
-second SIGINT exits at once.
+503 / UNAVAILABLE, while requests already accepted (queued or running) finish; once none is
+in flight, or ``drain_timeout_seconds`` has passed, the gRPC server gets ``GRPC_GRACE_S`` to
+end its calls (those still running are cancelled: UNAVAILABLE), the listeners close and the
+process exits 0. No wait is unbounded: a gRPC server that does not report stopped is left
+after its grace and ``GRPC_STOP_MARGIN_S``. A second SIGINT exits at once.
+
+If the gRPC server fails (its ``on_failure``: the loop server's polling thread), the process
+can no longer answer gRPC: readiness and gRPC health turn NOT_SERVING at once, the same drain
+runs, and the process exits 1, so Kubernetes restarts it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -18,7 +25,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.core.service import InferenceService
-from serving.grpc.core_server import LoopServer
+from serving.grpc.contract import GrpcServer
 from serving.grpc.server import create_grpc_server
 from serving.metrics import Metrics
 from serving.rest.app import create_app
@@ -27,31 +34,38 @@ from serving.tls import server_ssl_context
 
 log = logging.getLogger("serving")
 
+GRPC_GRACE_S = 1.0
+"""After the drain, how long gRPC calls still running get before they are cancelled."""
+GRPC_STOP_MARGIN_S = 2.0
+"""How much longer than its grace a gRPC server may take to report it has stopped."""
+
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server (REST) with the gRPC server beside it (its calls answered on the same
-    event loop), and a drain step between the signal and the shutdown of both."""
+    event loop), and a drain step between the signal and the shutdown of both. ``exit_code``
+    is what the process should end with: 1 once the gRPC server has failed."""
 
     def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float,
-                 grpc_factory: Callable[[], LoopServer] | None = None) -> None:
+                 grpc_factory: Callable[[], GrpcServer] | None = None) -> None:
         super().__init__(config)
         self._service = service
         self._drain_timeout = drain_timeout
         self._grpc_factory = grpc_factory
-        self._grpc: LoopServer | None = None
+        self._grpc: GrpcServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
+        self.exit_code = 0
 
     async def serve(self, sockets=None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
         if self._grpc_factory is not None:
             self._grpc = self._grpc_factory()  # created on this loop, which answers its calls
-            self._grpc.start()
+            self._grpc.on_failure(self._grpc_failed)
+            await self._grpc.start()
         try:
             await super().serve(sockets)
         finally:
-            if self._grpc is not None:
-                self._grpc.stop(grace=None)
+            await self._stop_grpc(grace=None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._drain_task is not None:
@@ -71,10 +85,26 @@ class DrainingServer(uvicorn.Server):
             log.info("drained; shutting down")
         else:
             log.warning("drain timeout with %d requests in flight", self._service.in_flight)
-        if self._grpc is not None:
-            # Calls still finishing need this loop: wait for the stop in a thread.
-            await asyncio.to_thread(self._grpc.stop(grace=1.0).wait)
+        await self._stop_grpc(GRPC_GRACE_S)
         self.should_exit = True
+
+    def _grpc_failed(self, reason: str) -> None:
+        log.critical("the gRPC server failed (%s): not ready from now on; draining, then exiting "
+                     "with status 1", reason)
+        self.exit_code = 1
+        self._service.fail("the gRPC server failed")  # the details stay in the log
+        self._start_drain()
+
+    async def _stop_grpc(self, grace: float | None) -> None:
+        """Stop the gRPC server (once), waiting at most its grace and ``GRPC_STOP_MARGIN_S``."""
+        server, self._grpc = self._grpc, None
+        if server is None:
+            return
+        bound = (grace or 0.0) + GRPC_STOP_MARGIN_S
+        try:
+            await asyncio.wait_for(server.stop(grace), bound)
+        except TimeoutError:
+            log.error("the gRPC server did not report stopped within %.0f s; going on without it", bound)
 
 
 class _TickWrites:
@@ -153,3 +183,5 @@ def run(settings: Settings) -> None:
     grpc_factory = (lambda: create_grpc_server(settings, service)) if settings.port else None
     server = DrainingServer(config, service, settings.drain_timeout_seconds, grpc_factory)
     server.run()
+    if server.exit_code:
+        sys.exit(server.exit_code)

@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     port: int = Field(8500, ge=0, le=65535, description="gRPC port (0: no gRPC server)")
     rest_api_port: int = Field(8501, ge=0, le=65535, description="REST port (0: none)")
     host: str = Field("0.0.0.0", description="address both servers bind")
+    grpc_server: Literal["loop", "aio"] = Field(
+        "loop", description="which server answers gRPC: 'loop', grpc's C core polled by one "
+        "thread of ours (grpc's private cygrpc layer; about a third of grpc.aio's CPU per call), "
+        "or 'aio', grpc.aio's public API; both on the event loop that serves REST")
+    grpc_compression: Literal["none", "deflate", "gzip"] = Field(
+        "none", description="compress gRPC answers with this algorithm (clients that do not "
+        "accept it get them uncompressed); compressed requests are read whatever this says")
     models: tuple[ModelConfig, ...] = Field(default=(), description="the models to serve")
     enable_batching: bool = False
     batching: BatchingConfig = BatchingConfig()

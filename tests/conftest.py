@@ -8,13 +8,14 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 import httpx
 import numpy as np
 import pytest
 
 from loadtests.processes import free_port, wait_until  # the repo's only ones, for the tests
+from serving.settings import Settings
 from tests.object_stores import SCHEMES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -192,10 +193,21 @@ def store_env(store, monkeypatch, tmp_path):
     return tmp_path
 
 
-class Gateway:
-    """A real gateway (uvicorn + the core) serving on a loopback port in a thread."""
+GRPC_SERVERS = get_args(Settings.model_fields["grpc_server"].annotation)
+"""``--grpc_server``'s choices: loop, aio."""
 
-    def __init__(self, settings) -> None:
+
+@pytest.fixture(scope="module", params=GRPC_SERVERS)
+def grpc_server(request) -> str:
+    """The gRPC server under test (``loop`` or ``aio``): a test asking for it runs on each."""
+    return request.param
+
+
+class Gateway:
+    """A real gateway (uvicorn + the core) serving on a loopback port in a thread; its gRPC
+    methods behind ``grpc_interceptors`` (``serving.grpc.interceptors``)."""
+
+    def __init__(self, settings, grpc_interceptors=()) -> None:
         import uvicorn
 
         from serving.core.service import InferenceService
@@ -209,7 +221,8 @@ class Gateway:
         config = uvicorn.Config(create_app(settings, self.service), host="127.0.0.1",
                                 port=settings.rest_api_port, loop="asyncio", http=OneWriteHttp,
                                 lifespan="on", access_log=False, log_level="warning")
-        grpc_factory = (lambda: create_grpc_server(settings, self.service)) if settings.port else None
+        grpc_factory = ((lambda: create_grpc_server(settings, self.service, grpc_interceptors))
+                        if settings.port else None)
         self.server = DrainingServer(config, self.service, settings.drain_timeout_seconds, grpc_factory)
         self.url = f"http://127.0.0.1:{settings.rest_api_port}"
         self.grpc_target = f"127.0.0.1:{settings.port}"
@@ -239,8 +252,6 @@ class Gateway:
 @pytest.fixture
 def gateway_factory() -> Iterator[Callable[..., Gateway]]:
     """Start gateways with the given settings; all stop at the end of the test."""
-    from serving.settings import Settings
-
     started: list[Gateway] = []
 
     def start(**overrides) -> Gateway:

@@ -200,13 +200,14 @@ def refused(call) -> grpc.StatusCode:
 
 
 @pytest.fixture(scope="module")
-def grpc_gateways(pki, tfserving_dir):
-    """Two gateways with the same certificates: TLS, and mutual TLS (client_verify)."""
+def grpc_gateways(pki, tfserving_dir, grpc_server):
+    """Two gateways with the same certificates, on each gRPC server: TLS, and mutual TLS
+    (client_verify)."""
     models = (ModelConfig(name="default", base_path=str(tfserving_dir / HALF_PLUS_TWO)),)
     tls = Settings(port=free_port(), rest_api_port=free_port(), host="127.0.0.1", models=models,
-                   ssl_config=pki.tls(client_verify=False))
+                   grpc_server=grpc_server, ssl_config=pki.tls(client_verify=False))
     mutual = Settings(port=free_port(), rest_api_port=free_port(), host="127.0.0.1", models=models,
-                      ssl_config=pki.tls(client_verify=True))
+                      grpc_server=grpc_server, ssl_config=pki.tls(client_verify=True))
     with Gateway(tls) as one, Gateway(mutual) as two:
         yield one, two
 
@@ -262,9 +263,10 @@ def wait_ready(job: Job, url: str, verify: ssl.SSLContext | bool) -> None:
     wait_until(ready, timeout=180, what=f"{url}/readyz")
 
 
-def test_process_serves_grpc_over_tls_and_rest_in_plaintext_by_default(pki, tmp_path, tfserving_dir):
+def test_process_serves_grpc_over_tls_and_rest_in_plaintext_by_default(pki, tmp_path, tfserving_dir,
+                                                                      grpc_server):
     config = ssl_config_file(tmp_path / "ssl.config", **inline_fields(pki))
-    job, rest, grpc_port = start(tmp_path, config, tfserving_dir)
+    job, rest, grpc_port = start(tmp_path, config, tfserving_dir, f"--grpc_server={grpc_server}")
     with job:
         wait_ready(job, f"http://127.0.0.1:{rest}", verify=False)
         answer = httpx.post(f"http://127.0.0.1:{rest}/v1/models/default:predict",

@@ -87,6 +87,8 @@ class InferenceService:
         self._idle = asyncio.Event()
         self._loading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
+        self.failure: str | None = None
+        """Why the process can no longer serve (``fail``), or None."""
         self._lookups: Lookups | None = None  # the prediction store, between start and stop
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -163,11 +165,18 @@ class InferenceService:
             return "models not yet available"
         return None
 
+        if self.failure is not None:
+            return self.failure
     def model_ready(self, name: str) -> bool:
         """Whether ``name`` can answer now (some version AVAILABLE); NotFound if not configured."""
         if name not in self.registry.configs:
             raise NotFound(f"Servable not found for request: Latest({name})")
-        return not self.draining and self.registry.model_ready(name)
+        return not self.draining and self.failure is None and self.registry.model_ready(name)
+
+    def fail(self, reason: str) -> None:
+        """A part the process cannot serve without has failed (its gRPC server): not ready
+        from now on, whatever else recovers; the process is expected to exit."""
+        self.failure = reason
 
     def begin_drain(self) -> None:
         """Stop accepting requests; those already accepted still finish."""

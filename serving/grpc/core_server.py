@@ -1,6 +1,6 @@
 """A gRPC server whose calls are answered on an asyncio event loop, driven straight from
 grpc's C core (``grpc._cython.cygrpc``, the layer both ``grpc.server`` and ``grpc.aio``
-are built on) by one polling thread.
+are built on) by one polling thread: ``--grpc_server=loop``, the default.
 
 Why not grpc's own servers: measured with ``python -m loadtests.bench_grpc --floor`` (a
 no-op unary handler, 64 calls in flight, server pinned to one busy core), ``grpc.server``
@@ -12,37 +12,53 @@ a handler that awaits the core's batcher must block that thread on the loop. Her
 thread polls the completion queue (the GIL released while it waits), parses each request
 and hands it to the loop with one ``call_soon_threadsafe`` (wake-ups coalesce under
 load); the loop runs the method and starts the answer's batch itself. No call holds a
-thread. The price is grpc's private Cython layer, the one its own servers use: a grpcio
-upgrade must pass ``tests/grpc``.
+thread. The price is grpc's private Cython layer, the one its own servers use: grpcio is
+pinned to the minor CI tests, ``tests/grpc/test_cygrpc_contract.py`` fails when the names
+and signatures used here change, and ``--grpc_server=aio`` (``serving.grpc.aio_server``) is
+the public fallback with the same behaviour.
 
-What it keeps of grpc's server behaviour: a method's ``abort`` ends the call with its code
-and details; an exception that escapes a method ends it UNKNOWN; an unknown method gets
-UNIMPLEMENTED; a call the client cancels, or whose deadline passes, cancels its task;
-channel options (message size limits, keep-alive, connection age) apply as the C core
-applies them; ``stop(grace)`` refuses new calls, lets running ones finish for ``grace``
-seconds, then cancels the rest, and returns an event set once the server has stopped.
-Only unary-unary methods are served.
+What it keeps of grpc's server behaviour (``serving.grpc.contract``): a method's ``abort``
+ends the call with its code and details; an exception that escapes a method ends it
+UNKNOWN; an unknown method gets UNIMPLEMENTED; a call the client cancels, or whose deadline
+passes, cancels its task; invocation metadata is read, initial and trailing metadata sent;
+server-streaming methods (async generators) send one message at a time; channel options
+(message size limits, compression, keep-alive, connection age) apply as the C core applies
+them; ``stop(grace)`` refuses new calls, lets running ones finish for ``grace`` seconds,
+then cancels the rest. Requests over ``LARGE_REQUEST_BYTES`` are parsed on a parser thread:
+protobuf's upb parser holds the GIL, so this saves no CPU, but a small call waits behind at
+most the one parse holding the GIL, never behind a queue of large ones on the polling thread.
+
+The polling thread fails loudly. A call's own step that raises ends that call (INTERNAL)
+and the thread goes on. Anything else that raises in it (accepting a call, the shutdown
+branch, the poll itself) marks the server failed: ``on_failure``'s handler runs on the loop
+(``serving.server`` then turns readiness and gRPC health to NOT_SERVING and ends the
+process non-zero), and the thread keeps polling where it still can, so calls in flight end
+and health can still answer.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import grpc
 from grpc._cython import cygrpc
 
-log = logging.getLogger(__name__)
+from serving.grpc.contract import LARGE_REQUEST_BYTES, Metadata, Method, Parse, Serialize
 
-Method = Callable[[Any, "Call"], Awaitable[Any]]
-"""A coroutine method: (request, its call) -> response."""
+log = logging.getLogger(__name__)
 
 _OK = cygrpc.StatusCode.ok
 _REQUEST = "request"
 _SHUTDOWN = "shutdown"
+_NO_DEADLINE = 1e18
+"""A deadline later than this (seconds since the epoch) is the C core's "none" (about 9.2e18)."""
+_PARSER_THREADS = 2
 
 
 class _Abort(Exception):
@@ -53,38 +69,58 @@ class _Abort(Exception):
 
 
 class _Route:
-    __slots__ = ("method", "parse", "serialize")
+    __slots__ = ("method", "parse", "serialize", "streaming")
 
-    def __init__(self, method: Method, parse: Callable[[bytes], Any], serialize: Callable[[Any], bytes]) -> None:
+    def __init__(self, method: Method, parse: Parse, serialize: Serialize, streaming: bool) -> None:
         self.method = method
         self.parse = parse
         self.serialize = serialize
+        self.streaming = streaming
 
 
 class Call:
-    """One call: the method's context (``time_remaining``, ``abort``), and the steps that
-    move it from the polling thread to the loop and back to the C core."""
+    """One call: the method's context (``serving.grpc.contract.CallContext``), and the steps
+    that move it from the polling thread to the loop and back to the C core."""
 
-    __slots__ = ("_call", "_route", "_deadline", "_loop", "_task", "_cancelled", "_server")
+    __slots__ = ("_call", "_route", "_deadline", "_metadata", "_loop", "_server", "_task", "_cancelled",
+                 "_opened", "_trailing", "_writing")
 
-    def __init__(self, call: cygrpc.Call, route: _Route, deadline: float,
+    def __init__(self, call: cygrpc.Call, route: _Route, deadline: float, metadata: Metadata,
                  loop: asyncio.AbstractEventLoop, server: LoopServer) -> None:
         self._call = call
         self._server = server
         self._route = route
         self._deadline = deadline
+        self._metadata = metadata
         self._loop = loop
         self._task: asyncio.Task | None = None
         self._cancelled = False
+        self._opened = False  # initial metadata sent (or on its way)
+        self._trailing: Metadata | None = None
+        self._writing: asyncio.Future | None = None  # the send in progress of a stream
 
-    def time_remaining(self) -> float:
-        """Seconds to the client's deadline (about 9e18 when it set none), as grpc's."""
+    def time_remaining(self) -> float | None:
+        """Seconds to the client's deadline; None when it set none (as grpc.aio's)."""
+        if self._deadline > _NO_DEADLINE:
+            return None
         return max(self._deadline - time.time(), 0.0)
+
+    def invocation_metadata(self) -> Metadata:
+        return self._metadata
+
+    async def send_initial_metadata(self, metadata: Metadata) -> None:
+        if self._opened:
+            raise RuntimeError("initial metadata was already sent")
+        self._opened = True
+        await self._write((cygrpc.SendInitialMetadataOperation(tuple(metadata), 0),))
+
+    def set_trailing_metadata(self, metadata: Metadata) -> None:
+        self._trailing = tuple(metadata)
 
     async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         raise _Abort(code, details)
 
-    # -- on the polling thread -------------------------------------------------------
+    # -- on the polling thread (or a parser thread) -------------------------------------
 
     def _start(self) -> None:
         self._call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), self._received)
@@ -95,13 +131,18 @@ class Call:
             return  # cancelled: ``_closed`` sees it
         message = event.batch_operations[0].message()
         if message is None:  # the client half-closed without its one message
-            self._status(cygrpc.StatusCode.unimplemented, b"A unary call requires exactly one request message.")
-            return
+            self._finish(cygrpc.StatusCode.unimplemented, b"A unary call requires exactly one request message.")
+        elif len(message) > LARGE_REQUEST_BYTES:
+            self._server.parse_aside(self._parse, message)
+        else:
+            self._parse(message)
+
+    def _parse(self, message: bytes) -> None:
         try:
             request = self._route.parse(message)
         except Exception:  # noqa: BLE001 - a status, as grpc's server gives
             log.exception("could not parse a request")
-            self._status(cygrpc.StatusCode.internal, b"Exception deserializing request!")
+            self._finish(cygrpc.StatusCode.internal, b"Exception deserializing request!")
             return
         _soon(self._loop, self._run, request)
 
@@ -109,12 +150,34 @@ class Call:
         if event.batch_operations[0].cancelled():  # client cancel, deadline, or server stop
             _soon(self._loop, self._cancel)
 
+    def _written(self, event: cygrpc.BaseEvent) -> None:
+        _soon(self._loop, self._settle_write, event.success)
+
     # -- on the loop -----------------------------------------------------------------
 
     def _run(self, request: Any) -> None:
         if not self._cancelled:
-            self._task = self._loop.create_task(self._route.method(request, self))
+            work = self._stream(request) if self._route.streaming else self._route.method(request, self)
+            self._task = self._loop.create_task(work)
             self._task.add_done_callback(self._answer)
+
+    async def _stream(self, request: Any) -> None:
+        async with contextlib.aclosing(self._route.method(request, self)) as answers:
+            async for answer in answers:
+                await self._write((cygrpc.SendMessageOperation(self._route.serialize(answer), 0),))
+
+    async def _write(self, operations: tuple) -> None:
+        """Send ``operations`` (initial metadata first if not yet sent) and wait until the C
+        core has taken them: a stream has one write in flight at a time."""
+        self._writing = self._loop.create_future()
+        if not self._server.send(self._call, (*self._opening(), *operations), self._written):
+            raise asyncio.CancelledError  # the server is gone
+        if not await self._writing:
+            raise asyncio.CancelledError  # the call has ended (cancelled, or past its deadline)
+
+    def _settle_write(self, success: bool) -> None:
+        if self._writing is not None and not self._writing.done():
+            self._writing.set_result(success)
 
     def _cancel(self) -> None:
         self._cancelled = True
@@ -126,28 +189,34 @@ class Call:
             return  # the call already ended in the C core
         error = task.exception()
         if error is None:
+            if self._route.streaming:
+                self._finish(_OK, b"")
+                return
             try:
                 answer = self._route.serialize(task.result())
             except Exception as problem:  # noqa: BLE001 - a status, as grpc's server gives
                 log.exception("could not serialize the answer")
-                self._status(cygrpc.StatusCode.internal, f"Failed to serialize response: {problem}".encode())
+                self._finish(cygrpc.StatusCode.internal, f"Failed to serialize response: {problem}".encode())
                 return
-            self._server.send(self._call, (
-                cygrpc.SendInitialMetadataOperation(None, 0),
-                cygrpc.SendMessageOperation(answer, 0),
-                cygrpc.SendStatusFromServerOperation(None, _OK, b"", 0),
-            ))
+            self._finish(_OK, b"", cygrpc.SendMessageOperation(answer, 0))
         elif isinstance(error, _Abort):
-            self._status(error.code.value[0], error.details.encode())
+            self._finish(error.code.value[0], error.details.encode())
         else:
             log.error("a method raised", exc_info=error)
-            self._status(cygrpc.StatusCode.unknown, f"Exception calling application: {error}".encode())
+            self._finish(cygrpc.StatusCode.unknown, f"Exception calling application: {error}".encode())
 
-    def _status(self, code: int, details: bytes) -> None:
+    # -- either -------------------------------------------------------------------------
+
+    def _opening(self) -> tuple:
+        """The initial metadata operation if none has been sent: every answer starts with one."""
+        if self._opened:
+            return ()
+        self._opened = True
+        return (cygrpc.SendInitialMetadataOperation(None, 0),)
+
+    def _finish(self, code: int, details: bytes, *messages: cygrpc.Operation) -> None:
         self._server.send(self._call, (
-            cygrpc.SendInitialMetadataOperation(None, 0),
-            cygrpc.SendStatusFromServerOperation(None, code, details, 0),
-        ))
+            *self._opening(), *messages, cygrpc.SendStatusFromServerOperation(self._trailing, code, details, 0)))
 
 
 def _bound(address: str, port: int) -> int:
@@ -168,7 +237,7 @@ def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args:
 
 
 class LoopServer:
-    """The server (``start``, ``stop``, ports as ``grpc.Server``); methods are added with
+    """The server (``serving.grpc.contract.GrpcServer``); methods are added with
     ``add_method`` before ``start`` and run on ``loop``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: Sequence[tuple[str, Any]] = ()) -> None:
@@ -177,15 +246,19 @@ class LoopServer:
         self._server = cygrpc.Server(tuple(options), False)
         self._server.register_completion_queue(self._queue)
         self._routes: dict[bytes, _Route] = {}
+        self._parsers = ThreadPoolExecutor(_PARSER_THREADS, thread_name_prefix="grpc_parse")
         self._lock = threading.Lock()
         self._stopping = False
-        self._stopped = threading.Event()
+        self._destroyed = False
+        self._ended = asyncio.Event()  # set (on the loop) once the server is destroyed
+        self._on_failure: Callable[[str], None] | None = None
+        self.failure: str | None = None
+        """Why the polling thread failed, or None (``on_failure``)."""
         self._thread = threading.Thread(target=self._poll, name="grpc_poll", daemon=True)
 
-    def add_method(self, path: str, method: Method, parse: Callable[[bytes], Any],
-                   serialize: Callable[[Any], bytes]) -> None:
-        """Serve ``path`` (``/package.Service/Method``) with ``method``."""
-        self._routes[path.encode()] = _Route(method, parse, serialize)
+    def add_method(self, path: str, method: Method, parse: Parse, serialize: Serialize,
+                   streaming: bool = False) -> None:
+        self._routes[path.encode()] = _Route(method, parse, serialize, streaming)
 
     def add_insecure_port(self, address: str) -> int:
         return _bound(address, self._server.add_http2_port(address.encode()))
@@ -193,14 +266,19 @@ class LoopServer:
     def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int:
         return _bound(address, self._server.add_http2_port(address.encode(), credentials._credentials))
 
-    def start(self) -> None:
+    def on_failure(self, handler: Callable[[str], None]) -> None:
+        with self._lock:
+            self._on_failure = handler
+            failure = self.failure
+        if failure is not None:
+            _soon(self._loop, handler, failure)
+
+    async def start(self) -> None:
         self._server.start()
         self._server.request_call(self._queue, self._queue, _REQUEST)
         self._thread.start()
 
-    def stop(self, grace: float | None) -> threading.Event:
-        """Refuse new calls now, cancel those still running after ``grace`` seconds (None:
-        at once); the event is set once every call has ended."""
+    async def stop(self, grace: float | None) -> None:
         with self._lock:
             if not self._stopping:
                 self._stopping = True
@@ -208,55 +286,106 @@ class LoopServer:
         if grace is None:
             self._cancel_all()
         else:
-            timer = threading.Timer(grace, self._cancel_all)
-            timer.daemon = True
-            timer.start()
-        return self._stopped
+            self._loop.call_later(grace, self._cancel_all)
+        await self._ended.wait()
 
-    def send(self, call: cygrpc.Call, operations: tuple) -> None:
-        """Start ``call``'s answer, unless the server is gone: a method that ends after its
-        call was cancelled at shutdown must not touch the destroyed C-core server (it aborts
-        the process)."""
+    def send(self, call: cygrpc.Call, operations: tuple, tag: Callable[[cygrpc.BaseEvent], None] = _ignore) -> bool:
+        """Start ``call``'s batch, unless the server is gone (False): a method that ends after
+        its call was cancelled at shutdown must not touch the destroyed C-core server (it
+        aborts the process)."""
         with self._lock:
-            if not self._stopped.is_set():
-                call.start_server_batch(operations, _ignore)
+            if self._destroyed:
+                return False
+            call.start_server_batch(operations, tag)
+            return True
+
+    def parse_aside(self, parse: Callable[[bytes], None], message: bytes) -> None:
+        """Run ``parse(message)`` on a parser thread (a large request)."""
+        self._parsers.submit(parse, message)
 
     def _cancel_all(self) -> None:
         with self._lock:
-            if not self._stopped.is_set():
+            if not self._destroyed:
                 self._server.cancel_all_calls()
 
+    # -- the polling thread ----------------------------------------------------------------
+
     def _poll(self) -> None:
+        """The polling thread: whatever ends it other than the queue's shutdown fails the server."""
+        try:
+            self._poll_until_shutdown()
+        except BaseException as error:  # noqa: BLE001 - the thread ends: no gRPC call is served any more
+            self._fail("and ended", error)
+
+    def _poll_until_shutdown(self) -> None:
         while True:
             event = self._queue.poll()
             tag = event.tag
-            if tag is _REQUEST:
-                self._accept(event)
-            elif tag is _SHUTDOWN:  # every call has ended
-                with self._lock:
-                    self._server.destroy()
-                    self._stopped.set()
-                self._queue.shutdown()
-            elif event.completion_type == cygrpc.CompletionType.queue_shutdown:
+            if event.completion_type == cygrpc.CompletionType.queue_shutdown:
                 return
+            if tag is _REQUEST:
+                try:
+                    self._accept(event)
+                except Exception as error:  # noqa: BLE001 - new calls may no longer be accepted
+                    self._fail("accepting a call", error)
+            elif tag is _SHUTDOWN:
+                self._destroy()
             elif tag is not None:  # None: the poll's periodic timeout
                 try:
                     tag(event)
-                except Exception:  # noqa: BLE001 - the polling thread must survive any call
-                    log.exception("gRPC call step failed")
+                except Exception:  # noqa: BLE001 - one call's step: that call ends, the server goes on
+                    log.exception("a gRPC call step failed; the call ends INTERNAL")
+                    self._break(getattr(tag, "__self__", None))
 
     def _accept(self, event: cygrpc.BaseEvent) -> None:
+        """Ask for the next call, then start this one. What escapes is fatal (the next call
+        may not have been asked for); what fails for this call alone ends it INTERNAL."""
         if not event.success:
             return  # the server is shutting down
         with self._lock:
             if not self._stopping:
                 self._server.request_call(self._queue, self._queue, _REQUEST)
-        route = self._routes.get(event.call_details.method)
-        if route is None:
-            event.call.start_server_batch((
-                cygrpc.SendInitialMetadataOperation(None, 0),
-                cygrpc.ReceiveCloseOnServerOperation(0),
-                cygrpc.SendStatusFromServerOperation(None, cygrpc.StatusCode.unimplemented, b"Method not found!", 0),
-            ), _ignore)
-            return
-        Call(event.call, route, event.call_details.deadline, self._loop, self)._start()
+        try:
+            route = self._routes.get(event.call_details.method)
+            if route is None:
+                event.call.start_server_batch((
+                    cygrpc.SendInitialMetadataOperation(None, 0),
+                    cygrpc.ReceiveCloseOnServerOperation(0),
+                    cygrpc.SendStatusFromServerOperation(None, cygrpc.StatusCode.unimplemented,
+                                                         b"Method not found!", 0),
+                ), _ignore)
+                return
+            call = Call(event.call, route, event.call_details.deadline, event.invocation_metadata, self._loop, self)
+            call._start()
+        except Exception:  # noqa: BLE001 - this call only
+            log.exception("could not start a gRPC call; it ends INTERNAL")
+            event.call.cancel(cygrpc.StatusCode.internal, "Internal error in the gRPC server")
+
+    def _break(self, call: object) -> None:
+        """End ``call`` INTERNAL after one of its steps failed (nothing to end if the step
+        was not a call's); if even that fails, the server is failed."""
+        if isinstance(call, Call):
+            try:
+                call._call.cancel(cygrpc.StatusCode.internal, "Internal error in the gRPC server")
+            except Exception as error:  # noqa: BLE001
+                self._fail("ending a broken call", error)
+
+    def _destroy(self) -> None:
+        """Every call has ended after ``stop``: free the C-core server."""
+        with self._lock:
+            self._server.destroy()
+            self._destroyed = True
+        self._parsers.shutdown(wait=False)
+        self._queue.shutdown()
+        _soon(self._loop, self._ended.set)
+
+    def _fail(self, where: str, error: BaseException) -> None:
+        reason = f"its polling thread failed {where}: {error!r}"
+        log.critical("gRPC server: %s", reason, exc_info=error)
+        with self._lock:
+            first = self.failure is None
+            if first:
+                self.failure = reason
+            handler = self._on_failure
+        if first and handler is not None:
+            _soon(self._loop, handler, reason)

@@ -3,16 +3,16 @@
 Each method only converts protos to numpy and back and delegates to
 ``InferenceService``; ``ServingError`` becomes a gRPC status in one place (``_rpc``).
 The client's deadline is the request's deadline; a client that cancels leaves the queue.
-Methods are coroutines run on the core's event loop; ``serving.grpc.core_server`` hands
-them the calls (each its own ``CallContext``).
+Methods are coroutines run on the core's event loop; the gRPC server (``--grpc_server``:
+``serving.grpc.contract``) hands them the calls, each its own ``CallContext``.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -35,7 +35,8 @@ from tensorflow_serving.apis import (
 from serving.core.results import Classifications
 from serving.core.service import InferenceService, Servable
 from serving.errors import INTERNAL_ERROR, InvalidArgument, PermissionDenied, ServingError, Unimplemented
-from serving.grpc.core_server import LoopServer
+from serving.grpc.contract import CallContext, GrpcServer
+from serving.grpc.interceptors import Interceptor, intercepted
 from serving.model_roots import ModelRoots
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
@@ -43,14 +44,6 @@ from serving.runtime.tensors import TensorLimits, protos_to_numpy, to_proto
 from serving.tfs_config import ConfigError, models_from_server_config
 
 log = logging.getLogger(__name__)
-
-
-class CallContext(Protocol):
-    """What a method needs of its call (``core_server.Call``; grpc.aio's ServicerContext has it too)."""
-
-    def time_remaining(self) -> float | None: ...
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
 
 
 Handler = Callable[[Any, Any, CallContext], Awaitable[Any]]
@@ -89,16 +82,20 @@ class Undecodable:
         self.message = message
 
 
-def add_to_server(server: LoopServer, servicer: Any, service: ServiceDescriptor) -> None:
-    """Register ``servicer``'s unary methods of ``service`` (what the generated
-    ``add_*_to_server`` does), with request parsing that turns undecodable bytes into
-    ``Undecodable``. Streaming methods (health's Watch) stay unregistered: UNIMPLEMENTED."""
+def add_to_server(server: GrpcServer, servicer: Any, service: ServiceDescriptor,
+                  interceptors: Sequence[Interceptor] = ()) -> None:
+    """Register ``servicer``'s methods of ``service`` (what the generated ``add_*_to_server``
+    does) behind ``interceptors``, with request parsing that turns undecodable bytes into
+    ``Undecodable``. Unary and server-streaming methods (health's Watch); our services have
+    no client-streaming one."""
     for method in service.methods:
-        if method.client_streaming or method.server_streaming:
+        if method.client_streaming:
             continue
-        server.add_method(f"/{service.full_name}/{method.name}", getattr(servicer, method.name),
+        path = f"/{service.full_name}/{method.name}"
+        streaming = method.server_streaming
+        server.add_method(path, intercepted(getattr(servicer, method.name), path, interceptors, streaming),
                           _tolerant(GetMessageClass(method.input_type)),
-                          GetMessageClass(method.output_type).SerializeToString)
+                          GetMessageClass(method.output_type).SerializeToString, streaming)
 
 
 def _tolerant(message_class: Any) -> Callable[[bytes], Any]:

@@ -1,4 +1,5 @@
-"""TF Serving's gRPC API, called with TF Serving's own client code, on its test models."""
+"""TF Serving's gRPC API, called with TF Serving's own client code, on its test models, on
+each gRPC server (``grpc_server``)."""
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from tests.conftest import Gateway, free_port, wait_until
 
 
 @pytest.fixture(scope="module")
-def gateway(tfserving_dir, held_model) -> Gateway:
+def gateway(tfserving_dir, held_model, grpc_server) -> Gateway:
     models = (
         ModelConfig(name="default", base_path=str(tfserving_dir / "saved_model_half_plus_two_cpu")),
         ModelConfig(name="half_plus_three", base_path=str(tfserving_dir / "saved_model_half_plus_three")),
@@ -33,7 +34,8 @@ def gateway(tfserving_dir, held_model) -> Gateway:
                     version_policy=VersionPolicy(kind="all"), version_labels={"stable": 123, "canary": 124}),
         ModelConfig(name="held", base_path=str(held_model[0])),
     )
-    settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, enable_batching=True,
+    settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, grpc_server=grpc_server,
+                        enable_batching=True,
                         batching=BatchingConfig(max_batch_size=16, batch_timeout_micros=1000,
                                                 num_batch_threads=1))
     with Gateway(settings) as running:

@@ -122,10 +122,10 @@ def _fuzz_corpus(valid: bytes, seed: int = 12) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture
-def gateway(tfserving_dir, tmp_path):
+def gateway(tfserving_dir, tmp_path, grpc_server):
     port, rest_port = free_port(), free_port()
     argv = [sys.executable, "-m", "serving", f"--port={port}", f"--rest_api_port={rest_port}",
-            "--model_name=half_plus_two",
+            f"--grpc_server={grpc_server}", "--model_name=half_plus_two",
             f"--model_base_path={tfserving_dir / 'saved_model_half_plus_two_cpu'}",
             "--max_rows_per_request=1000"]
     with Server("gateway", argv, tmp_path / "gateway.log", rest_port, ready_timeout=120) as server:

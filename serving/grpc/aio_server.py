@@ -1,0 +1,96 @@
+"""``--grpc_server=aio``: grpc.aio's server behind the gateway's ``GrpcServer`` contract
+(``serving.grpc.contract``), on grpc's public API only: the fallback to ``LoopServer`` and
+its twin in every test of ``tests/grpc``.
+
+It runs the same methods on the same event loop as REST (under uvloop in the process), but
+grpc.aio's per-call Python work costs more CPU: ``make bench-grpc`` measures both. Requests
+arrive as bytes and are parsed here, those over ``LARGE_REQUEST_BYTES`` on a parser thread,
+so a large request does not hold the event loop (where grpc.aio would parse it). If grpc.aio's
+server ends on its own (its serving task crashed), ``on_failure``'s handler runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from serving.grpc.contract import LARGE_REQUEST_BYTES, CallContext, Method, Parse, Serialize
+
+log = logging.getLogger(__name__)
+
+_PARSER_THREADS = 2
+
+
+class AioServer:
+    """The server; create it on the event loop its methods are to run on."""
+
+    def __init__(self, options: Sequence[tuple[str, Any]] = ()) -> None:
+        self._server = grpc.aio.server(options=tuple(options))
+        self._services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+        self._parsers = ThreadPoolExecutor(_PARSER_THREADS, thread_name_prefix="grpc_parse")
+        self._stopping = False
+        self._on_failure: Callable[[str], None] | None = None
+        self._watch: asyncio.Task | None = None
+
+    def add_method(self, path: str, method: Method, parse: Parse, serialize: Serialize,
+                   streaming: bool = False) -> None:
+        _, service, name = path.split("/")
+        behaviour = self._streaming(method, parse) if streaming else self._unary(method, parse)
+        make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+        self._services.setdefault(service, {})[name] = make(behaviour, response_serializer=serialize)
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, credentials)
+
+    def on_failure(self, handler: Callable[[str], None]) -> None:
+        self._on_failure = handler
+
+    async def start(self) -> None:
+        for service, handlers in self._services.items():
+            self._server.add_registered_method_handlers(service, handlers)
+        await self._server.start()
+        self._watch = asyncio.create_task(self._watch_termination())
+
+    async def stop(self, grace: float | None) -> None:
+        self._stopping = True
+        await self._server.stop(grace)
+        self._parsers.shutdown(wait=False)
+
+    async def _watch_termination(self) -> None:
+        await self._server.wait_for_termination()
+        if not self._stopping:
+            reason = "grpc.aio's server stopped on its own"
+            log.critical("gRPC server: %s", reason)
+            if self._on_failure is not None:
+                self._on_failure(reason)
+
+    async def _parse(self, parse: Parse, data: bytes, context: CallContext) -> Any:
+        try:
+            if len(data) > LARGE_REQUEST_BYTES:
+                return await asyncio.get_running_loop().run_in_executor(self._parsers, parse, data)
+            return parse(data)
+        except Exception:  # noqa: BLE001 - a status, as grpc's server gives
+            log.exception("could not parse a request")
+            await context.abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!")
+
+    def _unary(self, method: Method, parse: Parse) -> Callable[[bytes, CallContext], Any]:
+        async def unary(data: bytes, context: CallContext) -> Any:
+            return await method(await self._parse(parse, data, context), context)
+
+        return unary
+
+    def _streaming(self, method: Method, parse: Parse) -> Callable[[bytes, CallContext], AsyncIterator[Any]]:
+        async def stream(data: bytes, context: CallContext) -> AsyncIterator[Any]:
+            async with contextlib.aclosing(method(await self._parse(parse, data, context), context)) as answers:
+                async for answer in answers:
+                    yield answer
+
+        return stream
