@@ -1,8 +1,12 @@
-"""gRPC against REST on one gateway: server CPU per 1-row natality Predict over each API.
+"""gRPC against REST on one gateway: server CPU per 1-row natality Predict over each API, for
+each gRPC server the gateway offers (``--grpc_server=loop|aio``).
 
-One gateway process serves both APIs (``python -m serving --port G --rest_api_port R
---model_config_file models/models.config --enable_batching ...``), pinned to one core; the
-load runs on the other. Each transport gets a warm-up, then the same measured duration:
+One gateway process per gRPC server serves both APIs (``python -m serving --port G
+--rest_api_port R --grpc_server S --model_config_file models/models.config --enable_batching
+...``), pinned to one core; the load runs on the other. The runs are labelled by transport and
+server (``rest-loop``, ``grpc-loop``, ``rest-aio``, ``grpc-aio``), and each gRPC run is compared
+with the REST run of its own gateway. Each transport gets a warm-up, then the same measured
+duration:
 
   closed loop (default)  ``--concurrency`` requests always in flight: REST through wrk (as
                          ``make bench``), gRPC through our driver (below)
@@ -30,7 +34,7 @@ the gateway answers its POSTs) and a fixed PredictResponse on three no-op gRPC s
 
     python -m loadtests.bench_grpc [--duration 10] [--warmup 3] [--concurrency 64]
                                    [--rate REQ_PER_S] [--clients 1] [--transports rest,grpc]
-                                   [--floor]
+                                   [--grpc-servers loop,aio] [--floor]
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
@@ -55,12 +59,15 @@ from loadtests import bench_wrk
 from loadtests.payloads import RequestPool, RowsMix, check, columns, instances, predict_body
 from loadtests.probes import scrape, settle, validate
 from loadtests.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
+from serving.settings import Settings
 
 MODEL = "natality"
 BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
 MODELS_CONFIG = REPO / "models" / "models.config"
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 TRANSPORTS = ("rest", "grpc")
+GRPC_SERVERS = get_args(Settings.model_fields["grpc_server"].annotation)
+"""The gateway's gRPC servers (``--grpc_server``): loop, aio."""
 
 
 # --- the driver (a subprocess on the load core) ---------------------------------------------
@@ -227,7 +234,7 @@ def floor_main(rest_port: int, grpc_ports: list[int], pool_threads: int) -> None
         aio.add_generic_rpc_handlers((handler(noop),))
         for server, port in zip((loop_server, threads, aio), grpc_ports):
             server.add_insecure_port(f"127.0.0.1:{port}")
-        loop_server.start()
+        await loop_server.start()
         threads.start()
         await aio.start()
         config = uvicorn.Config(app, host="127.0.0.1", port=rest_port, lifespan="off", access_log=False,
@@ -416,15 +423,25 @@ def render(runs: Sequence[Run], title: str) -> str:
         lines.append(f"| {r.transport} | {r.mode} | {r.qps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
                      f"| {r.errors} | {r.skipped} | {r.cpu_ms_per_request:.3f} | {r.loop_ms_per_request:.3f} | {rows} "
                      f"| {r.server_cpu_s / r.seconds:.2f} | {loadgen} |")
-    rest = next((r for r in runs if r.transport == "rest"), None)
-    if rest is not None:
+    rests = {r.transport: r for r in runs if r.transport.startswith("rest")}
+    grpcs = [r for r in runs if r.transport.startswith("grpc")]
+    compared = False
+    for r in grpcs:
+        server = r.transport[4:]  # "", "-loop", "-aio", "-threads"
+        rest = rests.get("rest" + server) or rests.get("rest")  # its own gateway's REST run first
+        if rest is not None:
+            if not compared:
+                lines.append("")
+                compared = True
+            ratio = r.cpu_ms_per_request / rest.cpu_ms_per_request
+            loop = r.loop_ms_per_request / rest.loop_ms_per_request
+            lines.append(f"{'gRPC' + server}/REST server CPU per request: {ratio:.2f} "
+                         f"(goal: <= 1.00); loop thread alone: {loop:.2f}")
+    if len(grpcs) > 1:
+        first = grpcs[0]
         lines.append("")
-        for r in runs:
-            if r.transport.startswith("grpc"):
-                ratio = r.cpu_ms_per_request / rest.cpu_ms_per_request
-                loop = r.loop_ms_per_request / rest.loop_ms_per_request
-                lines.append(f"{'gRPC' + r.transport[4:]}/REST server CPU per request: {ratio:.2f} "
-                             f"(goal: <= 1.00); loop thread alone: {loop:.2f}")
+        lines.extend(f"{r.transport}/{first.transport} server CPU per request: "
+                     f"{r.cpu_ms_per_request / first.cpu_ms_per_request:.2f}" for r in grpcs[1:])
     return "\n".join(lines)
 
 
@@ -449,19 +466,24 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
 
 def _gateway(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
              requests: dict[str, list[bytes]], bodies_file: Path, tmp: Path) -> tuple[list[Run], str]:
-    grpc_port = free_port()
-    targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{rest_port}"}
-    argv = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}", f"--model_config_file={args.model_config_file}",
-            "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
-    with Server("gateway", argv, args.out / "logs" / "bench-grpc-gateway.log", rest_port) as server:
-        validate(f"http://{targets['rest']}/v1/models/{MODEL}:predict", bodies,
-                 lambda body, response: check(MODEL, body, response))
-        validate_grpc(targets["grpc"], bodies)
-        scrape(server, MODEL)
-        runs = [measure(t, server, args, pinning, targets[t], requests[t], bodies_file, tmp)
-                for t in args.transports]
-    return runs, f"gRPC vs REST, 1-row {MODEL} Predict, one gateway"
+    runs = []
+    for kind in args.grpc_servers:  # one gateway after another, on the same ports
+        grpc_port = free_port()
+        targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{rest_port}"}
+        argv = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
+                f"--rest_api_port={rest_port}", f"--grpc_server={kind}",
+                f"--model_config_file={args.model_config_file}",
+                "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
+        log_path = args.out / "logs" / f"bench-grpc-gateway-{kind}.log"
+        with Server(f"gateway ({kind})", argv, log_path, rest_port) as server:
+            validate(f"http://{targets['rest']}/v1/models/{MODEL}:predict", bodies,
+                     lambda body, response: check(MODEL, body, response))
+            validate_grpc(targets["grpc"], bodies)
+            scrape(server, MODEL)
+            runs += [measure(t, server, args, pinning, targets[t], requests[t], bodies_file, tmp,
+                             label=f"{t}-{kind}")
+                     for t in args.transports]
+    return runs, f"gRPC vs REST, 1-row {MODEL} Predict, one gateway per gRPC server ({', '.join(args.grpc_servers)})"
 
 
 def _floor(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
@@ -493,6 +515,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=1, help="driver processes for our driver")
     parser.add_argument("--transports", default=",".join(TRANSPORTS),
                         type=lambda text: tuple(t for t in text.split(",") if t))
+    parser.add_argument("--grpc-servers", default=",".join(GRPC_SERVERS),
+                        type=lambda text: tuple(s for s in text.split(",") if s),
+                        help="the gateway's gRPC servers to measure, one gateway each (--grpc_server)")
     parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
                         help=f"the gateway's models (must include {MODEL})")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
@@ -500,9 +525,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="no-op servers instead of the gateway: what each transport costs by itself")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.concurrency < 1 or args.clients < 1 \
-            or (args.rate is not None and args.rate <= 0) or not set(args.transports) <= set(TRANSPORTS):
+            or (args.rate is not None and args.rate <= 0) or not set(args.transports) <= set(TRANSPORTS) \
+            or not args.grpc_servers or not set(args.grpc_servers) <= set(GRPC_SERVERS):
         parser.error("--duration >= 1, --warmup >= 0, --concurrency >= 1, --clients >= 1, "
-                     f"--rate > 0, --transports from {','.join(TRANSPORTS)}")
+                     f"--rate > 0, --transports from {','.join(TRANSPORTS)}, "
+                     f"--grpc-servers from {','.join(GRPC_SERVERS)}")
     return args
 
 

@@ -8,8 +8,9 @@ import asyncio
 import concurrent.futures
 
 import grpc
+import pytest
 
-from loadtests.bench_grpc import PREDICT_METHOD, Drive, Run, _drive, render
+from loadtests.bench_grpc import PREDICT_METHOD, Drive, Run, _drive, parse_args, render
 from loadtests.processes import free_port
 
 
@@ -93,3 +94,23 @@ def test_floor_report_gives_a_ratio_per_grpc_server():
     assert "gRPC-loop/REST server CPU per request: 1.50" in text
     assert "gRPC-threads/REST server CPU per request: 4.00" in text
     assert "| grpc-loop | closed 64 | 100 | 1.00 | 2.00 | 0 | 0 | 0.150 | 0.075 | ? |" in text
+
+
+def test_gateway_report_compares_each_grpc_server_with_its_own_gateways_rest():
+    def run(transport: str, cpu_s: float) -> Run:
+        return Run(transport, "closed 64", qps=100.0, p50_ms=1.0, p99_ms=2.0, errors=0, skipped=0,
+                   answered=1000, server_cpu_s=cpu_s, loop_cpu_s=cpu_s / 2, mean_batch_rows=8.0,
+                   loadgen_cpu=0.5, seconds=10.0)
+
+    text = render([run("rest-loop", 0.5), run("grpc-loop", 0.7), run("rest-aio", 0.4), run("grpc-aio", 1.4)],
+                  "gateways")
+    assert "gRPC-loop/REST server CPU per request: 1.40" in text
+    assert "gRPC-aio/REST server CPU per request: 3.50" in text  # against rest-aio, not rest-loop
+    assert "grpc-aio/grpc-loop server CPU per request: 2.00" in text
+
+
+def test_grpc_servers_to_measure_are_checked():
+    assert parse_args(["--grpc-servers", "aio"]).grpc_servers == ("aio",)
+    assert parse_args([]).grpc_servers == ("loop", "aio")
+    with pytest.raises(SystemExit):
+        parse_args(["--grpc-servers", "threads"])
