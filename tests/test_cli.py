@@ -629,3 +629,15 @@ def test_own_messages_match_tf_serving_protos() -> None:
     prometheus = MonitoringConfig.DESCRIPTOR.fields_by_name["prometheus_config"].message_type
     assert prometheus.full_name == "tensorflow.serving.PrometheusConfig"
     assert [(f.name, f.number) for f in prometheus.fields] == [("enable", 1), ("path", 2)]
+
+
+def test_grpc_server_and_compression_flags() -> None:
+    defaults = build("--model_base_path=/m")
+    assert defaults.grpc_server == "loop" and defaults.grpc_compression == "none"
+    set_ = build("--model_base_path=/m", "--grpc_server=aio", "--grpc_compression=gzip")
+    assert set_.grpc_server == "aio" and set_.grpc_compression == "gzip"
+    from_env = build("--model_base_path=/m", env={"TFGW_GRPC_SERVER": "aio", "TFGW_GRPC_COMPRESSION": "deflate"})
+    assert from_env.grpc_server == "aio" and from_env.grpc_compression == "deflate"
+    for flag in ("--grpc_server=threads", "--grpc_compression=zstd"):
+        with pytest.raises(ConfigError, match=flag.split("=")[0][2:]):
+            build("--model_base_path=/m", flag)

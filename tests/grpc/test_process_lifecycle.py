@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -102,6 +103,15 @@ def in_flight(server: Server, n: int) -> Callable[[], bool]:
     return check
 
 
+def held_calls(server: Server, channel: grpc.Channel) -> tuple[Any, list[grpc.Future]]:
+    """(the Predict stub, ``CALLS`` calls held at the gate: one in the model, the rest queued
+    behind it), once the server counts them all in flight."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    calls = [stub.Predict.future(gated_request(FOREVER), timeout=120) for _ in range(CALLS)]
+    wait_until(in_flight(server, CALLS), timeout=60, what=f"{CALLS} calls in flight")
+    return stub, calls
+
+
 def readyz(server: Server) -> tuple[int, str] | None:
     try:
         answer = httpx.get(server.url + "/readyz", timeout=2)
@@ -146,9 +156,7 @@ def test_sigterm_with_50_grpc_calls_in_flight_answers_them_and_exits_0(tmp_path,
     server, target = gateway(tmp_path, gated_model, grpc_server, drain_s)
     timeline = Timeline(f"SIGTERM, {CALLS} gRPC calls in flight, --grpc_server={grpc_server}")
     with server, grpc.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        calls = [stub.Predict.future(gated_request(FOREVER), timeout=120) for _ in range(CALLS)]
-        wait_until(in_flight(server, CALLS), timeout=60, what=f"{CALLS} calls in flight")
+        stub, calls = held_calls(server, channel)
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=120)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         timeline.mark(f"SIGTERM with {CALLS} calls in flight")
@@ -181,9 +189,7 @@ def test_sigterm_past_the_drain_timeout_ends_the_calls_left_unavailable_and_exit
     server, target = gateway(tmp_path, gated_model, grpc_server, drain_s)
     timeline = Timeline(f"SIGTERM past a {drain_s:g} s drain timeout, --grpc_server={grpc_server}")
     with server, grpc.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        calls = [stub.Predict.future(gated_request(FOREVER), timeout=120) for _ in range(CALLS)]
-        wait_until(in_flight(server, CALLS), timeout=60, what=f"{CALLS} calls in flight")
+        stub, calls = held_calls(server, channel)
         timeline.mark(f"SIGTERM with {CALLS} calls in flight")
         server.proc.send_signal(signal.SIGTERM)
         outcomes = [outcome(call) for call in calls]
