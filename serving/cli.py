@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
+from serving.auth import read_token_file
 from serving.logs import setup_logging
 from serving.model_roots import ModelRoots
 from serving.settings import ModelConfig, Settings
@@ -72,7 +73,7 @@ _SETTINGS_FLAGS = (
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
     "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
-    "enable_serialization_as_tensor_content",
+    "enable_serialization_as_tensor_content", "auth_exempt", "rest_api_docs", "rest_one_write",
     "prediction_store", "prediction_key_field", "prediction_store_timeout_ms",
 )
 _COMPAT_PREFIX = "compat__"
@@ -138,15 +139,20 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("tfs", "load_retry_interval_micros", int, "US",
      "time between load retries, in microseconds; negative: no wait"),
     ("own", "host", str, "ADDR", "address both servers bind"),
-    ("own", "upstream", str, "HOST:PORT",
-     "send merged batches to this TF Serving gRPC address instead of loading models here"),
     ("own", "grpc_server", str, "loop|aio", ""),
     ("own", "grpc_compression", str, "none|deflate|gzip", ""),
+    ("own", "upstream", str, "HOST:PORT",
+     "send merged batches to this TF Serving gRPC address instead of loading models here"),
     ("own", "tf2_session", parse_bool, "BOOL", ""),
     ("own", "max_request_bytes", int, "N", "larger bodies get 413"),
     ("own", "max_rows_per_request", int, "N", "more rows get 413"),
     ("own", "drain_timeout_seconds", float, "S", "on SIGTERM, time to finish in-flight work"),
     ("own", "rest_api_ssl", parse_bool, "BOOL", ""),
+    ("own", "auth_token_file", str, "FILE",
+     "bearer tokens, one per line: every request must carry one (README, Security)"),
+    ("own", "auth_exempt", str, "PATH,...", ""),
+    ("own", "rest_api_docs", parse_bool, "BOOL", ""),
+    ("own", "rest_one_write", parse_bool, "BOOL", ""),
     ("own", "model_roots", str, "DIR,...", ""),
     ("own", "enable_reload_config_api", parse_bool, "BOOL", ""),
     ("own", "prediction_store", str, "URL", ""),
@@ -204,6 +210,12 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     ssl_file = args.get("ssl_config_file") or None
     if ssl_file:
         values["ssl_config"] = read_ssl_config_file(ssl_file)
+    token_file = args.get("auth_token_file") or None
+    if token_file:
+        try:
+            values["auth_tokens"] = read_token_file(token_file)
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ConfigError(f"--auth_token_file: {error}") from None
     settings = _make_settings(values, environ)
     try:
         ModelRoots(settings.model_roots)

@@ -173,7 +173,7 @@ def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.rest_api_port,
         loop="uvloop",
-        http=OneWriteHttp,
+        http=OneWriteHttp if settings.rest_one_write else "httptools",
         lifespan="on",
         access_log=False,
         log_level="info",

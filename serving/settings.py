@@ -175,6 +175,18 @@ class Settings(BaseSettings):
     rest_api_enable_cors_support: bool = Field(
         False, description="TF Serving's CORS headers on every /v1/ answer "
         "(Access-Control-Allow-Origin: *)")
+    auth_tokens: tuple[SecretStr, ...] = Field(
+        (), description="bearer tokens a caller must present (REST 'Authorization: Bearer T', "
+        "gRPC 'authorization' metadata), from --auth_token_file; empty: no authentication")
+    auth_exempt: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, description="comma-separated REST paths and gRPC methods open without a token "
+        "(an entry ending in '/' opens everything under it); unset: /healthz, /readyz, the "
+        "metrics path and gRPC health")
+    rest_api_docs: bool = Field(
+        True, description="serve /docs and /openapi.json: TF Serving's REST API as OpenAPI")
+    rest_one_write: bool = Field(
+        True, description="send each REST answer in one write (a subclass of uvicorn's "
+        "httptools protocol, not its public API: ~2 -> 1 sends per answer); false: uvicorn's own")
     enable_serialization_as_tensor_content: bool = Field(
         False, description="gRPC Predict answers carry each output in tensor_content (TensorFlow's "
         "AsProtoTensorContent), as TF Serving's flag does; false: in its typed field (float_val, "
@@ -209,6 +221,13 @@ class Settings(BaseSettings):
     def _check_store_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_store_url(value.get_secret_value())  # BadStoreUrl: its message hides a password
+        return value
+
+    @field_validator("auth_exempt", mode="before")
+    @classmethod
+    def _split_exempt(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(path.strip() for path in value.split(",") if path.strip())
         return value
 
     @field_validator("model_roots", mode="before")

@@ -205,26 +205,30 @@ def grpc_server(request) -> str:
 
 class Gateway:
     """A real gateway (uvicorn + the core) serving on a loopback port in a thread; its gRPC
-    methods behind ``grpc_interceptors`` (``serving.grpc.interceptors``)."""
+    methods behind ``grpc_interceptors`` (``serving.grpc.interceptors``), its REST app given
+    to ``wrap_app`` first (to add or wrap middleware, as an operator would)."""
 
-    def __init__(self, settings, grpc_interceptors=()) -> None:
+    def __init__(self, settings, grpc_interceptors=(), wrap_app=None) -> None:
         import uvicorn
 
         from serving.core.service import InferenceService
         from serving.grpc.server import create_grpc_server
         from serving.metrics import Metrics
         from serving.rest.app import create_app
-        from serving.server import DrainingServer, OneWriteHttp
+        from serving.server import DrainingServer, OneWriteHttp, rest_tls_options
 
         self.settings = settings
         self.service = InferenceService(settings, Metrics())
-        config = uvicorn.Config(create_app(settings, self.service), host="127.0.0.1",
-                                port=settings.rest_api_port, loop="asyncio", http=OneWriteHttp,
-                                lifespan="on", access_log=False, log_level="warning")
+        app = create_app(settings, self.service)
+        self.http = OneWriteHttp if settings.rest_one_write else "httptools"  # as serving.server.run
+        config = uvicorn.Config(app if wrap_app is None else wrap_app(app), host="127.0.0.1",
+                                port=settings.rest_api_port, loop="asyncio", http=self.http,
+                                lifespan="on", access_log=False, log_level="warning",
+                                **rest_tls_options(settings))
         grpc_factory = ((lambda: create_grpc_server(settings, self.service, grpc_interceptors))
                         if settings.port else None)
         self.server = DrainingServer(config, self.service, settings.drain_timeout_seconds, grpc_factory)
-        self.url = f"http://127.0.0.1:{settings.rest_api_port}"
+        self.url = f"{'https' if settings.rest_api_ssl else 'http'}://127.0.0.1:{settings.rest_api_port}"
         self.grpc_target = f"127.0.0.1:{settings.port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -235,7 +239,8 @@ class Gateway:
 
     def _ready(self) -> bool:
         try:
-            return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+            # the probe's own check of a TLS server's certificate is the TLS tests' business
+            return httpx.get(self.url + "/readyz", timeout=2, verify=False).status_code == 200
         except httpx.TransportError:
             return False
 

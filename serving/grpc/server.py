@@ -22,9 +22,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
+from serving.auth import BearerTokens
 from serving.core.service import InferenceService
 from serving.errors import NotFound
 from serving.grpc.aio_server import AioServer
+from serving.grpc.auth import BearerInterceptor
 from serving.grpc.contract import CallContext, GrpcServer
 from serving.grpc.core_server import LoopServer
 from serving.grpc.interceptors import Interceptor
@@ -97,8 +99,11 @@ def new_server(kind: str, options: Sequence[tuple[str, Any]] = ()) -> GrpcServer
 
 def create_grpc_server(settings: Settings, service: InferenceService,
                        interceptors: Sequence[Interceptor] = ()) -> GrpcServer:
-    """The server ``settings.grpc_server`` names, not started, every method behind
-    ``interceptors``. Call it on the event loop that runs ``service``: every method runs there."""
+    """The server ``settings.grpc_server`` names, not started, every method behind the
+    gateway's own interceptors (``--auth_token_file``), then ``interceptors``. Call it on the
+    event loop that runs ``service``: every method runs there."""
+    if settings.auth_tokens:
+        interceptors = (BearerInterceptor(BearerTokens.from_settings(settings)), *interceptors)
     limit = settings.max_request_bytes
     options = [
         ("grpc.max_receive_message_length", limit),

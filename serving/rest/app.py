@@ -5,7 +5,8 @@ prediction store's keys: ``keys``) and back, ``ServingError`` to ``{"error": ...
 its status (the one place that mapping is made for HTTP). The model routes are plain
 ASGI endpoints with no per-request validation machinery, since the JSON is checked
 against the model's own signature instead; and every POST (predict, classify, regress) is
-answered ahead of FastAPI's middleware stack and router (``GatewayApp``).
+handed to its endpoint by the innermost middleware (``ModelPosts``), past the layers it does
+not need, so middleware added to the app or wrapped around it sees every request.
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from google.protobuf.json_format import MessageToDict
-from starlette._utils import get_route_path
 from starlette.datastructures import URL
 from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.auth import BearerTokens
 from serving.core.service import InferenceService, signature_defs
 from serving.errors import (
     INTERNAL_ERROR,
@@ -37,10 +38,11 @@ from serving.errors import (
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
-    ResourceExhausted,
     ServingError,
 )
-from serving.rest import codec, cors
+from serving.rest import codec, cors, openapi
+from serving.rest.asgi import JSON, Headers, error_response, header, route_path
+from serving.rest.auth import BearerAuth
 from serving.rest.keys import take_keys
 from serving.rest.options import FASTAPI_OPTIONS
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
@@ -50,7 +52,6 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_HEADER = b"x-request-timeout-ms"
 WATCH_AFTER_S = 0.05  # requests waiting longer than this (up to 1.5x) are watched for disconnects
-JSON = "application/json"
 T = TypeVar("T")
 MODELS_PATH = "/v1/models/{path:path}"
 
@@ -95,7 +96,10 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
         finally:
             await service.stop()
 
-    app = GatewayApp(title="tf-gateway", lifespan=lifespan, **FASTAPI_OPTIONS)
+    docs = {"docs_url": "/docs", "openapi_url": "/openapi.json"} if settings.rest_api_docs else {}
+    app = FastAPI(title="tf-gateway", lifespan=lifespan, **{**FASTAPI_OPTIONS, **docs})
+    if settings.rest_api_docs:
+        openapi.install(app)
     app.state.service = service
     key_field = settings.prediction_key_field  # instances' keys in the prediction store
     watches = _DisconnectWatches()
@@ -150,9 +154,12 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
     app.add_route(MODELS_PATH, posts, methods=["POST"])
     app.add_route(MODELS_PATH, Endpoint(get_model), methods=["GET"])
     app.add_route(MODELS_PATH, cors.preflight, methods=["OPTIONS"])
-    app.answer_posts_directly(posts, with_cors=settings.rest_api_enable_cors_support)
+    # Innermost first: each add_middleware wraps what was added before it.
+    app.add_middleware(ModelPosts, endpoint=posts)
+    if settings.auth_tokens:
+        app.add_middleware(BearerAuth, tokens=BearerTokens.from_settings(settings))
     if settings.rest_api_enable_cors_support:
-        app.add_middleware(cors.CORSHeaders)
+        app.add_middleware(cors.CORSHeaders)  # outermost: a 401 carries the headers too
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -174,34 +181,33 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
     return app
 
 
-class GatewayApp(FastAPI):
-    """FastAPI, but a POST that its router would send to the ``MODELS_PATH`` route
-    (predict, classify, regress) is handed to that route's ``Endpoint`` directly, ahead of
-    the middleware stack (server errors, exception handlers, body limits, exit stacks) and
-    the route search: a quarter of the gateway's CPU on a 1-row predict (py-spy, 64
-    connections), paid for nothing.
+class ModelPosts:
+    """The innermost middleware: a POST to ``MODELS_PATH`` (predict, classify, regress) goes
+    straight to its ``Endpoint``, past the inner layers (exception handlers, FastAPI's exit
+    stack) and the route search, which it does not need: an ``Endpoint`` answers every
+    failure itself. They cost a quarter of the gateway's CPU on a 1-row predict (py-spy, 64
+    connections). Every other request goes on to them as usual.
 
-    An ``Endpoint`` answers every failure itself and raises no ``HTTPException``, so those
-    layers have nothing to do for it; with CORS on, the same ``cors.CORSHeaders``
-    middleware wraps it here. It stays registered on the router too, which keeps the route
-    table (and the ``Allow`` header of a 405) as it was.
+    Being middleware (added first, so innermost), it runs inside whatever middleware the
+    app is given (``app.add_middleware``) or wrapped in: authentication, tracing and CORS
+    see every prediction. The endpoint stays registered on the router too, which keeps the
+    route table (and the ``Allow`` header of a 405) as it was.
     """
 
-    _post: ASGIApp | None = None
-    _post_path = compile_path(MODELS_PATH)[0]
+    _path = compile_path(MODELS_PATH)[0]
 
-    def answer_posts_directly(self, endpoint: Endpoint, *, with_cors: bool) -> None:
-        """Answer the POSTs of ``MODELS_PATH`` with ``endpoint`` (registered there too)."""
-        self._post = cors.CORSHeaders(endpoint) if with_cors else endpoint
+    def __init__(self, app: ASGIApp, endpoint: ASGIApp) -> None:
+        self.app = app
+        self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._post is not None and scope["type"] == "http" and scope["method"] == "POST":
-            match = self._post_path.match(get_route_path(scope))
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = self._path.match(route_path(scope))
             if match is not None:
                 scope["path_params"] = match.groupdict()
-                await self._post(scope, receive, send)
+                await self.endpoint(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 Handler = Callable[[Scope, Receive], Awaitable[Response]]
@@ -219,11 +225,14 @@ class Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await self._handler(scope, receive)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer
+            log.debug("client disconnected during %s %s", scope["method"], URL(scope=scope).path)
+            return
         except ServingError as error:
-            response = _error_response(error)
+            response = error_response(error)
         except Exception:
             log.exception("unexpected error answering %s %s", scope["method"], URL(scope=scope).path)
-            response = _error_response(ServingError(INTERNAL_ERROR))
+            response = error_response(ServingError(INTERNAL_ERROR))
         await response(scope, receive, send)
 
 
@@ -244,28 +253,9 @@ class JSONBody(Response):
 _JSON_CONTENT_TYPE = (b"content-type", JSON.encode())
 
 
-def _error_response(error: ServingError) -> Response:
-    headers = {}
-    if isinstance(error, ResourceExhausted):
-        headers["Retry-After"] = str(error.retry_after_s)
-    return Response(codec.encode_error(error.message), status_code=error.http_status,
-                    media_type=JSON, headers=headers)
-
-
-Headers = list[tuple[bytes, bytes]]
-
-
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    """The first value of header ``name`` (lower case, as ASGI servers give names)."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 def _deadline(headers: Headers, default_ms: int) -> float:
     """Monotonic deadline from the request header, else the server's REST timeout."""
-    raw = _header(headers, TIMEOUT_HEADER)
+    raw = header(headers, TIMEOUT_HEADER)
     timeout_ms = default_ms
     if raw is not None:
         try:
@@ -279,7 +269,7 @@ def _deadline(headers: Headers, default_ms: int) -> float:
 
 async def _read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
     """The body, refusing more than ``limit`` bytes before reading them where possible."""
-    length = _header(headers, b"content-length")
+    length = header(headers, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"Request body of {length.decode()} bytes is over the limit of {limit}")
     chunks, size = [], 0
