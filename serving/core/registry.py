@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from serving.batching.batcher import Batcher
 from serving.core.sources import Model, ModelSource
-from serving.errors import NotFound, ServingError
+from serving.errors import InvalidArgument, NotFound, ServingError
 from serving.settings import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,8 @@ class ModelRegistry:
             raise NotFound(f"Servable not found for request: {_describe(name, version, label)}")
         if label is not None:
             if label not in config.version_labels:
-                raise NotFound(f"Unrecognized servable version label: {label}")
+                # TF Serving's ServerCore: INVALID_ARGUMENT (REST 400), not NOT_FOUND
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
             version = config.version_labels[label]
         if version is None:  # the newest AVAILABLE version: the common case, found in one pass
             latest = None

@@ -8,7 +8,7 @@ import pytest
 
 from serving.core.registry import ModelRegistry, Servable, State
 from serving.core.sources import LocalSource, select_versions
-from serving.errors import NotFound
+from serving.errors import InvalidArgument, NotFound
 from serving.settings import ModelConfig, VersionPolicy
 
 
@@ -50,8 +50,8 @@ def test_resolution_by_latest_version_and_label(two_versions):
     assert registry.resolve("m", label="stable").version == 123
     with pytest.raises(NotFound):
         registry.resolve("m", label="ghost")  # points at a version that is not loaded
-    with pytest.raises(NotFound, match="label"):
-        registry.resolve("m", label="canary")
+    with pytest.raises(InvalidArgument, match="Unrecognized servable version label: canary"):
+        registry.resolve("m", label="canary")  # TF Serving: INVALID_ARGUMENT
     with pytest.raises(NotFound, match="Specific"):
         registry.resolve("m", 5)
     with pytest.raises(NotFound, match="Latest"):

@@ -160,16 +160,20 @@ def test_get_model_status(channel):
     assert response.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 
-@pytest.mark.parametrize("request_, code", [
-    (predict_request("nope"), grpc.StatusCode.NOT_FOUND),
-    (predict_request(version=999), grpc.StatusCode.NOT_FOUND),
-    (predict_request(signature_name="nope"), grpc.StatusCode.INVALID_ARGUMENT),
+@pytest.mark.parametrize("request_, code, details", [
+    (predict_request("nope"), grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
+    (predict_request(version=999), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Specific(default, 999)"),
+    (predict_request(version_label="nope"), grpc.StatusCode.INVALID_ARGUMENT,
+     "Unrecognized servable version label: nope"),
+    (predict_request(signature_name="nope"), grpc.StatusCode.INVALID_ARGUMENT,
+     'Serving signature name: "nope" not found in signature def'),
 ])
-def test_errors_carry_tf_servings_codes(stub, request_, code):
+def test_errors_carry_tf_servings_codes_and_messages(stub, request_, code, details):
+    """TF Serving's own status details (its ServerCore and predict_util), word for word."""
     with pytest.raises(grpc.RpcError) as info:
         stub.Predict(request_, timeout=30)
-    assert info.value.code() == code
-    assert info.value.details()
+    assert (info.value.code(), info.value.details()) == (code, details)
 
 
 def test_wrong_dtype_is_invalid_argument(stub):

@@ -211,7 +211,7 @@ def test_image_classifier_b64_jpeg_multiple_outputs(gateway):
 @pytest.mark.parametrize("path, body, status, fragment", [
     ("/v1/models/nope:predict", {"instances": [1.0]}, 404, "Servable not found for request: Latest(nope)"),
     ("/v1/models/default/versions/999:predict", {"instances": [1.0]}, 404, "Specific(default, 999)"),
-    ("/v1/models/two_versions/labels/beta:predict", {"instances": [1.0]}, 404,
+    ("/v1/models/two_versions/labels/beta:predict", {"instances": [1.0]}, 400,
      "Unrecognized servable version label: beta"),
     ("/v1/models/default:predict", b"{not json", 400, "JSON Parse error"),
     ("/v1/models/default:predict", b"[1, 2]", 400, "JSON Value: [1,2] Is not object"),
