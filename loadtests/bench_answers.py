@@ -13,12 +13,12 @@ runs is reported, each long enough (``timeit``'s autorange) to swamp the timer.
 from __future__ import annotations
 
 import argparse
-import timeit
 from collections.abc import Callable
 
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
+from loadtests.bench_codec import seconds_per_call
 from serving.runtime.tensors import protos_to_numpy, to_proto
 
 ROWS = (1, 64, 512)
@@ -70,12 +70,6 @@ def check(arrays: dict[str, np.ndarray]) -> None:
         for name, array in arrays.items():
             if decoded[name].tolist() != array.tolist():
                 raise RuntimeError(f"{name} did not round-trip (content={content})")
-
-
-def seconds_per_call(call: Callable[[], object], repeat: int) -> float:
-    timer = timeit.Timer(call)
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat=repeat, number=number)) / number
 
 
 def main(argv: list[str] | None = None) -> None:
