@@ -82,13 +82,13 @@ class InferenceService:
             load_retry_interval_s=settings.load_retry_interval_micros / 1e6,
             on_retry_loaded=_refreeze)
         self.draining = False
+        self.failure: str | None = None
+        """Why the process can no longer serve (``fail``), or None."""
         self._in_flight = 0
         metrics.in_flight.set_function(lambda: self._in_flight)  # read at scrape, not kept per request
         self._idle = asyncio.Event()
         self._loading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
-        self.failure: str | None = None
-        """Why the process can no longer serve (``fail``), or None."""
         self._lookups: Lookups | None = None  # the prediction store, between start and stop
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -157,6 +157,8 @@ class InferenceService:
 
     def not_ready_reason(self) -> str | None:
         """Why the server should not get traffic now, or None when it is ready."""
+        if self.failure is not None:
+            return self.failure
         if self.draining:
             return "draining"
         if not self.registry.healthy():
@@ -165,8 +167,6 @@ class InferenceService:
             return "models not yet available"
         return None
 
-        if self.failure is not None:
-            return self.failure
     def model_ready(self, name: str) -> bool:
         """Whether ``name`` can answer now (some version AVAILABLE); NotFound if not configured."""
         if name not in self.registry.configs:

@@ -49,6 +49,8 @@ def faulty(self, event):
 core_server.LoopServer._accept = faulty
 runpy.run_module("serving", run_name="__main__")
 """
+FAILED = '{"error":"not ready: the gRPC server failed"}'
+"""/readyz's answer once the gRPC server has failed (the details go to the log only)."""
 FOREVER = 1_000_000
 """Naps for a call to wait until the gate opens (hours if it never does)."""
 
@@ -221,7 +223,8 @@ def test_an_accept_fault_turns_health_and_readiness_off_answers_what_is_in_fligh
         wait_until(lambda: health(channel) == "NOT_SERVING", timeout=30, what="health NOT_SERVING")
         timeline.mark("gRPC health NOT_SERVING")
         wait_until(lambda: (readyz(server) or (0,))[0] == 503, timeout=30, what="/readyz 503")
-        timeline.mark(f"/readyz 503: {readyz(server)}")
+        timeline.mark(f"/readyz {readyz(server)}")
+        assert readyz(server) == (503, FAILED)
         refused = stub.Predict.future(gated_request(0), timeout=30)
         assert outcome(refused) == grpc.StatusCode.UNAVAILABLE
         assert not held.done()
@@ -252,7 +255,8 @@ def test_a_fault_that_ends_the_polling_thread_turns_readiness_off_and_exits_1(tm
             with pytest.raises(grpc.RpcError):
                 channel.unary_unary(FAULT_METHOD)(b"", timeout=5)
             wait_until(lambda: (readyz(server) or (0,))[0] == 503, timeout=30, what="/readyz 503")
-            timeline.mark(f"/readyz 503: {readyz(server)}")
+            timeline.mark(f"/readyz {readyz(server)}")
+            assert readyz(server) == (503, FAILED)
             timeline.mark(f"gRPC health: {health(channel)}")
             assert not held.done()
             gated_model.open()
