@@ -74,6 +74,7 @@ bench-ceiling: $(VENV)/.extras-loadtest models
 
 bench-grpc: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.bench_grpc
+	$(PY) -m loadtests.bench_answers
 
 bench-large: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.bench_large

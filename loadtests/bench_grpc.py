@@ -15,8 +15,8 @@ duration:
 
 The server's CPU seconds (``/proc``) and its Predict counter (``/metrics``, read once nothing
 is in flight) are taken around each measured run, so "server CPU per request" divides the
-CPU the server used by the requests it answered in that window. A REST request is one row in
-TF Serving's row format, a gRPC request the same row as TensorProtos (``tf.make_tensor_proto``,
+CPU the server used by the requests it answered in that window. A REST request is one row
+(``--rows``) in TF Serving's row format, a gRPC request the same rows as TensorProtos (``tf.make_tensor_proto``,
 as TF Serving's clients build them), pre-serialized; the first answers of each API are
 checked against the model's known answer before any load.
 
@@ -34,7 +34,12 @@ the gateway answers its POSTs) and a fixed PredictResponse on three no-op gRPC s
 
     python -m loadtests.bench_grpc [--duration 10] [--warmup 3] [--concurrency 64]
                                    [--rate REQ_PER_S] [--clients 1] [--transports rest,grpc]
-                                   [--grpc-servers loop,aio] [--floor]
+                                   [--grpc-servers loop,aio] [--rows 1]
+                                   [--answer-forms fields,content] [--floor]
+
+``--rows`` sends requests of that many rows (REST and gRPC alike); ``--answer-forms`` runs one
+gateway per form of gRPC answer: ``fields`` (TF Serving's default, every value in its typed
+field) and ``content`` (``--enable_serialization_as_tensor_content``).
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ from typing import Any, get_args
 import numpy as np
 
 from loadtests import bench_wrk
-from loadtests.payloads import RequestPool, RowsMix, check, columns, instances, predict_body
+from loadtests.payloads import check, columns, instances, predict_body
 from loadtests.probes import scrape, settle, validate
 from loadtests.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
 from serving.settings import Settings
@@ -286,21 +291,29 @@ def main_thread_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def grpc_requests(n: int) -> list[bytes]:
-    """Serialized 1-row natality PredictRequests, as TF Serving's clients build them."""
+def grpc_request(body: dict) -> Any:
+    """The PredictRequest of a REST body's rows, as TF Serving's clients build it
+    (``tf.make_tensor_proto`` per input)."""
+    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.runtime.tensors import to_proto
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    for name, array in columns(MODEL, body["instances"]).items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+    return request
 
-    def encode(rows: list[dict]) -> bytes:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = MODEL
-        for name, array in columns(MODEL, rows).items():
-            request.inputs[name].CopyFrom(to_proto(array))
-        return request.SerializeToString()
 
-    pool = RequestPool(MODEL, RowsMix.parse("1"), encode, per_size=n)
-    return pool.requests[1]
+def grpc_requests(bodies: list[dict]) -> list[bytes]:
+    """The same requests as ``bodies``, serialized PredictRequests."""
+    return [grpc_request(body).SerializeToString() for body in bodies]
+
+
+def request_bodies(rows: int) -> list[dict]:
+    """Natality :predict bodies of ``rows`` distinct rows each (300 bodies, fewer when large)."""
+    count = 300 if rows == 1 else max(16, 3000 // rows)
+    data = instances(MODEL, count * rows, 2024)
+    return [predict_body(data[i * rows:(i + 1) * rows]) for i in range(count)]
 
 
 def http_requests(bodies: list[dict], port: int) -> list[bytes]:
@@ -316,18 +329,14 @@ def http_requests(bodies: list[dict], port: int) -> list[bytes]:
 def validate_grpc(target: str, bodies: list[dict], n: int = 5) -> None:
     """The first ``n`` rows through the real stub must get the model's known answer."""
     import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from serving.runtime.tensors import to_numpy, to_proto
+    from serving.runtime.tensors import to_numpy
 
     with grpc.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for body in bodies[:n]:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = MODEL
-            for name, array in columns(MODEL, body["instances"]).items():
-                request.inputs[name].CopyFrom(to_proto(array))
-            response = stub.Predict(request, timeout=30)
+            response = stub.Predict(grpc_request(body), timeout=30)
             (output,) = response.outputs.items()
             predictions = to_numpy(*output).reshape(-1).tolist()
             problem = check(MODEL, body, {"predictions": predictions})
@@ -451,12 +460,12 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
     pinning = Pinning.detect()
     log(pinning.note)
     rest_port = free_port()
-    bodies = [predict_body([row]) for row in instances(MODEL, 300, 2024)]
+    bodies = request_bodies(args.rows)
     with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp_name:
         tmp = Path(tmp_name)
         bodies_file = tmp / "bodies.jsonl"
         bodies_file.write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
-        requests = {"grpc": grpc_requests(300), "rest": http_requests(bodies, rest_port)}
+        requests = {"grpc": grpc_requests(bodies), "rest": http_requests(bodies, rest_port)}
         run = _floor if args.floor else _gateway
         runs, title = run(args, pinning, rest_port, bodies, requests, bodies_file, tmp)
     print(render(runs, f"{title} ({pinning.note}; gRPC load from {args.clients} driver process(es))"),
@@ -467,23 +476,26 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
 def _gateway(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
              requests: dict[str, list[bytes]], bodies_file: Path, tmp: Path) -> tuple[list[Run], str]:
     runs = []
-    for kind in args.grpc_servers:  # one gateway after another, on the same ports
+    for kind, form in [(k, f) for k in args.grpc_servers for f in args.answer_forms]:  # one gateway each
         grpc_port = free_port()
         targets = {"grpc": f"127.0.0.1:{grpc_port}", "rest": f"127.0.0.1:{rest_port}"}
         argv = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
                 f"--rest_api_port={rest_port}", f"--grpc_server={kind}",
                 f"--model_config_file={args.model_config_file}",
+                f"--enable_serialization_as_tensor_content={form == 'content'}",
                 "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
-        log_path = args.out / "logs" / f"bench-grpc-gateway-{kind}.log"
-        with Server(f"gateway ({kind})", argv, log_path, rest_port) as server:
+        name = kind if len(args.answer_forms) == 1 else f"{kind}-{form}"
+        log_path = args.out / "logs" / f"bench-grpc-gateway-{name}.log"
+        with Server(f"gateway ({name})", argv, log_path, rest_port) as server:
             validate(f"http://{targets['rest']}/v1/models/{MODEL}:predict", bodies,
                      lambda body, response: check(MODEL, body, response))
             validate_grpc(targets["grpc"], bodies)
             scrape(server, MODEL)
             runs += [measure(t, server, args, pinning, targets[t], requests[t], bodies_file, tmp,
-                             label=f"{t}-{kind}")
+                             label=f"{t}-{name}")
                      for t in args.transports]
-    return runs, f"gRPC vs REST, 1-row {MODEL} Predict, one gateway per gRPC server ({', '.join(args.grpc_servers)})"
+    return runs, (f"gRPC vs REST, {args.rows}-row {MODEL} Predict, one gateway per gRPC server "
+                  f"({', '.join(args.grpc_servers)}) and answer form ({', '.join(args.answer_forms)})")
 
 
 def _floor(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
@@ -518,6 +530,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc-servers", default=",".join(GRPC_SERVERS),
                         type=lambda text: tuple(s for s in text.split(",") if s),
                         help="the gateway's gRPC servers to measure, one gateway each (--grpc_server)")
+    parser.add_argument("--rows", type=int, default=1, help="rows per request (both transports)")
+    parser.add_argument("--answer-forms", default="fields", type=lambda text: tuple(f for f in text.split(",") if f),
+                        help="gRPC answers in typed fields (TF Serving's default) and/or tensor_content "
+                        "(--enable_serialization_as_tensor_content), one gateway each: fields,content")
     parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
                         help=f"the gateway's models (must include {MODEL})")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results")
@@ -526,10 +542,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.concurrency < 1 or args.clients < 1 \
             or (args.rate is not None and args.rate <= 0) or not set(args.transports) <= set(TRANSPORTS) \
-            or not args.grpc_servers or not set(args.grpc_servers) <= set(GRPC_SERVERS):
+            or not args.grpc_servers or not set(args.grpc_servers) <= set(GRPC_SERVERS) \
+            or args.rows < 1 or not args.answer_forms or not set(args.answer_forms) <= {"fields", "content"}:
         parser.error("--duration >= 1, --warmup >= 0, --concurrency >= 1, --clients >= 1, "
                      f"--rate > 0, --transports from {','.join(TRANSPORTS)}, "
-                     f"--grpc-servers from {','.join(GRPC_SERVERS)}")
+                     f"--grpc-servers from {','.join(GRPC_SERVERS)}, --rows >= 1, --answer-forms from fields,content")
     return args
 
 
