@@ -441,7 +441,7 @@ def format_text(chunk: Chunk, rows: Sequence[int], outputs: dict[str, np.ndarray
 
 def _object_body(carried: Any) -> bytes:
     """A row's input object as JSON text without its closing brace."""
-    text = carried if isinstance(carried, bytes) else orjson.dumps(carried, default=_json_default)
+    text = carried if isinstance(carried, bytes) else orjson.dumps(carried, default=json_default)
     return text.rstrip()[:-1].rstrip()
 
 
@@ -473,7 +473,7 @@ def json_column(values: Any) -> tuple[bytes, list[bytes], bytes]:
     texts = _plain_texts(values)
     if texts is not None:
         return b'"', texts, b'"'
-    return b"", [orjson.dumps(_plain(value), option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default)
+    return b"", [orjson.dumps(_plain(value), option=orjson.OPT_SERIALIZE_NUMPY, default=json_default)
                  for value in values], b""
 
 
@@ -503,9 +503,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """orjson's fallback for what it cannot write: bytes (string tensors) as UTF-8 text
+    (invalid bytes replaced), arrays of them as lists, NaN as null, anything else as its str()."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, float) and math.isnan(value):
         return None
     return str(value)

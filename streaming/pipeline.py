@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
 from batch.chunks import DEAD_LETTER, ChunkResult, rows_to_chunk
+from batch.columnar import json_default
 from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from serving.runtime.signature import SignatureSpec
 
@@ -103,7 +104,8 @@ class FormatMessage(beam.DoFn):
         attributes = {**(message.attributes or {}), "input_message_id": message.message_id or "",
                       "model_version": str(result.model_version)}
         self._out.inc()
-        yield PubsubMessage(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), attributes)
+        # String outputs are bytes: written as UTF-8 text, as the batch pipeline writes them.
+        yield PubsubMessage(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY, default=json_default), attributes)
 
 
 def dead_letter(message: PubsubMessage, reason: str) -> PubsubMessage:
