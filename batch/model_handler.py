@@ -119,10 +119,11 @@ def _open(location: ModelLocation) -> tuple[int, Any]:
     assert location.base_path is not None
     version, path = resolve_version(location.base_path, location.version)
     model = savedmodel.load(path)
-    if location.tf2_session:
+    if location.tf2_session:  # no live traffic to split here: decided at load, on the warm-up requests
         from serving.runtime import warmup
 
-        model.prefer_session(warmup.recorded_requests(model) or warmup.synthetic_requests(model, (1, 8)))
+        model.prefer_session(*warmup.requests_for(model, (1, 8)))
+    log.info("%s version %d %s", location.base_path, version, model.choice)
     return version, model
 
 

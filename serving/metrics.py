@@ -15,7 +15,7 @@ name is counted as ""), so clients cannot grow their cardinality.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +27,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -127,8 +127,39 @@ class Metrics:
             self.queue_depth.labels(model).set_function(lambda: count.value)
         return count
 
+    def watch_runners(self, labels: Callable[[], Iterable[Sequence[str]]]) -> None:
+        """Export ``tfgw_model_runner_info``: ``labels()`` (model, version, runner, evidence,
+        state) of each served version, read at each scrape."""
+        self.registry.register(_RunnerInfo(labels))
+
     def exposition(self) -> bytes:
         return self.tfs.fix_counter_names(generate_latest(self.registry))
+
+
+class _RunnerInfo:
+    """An info-style gauge (value 1) per served version: which runner serves it (session,
+    functions, upstream), on what evidence (warmup_file, live_requests, synthetic,
+    tf1_model, disabled), and whether that is settled or still being compared."""
+
+    NAME = "tfgw_model_runner_info"
+    LABELS = ("model", "version", "runner", "evidence", "state")
+
+    def __init__(self, labels: Callable[[], Iterable[Sequence[str]]]) -> None:
+        self._labels = labels
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.NAME, "Which runner serves each model version, on what evidence "
+                                 "(state comparing: its first live calls are being compared with a TF1 "
+                                 "Session).", labels=self.LABELS)
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for labels in self._labels():
+            family.add_metric(list(labels), 1)
+        yield family
 
 
 class _Count:

@@ -153,8 +153,12 @@ class Settings(BaseSettings):
     rest_api_timeout_in_ms: int = Field(30000, ge=1, description="default request deadline")
     tf2_session: bool = Field(
         True, description="run a TF2 SavedModel in a TF1 Session, as TF Serving does, if its "
-        "warm-up requests are answered there as by its functions (a call costs a fifth of the "
-        "CPU); false: always its functions")
+        "recorded warm-up requests (else its first live calls) are answered there as by its "
+        "functions (a call costs a fifth of the CPU); false: always its functions")
+    tf2_session_live_calls: int = Field(
+        100, ge=0, description="a TF2 model without a recorded warm-up file serves from its "
+        "functions while its first N model calls are compared with a TF1 Session in the "
+        "background, then moves if they all agree; 0: decide at load on synthetic requests")
     max_request_bytes: int = Field(64 << 20, ge=1, description="larger bodies get 413")
     max_rows_per_request: int = Field(100_000, ge=1, description="more rows get 413")
     drain_timeout_seconds: float = Field(30.0, ge=0, description="SIGTERM: time to finish")

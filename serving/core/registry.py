@@ -213,6 +213,8 @@ class ModelRegistry:
         for servable in servables:
             await asyncio.gather(*(b.drain() for b in servable.batchers.values()))
             servable.batchers.clear()
+            if servable.model is not None:
+                servable.model.close()  # e.g. a live runner comparison still under way
             servable.model = None
             servable.state = State.END
             log.info("%s version %d unloaded", servable.name, servable.version)
@@ -269,6 +271,11 @@ class ModelRegistry:
         if not versions:
             raise NotFound(self._errors.get(name, f"Could not find any versions of model {name}"))
         return [versions[v] for v in sorted(versions)]
+
+    def available(self) -> list[Servable]:
+        """Every AVAILABLE version of every model, by model name then version."""
+        return [servable for name in sorted(self._versions) for _, servable in sorted(self._versions[name].items())
+                if servable.state is State.AVAILABLE]
 
     def batcher(self, servable: Servable, signature_name: str) -> Batcher:
         batcher = servable.batchers.get(signature_name)

@@ -10,11 +10,12 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 import numpy as np
+from google.protobuf import struct_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.batching.batcher import Batcher, RunFn
@@ -35,11 +36,15 @@ from serving.errors import (
 from serving.metrics import Metrics
 from serving.precomputed import open_store
 from serving.precomputed.lookup import FALLBACK, HIT, KEYS, MISS, OUTCOMES, Lookups, key_column
+from serving.runtime.choice import RunnerChoice
 from serving.runtime.signature import CLASSIFY, REGRESS, SignatureSpec
 from serving.settings import ModelConfig, Settings
 from serving.tfs_config import ConfigError, read_model_config_file
 
 log = logging.getLogger(__name__)
+
+SIGNATURE_DEF = "signature_def"  # TF Serving's one metadata field
+RUNNER = "runner"  # this gateway's own, answered only to clients that ask for it
 
 _REJECTION_REASONS = {
     ResourceExhausted: "queue_full",
@@ -77,7 +82,7 @@ class InferenceService:
         else:
             sizes = (1,)
         self.registry = ModelRegistry(
-            settings.models, self._make_batcher, _source(settings, tuple(sizes)),
+            settings.models, self._make_batcher, _source(settings, tuple(sizes), self._moved_to_session),
             load_retries=settings.max_num_load_retries,
             load_retry_interval_s=settings.load_retry_interval_micros / 1e6,
             on_retry_loaded=_refreeze)
@@ -90,6 +95,8 @@ class InferenceService:
         self._loading: asyncio.Task | None = None
         self._poller: asyncio.Task | None = None
         self._lookups: Lookups | None = None  # the prediction store, between start and stop
+        self._loop: asyncio.AbstractEventLoop | None = None  # the serving loop, from start
+        metrics.watch_runners(self._runner_labels)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -104,6 +111,7 @@ class InferenceService:
                                     timeout_s=timeout_s,
                                     threads=2 * self.settings.batching.num_batch_threads,
                                     metrics=self.metrics.for_store)
+        self._loop = asyncio.get_running_loop()
         self._loading = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -346,16 +354,42 @@ class InferenceService:
                 entry.status.error_message = servable.error
         return response
 
-    def model_metadata(self, servable: Servable) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        assert servable.model is not None
+    def model_metadata(self, servable: Servable, fields: Sequence[str] = (SIGNATURE_DEF,)
+                       ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        """TF Serving's metadata (``signature_def``) and, only when asked for, this gateway's
+        ``runner`` field (a ``google.protobuf.Struct``: the version's runner, evidence,
+        state and reason), so TF Serving's clients see TF Serving's answer."""
+        model = servable.model
+        assert model is not None
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        for key, signature_def in servable.model.signature_defs.items():
-            signatures.signature_def[key].CopyFrom(signature_def)
-        response.metadata["signature_def"].Pack(signatures)
+        if SIGNATURE_DEF in fields:
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            for key, signature_def in model.signature_defs.items():
+                signatures.signature_def[key].CopyFrom(signature_def)
+            response.metadata[SIGNATURE_DEF].Pack(signatures)
+        if RUNNER in fields:
+            runner = struct_pb2.Struct()
+            runner.update(runner_fields(model.choice))
+            response.metadata[RUNNER].Pack(runner)
         return response
+
+    def runners(self) -> list[tuple[Servable, RunnerChoice]]:
+        """Which runner serves each AVAILABLE version, and why (the ``/runners`` route)."""
+        return [(s, s.model.choice) for s in self.registry.available() if s.model is not None]
+
+    def _runner_labels(self) -> list[tuple[str, str, str, str, str]]:
+        """``tfgw_model_runner_info``'s labels, read at scrape time."""
+        return [(s.name, str(s.version), c.runner, str(c.evidence), c.state) for s, c in self.runners()]
+
+    def _moved_to_session(self) -> None:
+        """A version moved to a Session after its live calls (on the comparison's thread):
+        refreeze, so that its TF2 functions, in the collector's frozen generation since the
+        load, can be collected."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_refreeze)
 
 
 class _Tracked:
@@ -396,9 +430,9 @@ class _Tracked:
                             elapsed)
 
 
-def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...]) -> ModelSource:
+def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...], on_moved: Callable[[], None]) -> ModelSource:
     if settings.upstream is None:
-        return LocalSource(warmup_batch_sizes, settings.tf2_session)
+        return LocalSource(warmup_batch_sizes, settings.tf2_session, settings.tf2_session_live_calls, on_moved)
     from serving.upstream.client import UpstreamClient
     from serving.upstream.source import UpstreamSource
 
@@ -414,6 +448,12 @@ def _refreeze() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+def runner_fields(choice: RunnerChoice) -> dict[str, str]:
+    """A version's runner as the ``runner`` metadata field and the ``/runners`` route show it."""
+    return {"runner": choice.runner, "evidence": str(choice.evidence), "state": choice.state,
+            "reason": choice.reason}
 
 
 def signature_defs(response: get_model_metadata_pb2.GetModelMetadataResponse) -> get_model_metadata_pb2.SignatureDefMap:

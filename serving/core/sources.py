@@ -6,12 +6,13 @@ selection, unloading) is the registry's, whatever the source.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
 from serving.runtime import savedmodel, warmup
+from serving.runtime.choice import SESSION, RunnerChoice
 from serving.runtime.signature import SignatureSpec
 from serving.runtime.versions import version_dirs
 from serving.settings import ModelConfig
@@ -20,15 +21,20 @@ log = logging.getLogger(__name__)
 
 
 class Model(Protocol):
-    """A servable model version: signature specs and protos, and a way to run them."""
+    """A servable model version: signature specs and protos, a way to run them, and which
+    runner runs them (``choice``)."""
 
     specs: dict[str, SignatureSpec]
     signature_defs: Mapping[str, Any]
+    choice: RunnerChoice
 
     def signature(self, name: str) -> SignatureSpec: ...
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None:
+        """The version is unloaded (requests it accepted are answered): stop background work."""
 
 
 class ModelSource(Protocol):
@@ -50,17 +56,29 @@ class LocalSource:
     """SavedModels under each model's base path (TF Serving's layout; local, ``gs://`` or
     ``s3://``: ``serving.runtime.storage``), loaded in process."""
 
-    def __init__(self, warmup_batch_sizes: tuple[int, ...], tf2_session: bool = True) -> None:
+    def __init__(self, warmup_batch_sizes: tuple[int, ...], tf2_session: bool = True, live_calls: int = 0,
+                 on_moved: Callable[[], None] = lambda: None) -> None:
+        """``tf2_session`` and ``live_calls``: as the settings of those names (here
+        ``live_calls`` defaults to 0, the runner chosen at load); ``on_moved`` runs (on a
+        comparison's thread) when a version moved to a Session after its live calls."""
         self._warmup_sizes = warmup_batch_sizes
         self._tf2_session = tf2_session
+        self._live_calls = live_calls
+        self._on_moved = on_moved
 
     def versions(self, config: ModelConfig) -> dict[int, str]:
         return select_versions(config)
 
     def load(self, name: str, version: int, location: str) -> Model:
         model = savedmodel.load(location)
-        count = warmup.run(model, self._warmup_sizes, self._tf2_session)
-        log.info("%s version %d: %d warm-up requests", name, version, count)
+
+        def settled(choice: RunnerChoice) -> None:
+            log.info("%s version %d %s", name, version, choice)
+            if choice.runner == SESSION:
+                self._on_moved()
+
+        count = warmup.run(model, self._warmup_sizes, self._tf2_session, self._live_calls, settled)
+        log.info("%s version %d: %d warm-up requests; %s", name, version, count, model.choice)
         return model
 
     def healthy(self) -> bool:

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.core.results import Classifications
-from serving.core.service import InferenceService, Servable
+from serving.core.service import RUNNER, SIGNATURE_DEF, InferenceService, Servable
 from serving.errors import INTERNAL_ERROR, InvalidArgument, PermissionDenied, ServingError, Unimplemented
 from serving.grpc.contract import CallContext, GrpcServer
 from serving.grpc.interceptors import Interceptor, intercepted
@@ -231,9 +231,10 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
     @_rpc(None)
     async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
-        if list(request.metadata_field) != ["signature_def"]:
+        fields = list(request.metadata_field)  # TF Serving's clients ask for signature_def alone
+        if fields != [SIGNATURE_DEF] and not (RUNNER in fields and set(fields) <= {SIGNATURE_DEF, RUNNER}):
             raise InvalidArgument("Metadata field signature_def is required, and the only one supported")
-        return self._service.model_metadata(self._resolve(request.model_spec))
+        return self._service.model_metadata(self._resolve(request.model_spec), fields)
 
 
 class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):

@@ -31,7 +31,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.auth import BearerTokens
-from serving.core.service import InferenceService, signature_defs
+from serving.core.service import InferenceService, runner_fields, signature_defs
 from serving.errors import (
     INTERNAL_ERROR,
     Cancelled,
@@ -164,6 +164,13 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return Response(b'{"status": "alive"}', media_type=JSON)
+
+    @app.get("/runners", include_in_schema=False)
+    async def runners() -> Response:
+        """The gateway's own: which runner serves each version, on what evidence (README)."""
+        doc = {"versions": [{"model": servable.name, "version": servable.version, **runner_fields(choice)}
+                            for servable, choice in service.runners()]}
+        return Response(orjson.dumps(doc), media_type=JSON)
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:

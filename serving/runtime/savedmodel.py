@@ -2,8 +2,10 @@
 
 TF2 SavedModels (``tf.saved_model.save``, Keras 3 ``model.export``) load with
 ``tf.saved_model.load`` (Keras' ``load_model`` refuses SavedModel directories under
-Keras 3) and can then move to a TF1 Session (``LoadedModel.prefer_session``); TF1
-SavedModels such as TF Serving's test models run in a Session from the start. Signature
+Keras 3) and can then move to a TF1 Session, on their warm-up (``LoadedModel.prefer_session``)
+or their first live calls (``LoadedModel.settle_live``); ``LoadedModel.choice`` says which
+runner serves and why. TF1 SavedModels such as TF Serving's test models run in a Session
+from the start. Signature
 metadata comes from the SavedModel proto itself, so metadata answers match TF Serving's
 byte for byte.
 TensorFlow errors are translated into ``serving.errors`` here, at the boundary.
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +29,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from serving.errors import InvalidArgument, ServingError
 from serving.runtime import storage
+from serving.runtime.choice import FUNCTIONS, SESSION, Evidence, RunnerChoice
 from serving.runtime.signature import STRING, SignatureSpec, TensorSpec, find_signature
 
 log = logging.getLogger(__name__)
@@ -37,30 +41,65 @@ INIT_OP_KEY = "__saved_model_init_op"  # a pseudo-signature TF2 writes; not call
 
 Runner = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 Inputs = Mapping[str, np.ndarray]
+Answer = dict[str, np.ndarray] | None
+"""A runner's outputs for a request, or None where it refused the request."""
+Verdict = tuple[frozenset[str], frozenset[str]]
+"""(signatures a Session candidate answered alike, signatures it answered differently)."""
 
 
-@dataclass
+class Call(NamedTuple):
+    """A request and the functions' answer to it."""
+
+    signature_name: str
+    inputs: Inputs
+    answer: Answer
+
+
+class CallObserver(Protocol):
+    """Sees each model call's inputs and answer (``serving.runtime.live``), on the calling thread."""
+
+    def offer(self, signature_name: str, inputs: Inputs, answer: Answer) -> None: ...
+
+
+NOT_TRIED = RunnerChoice(FUNCTIONS, Evidence.DISABLED, "its TF2 functions; the TF1 Session was not tried")
+IN_TF1_SESSION = RunnerChoice(SESSION, Evidence.TF1_MODEL, "a TF1 SavedModel runs in a Session, as TF Serving runs it")
+_BASIS = {Evidence.WARMUP_FILE: "its {} recorded warm-up requests",
+          Evidence.SYNTHETIC: "its {} synthetic warm-up requests"}
+
+
+@dataclass(eq=False)
 class LoadedModel:
     """A loaded SavedModel: its signatures as specs, protos and callables. ``path`` is the
-    local directory it was loaded from (a copy, for a remote ``source``)."""
+    local directory it was loaded from (a copy, for a remote ``source``); ``choice`` says
+    which runner serves it and why."""
 
     path: str
     specs: dict[str, SignatureSpec]
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
     _runners: dict[str, Runner]
     _keepalive: Any  # what owns the variables: the loaded object or a session
-    in_session: bool  # run by a TF1 Session (else by its TF2 signature functions)
+    choice: RunnerChoice
     source: str = ""  # where the version lives (gs://, s3://, or ``path`` itself)
+    _observer: CallObserver | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # moving vs closing
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def in_session(self) -> bool:
+        """Run by a TF1 Session (else by its TF2 signature functions)."""
+        return self.choice.runner == SESSION
 
     def signature(self, name: str) -> SignatureSpec:
         return find_signature(self.specs, name)
 
-    def prefer_session(self, requests: Iterable[tuple[str, Inputs]]) -> None:
+    def prefer_session(self, requests: Sequence[tuple[str, Inputs]],
+                       evidence: Evidence = Evidence.SYNTHETIC) -> RunnerChoice:
         """Move a TF2 model to a TF1 Session, as TF Serving runs every SavedModel, if the
-        Session answers ``requests`` (the warm-up) as the signature functions do: every
-        signature answered at least one of them alike (floats to 1e-5) and none differently,
-        where a request only one of the two refuses counts as different. All signatures
-        move or none, so the model is never held twice nor its state split.
+        Session answers ``requests`` (the warm-up, from the ``evidence`` it names) as the
+        signature functions do: every signature answered at least one of them alike (floats
+        to 1e-5) and none differently, where a request only one of the two refuses counts as
+        different. All signatures move or none, so the model is never held twice nor its
+        state split. Returns (and records in ``choice``) which runner serves it and why.
 
         Why: a restored function cost 0.75-2.7 ms of CPU per call at any batch size here,
         the Session 3.5-6.6x less (``make bench-runners``). Why tried, not assumed: TF1's
@@ -69,21 +108,86 @@ class LoadedModel:
         twice.
         """
         if self.in_session:
-            return  # a TF1 SavedModel: in a Session from the start
+            return self.choice
+        return self._try_session(evidence, _BASIS[evidence].format(len(requests)),
+                                 lambda candidates: compare(candidates, self._answered(requests)))
+
+    def settle_live(self, calls: Sequence[Call], fallback: Iterable[tuple[str, Inputs]]) -> RunnerChoice:
+        """``prefer_session`` on live ``calls`` (the functions' answers as clients got
+        them; run off the request path, ``serving.runtime.live``). A signature they leave
+        unproven (never called, or only with requests both runners refuse) is tried on the
+        ``fallback`` (synthetic) requests as at load, so all signatures still move or none.
+        A model closed meanwhile moves nothing."""
+
+        def verdict(candidates: Mapping[str, Runner]) -> Verdict:
+            agreed, differed = compare(candidates, calls, self._is_closed)
+            rest = set(self._runners) - agreed
+            if differed or not rest:
+                return agreed, differed
+            more_agreed, more_differed = compare(
+                candidates, self._answered([r for r in fallback if r[0] in rest]), self._is_closed)
+            return agreed | more_agreed, more_differed
+
+        return self._try_session(Evidence.LIVE_REQUESTS, f"its first {len(calls)} live calls", verdict)
+
+    def observe_calls(self, observer: CallObserver | None) -> None:
+        """Hand every later call's inputs and answer to ``observer`` (None: stop)."""
+        with self._lock:
+            self._observer = None if self._closed else observer
+
+    def close(self) -> None:
+        """The version is unloaded: calls are no longer observed, and a Session candidate
+        still being compared is closed instead of adopted."""
+        with self._lock:
+            self._closed = True
+            self._observer = None
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _answered(self, requests: Iterable[tuple[str, Inputs]]) -> Iterator[Call]:
+        for name, inputs in requests:
+            if name in self._runners:
+                yield Call(name, inputs, _answer(self._runners[name], inputs))
+
+    def _try_session(self, evidence: Evidence, basis: str,
+                     verdict: Callable[[Mapping[str, Runner]], Verdict]) -> RunnerChoice:
+        """Build a Session candidate, judge it with ``verdict`` and adopt it or close it."""
+        if self._closed:
+            return self._settle(RunnerChoice(FUNCTIONS, evidence, "not tried: the version was unloaded"))
         try:
             defs = {name: self.signature_defs[name] for name in self._runners}
             session, candidates = _session_runners(self.path, defs)
         except Exception as error:  # noqa: BLE001 - any failure leaves the functions in place
-            log.info("%s stays on its TF2 functions: TF1's loader failed: %s", self.path, error)
-            return
-        unproven = set(self._runners) - _agreeing(self._runners, candidates, requests)
-        if unproven:
-            session.close()
-            log.info("%s stays on its TF2 functions: no warm-up request answered %s alike in a Session "
-                     "(or one answered differently)", self.path, sorted(unproven))
-            return
-        self._runners, self._keepalive, self.in_session = candidates, session, True
-        log.info("%s runs in a TF1 Session: its warm-up answered alike there", self.path)
+            return self._settle(RunnerChoice(FUNCTIONS, evidence, f"TF1's loader failed: {error}"))
+        adopted = False
+        try:
+            agreed, differed = verdict(candidates)
+            choice = _choose(set(self._runners), agreed, differed, evidence, basis)
+            if choice.runner != SESSION:
+                return self._settle(choice)
+            settled = self._settle(choice, session, candidates)
+            adopted = settled.runner == SESSION
+            return settled
+        except Exception as error:  # noqa: BLE001 - a comparison that breaks moves nothing
+            log.exception("comparing %s with a TF1 Session failed", self.path)
+            return self._settle(RunnerChoice(FUNCTIONS, evidence, f"the comparison failed: {error}"))
+        finally:
+            if not adopted:
+                session.close()
+
+    def _settle(self, choice: RunnerChoice, session: Any = None,
+                runners: dict[str, Runner] | None = None) -> RunnerChoice:
+        """Record ``choice`` and, for the Session, move to its ``session`` and ``runners``
+        (in-flight calls finish on the runner they started with); a closed model moves
+        nothing. Returns the choice recorded."""
+        with self._lock:
+            if self._closed:
+                choice = RunnerChoice(FUNCTIONS, choice.evidence, "unloaded before the choice was made")
+            elif choice.runner == SESSION and runners is not None:
+                self._runners, self._keepalive = runners, session
+            self.choice = choice
+        return choice
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]:
@@ -91,18 +195,31 @@ class LoadedModel:
 
         ``deadline`` is accepted for the ``Model`` protocol; a running TensorFlow call
         cannot be interrupted, so expired requests are dropped before they run instead.
+        An observer (a live comparison) sees the inputs and the answer, refusals included.
         """
         runner = self._runners.get(signature_name)
         if runner is None:
             find_signature(self.specs, signature_name)  # raises TF Serving's error for it
+        observer = self._observer
         try:
-            return runner(inputs)
-        except tf.errors.InvalidArgumentError as error:
-            raise InvalidArgument(error.message) from None
-        except (TypeError, ValueError) as error:
-            raise InvalidArgument(str(error)) from None
-        except tf.errors.OpError as error:
-            raise ServingError(f"Model execution failed: {error.message}") from None
+            outputs = runner(inputs)
+        except (tf.errors.OpError, TypeError, ValueError) as error:
+            if observer is not None:
+                observer.offer(signature_name, inputs, None)
+            raise _translated(error) from None
+        if observer is not None:
+            observer.offer(signature_name, inputs, outputs)
+        return outputs
+
+
+def _translated(error: Exception) -> ServingError:
+    """A runner's failure as our error: TensorFlow's invalid arguments and Python's type and
+    value errors (feeds that do not fit) are the client's; other TensorFlow errors the model's."""
+    if isinstance(error, tf.errors.InvalidArgumentError):
+        return InvalidArgument(error.message)
+    if isinstance(error, tf.errors.OpError):
+        return ServingError(f"Model execution failed: {error.message}")
+    return InvalidArgument(str(error))
 
 
 def load(path: str | os.PathLike) -> LoadedModel:
@@ -136,9 +253,9 @@ def _load_local(path: str) -> LoadedModel:
     if meta_graph.object_graph_def.nodes:
         root = tf.saved_model.load(path, tags=[SERVE_TAG])
         runners = {name: _function_runner(fn) for name, fn in root.signatures.items()}
-        return LoadedModel(path, specs, defs, runners, root, False)
+        return LoadedModel(path, specs, defs, runners, root, NOT_TRIED)
     session, runners = _session_runners(path, callable_defs)
-    return LoadedModel(path, specs, defs, runners, session, True)
+    return LoadedModel(path, specs, defs, runners, session, IN_TF1_SESSION)
 
 
 def _function_runner(function: Any) -> Runner:
@@ -184,25 +301,41 @@ def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) ->
     return run
 
 
-def _agreeing(functions: Mapping[str, Runner], candidates: Mapping[str, Runner],
-              requests: Iterable[tuple[str, Inputs]]) -> frozenset[str]:
-    """The signatures whose candidate answered at least one request as its function did,
-    and none differently. A request both refuse proves nothing (a synthetic input may
-    mean nothing to the model); one that only one of them refuses is a difference."""
+def compare(candidates: Mapping[str, Runner], calls: Iterable[Call],
+            stop: Callable[[], bool] = lambda: False) -> Verdict:
+    """(agreed, differed): the signatures whose candidate answered at least one call as the
+    functions did and none differently, and those it answered differently. A call both
+    refuse proves nothing (a synthetic input may mean nothing to the model); one that only
+    one of them refuses is a difference. ``stop`` ends the comparison early."""
     agreed: set[str] = set()
     differed: set[str] = set()
-    for name, inputs in requests:
-        if name not in functions or name in differed:
+    for name, inputs, expected in calls:
+        if stop():
+            break
+        if name not in candidates or name in differed:
             continue
-        expected, got = _answer(functions[name], inputs), _answer(candidates[name], inputs)
+        got = _answer(candidates[name], inputs)
         if expected is None and got is None:
             continue
         same = expected is not None and got is not None and same_answers(expected, got)
         (agreed if same else differed).add(name)
-    return frozenset(agreed - differed)
+    return frozenset(agreed - differed), frozenset(differed)
 
 
-def _answer(runner: Runner, inputs: Inputs) -> dict[str, np.ndarray] | None:
+def _choose(signatures: set[str], agreed: frozenset[str], differed: frozenset[str], evidence: Evidence,
+            basis: str) -> RunnerChoice:
+    """The Session only if every signature agreed and none differed (all or none)."""
+    if differed:
+        return RunnerChoice(FUNCTIONS, evidence, f"the TF1 Session answered {sorted(differed)} differently "
+                            f"from the functions on {basis}")
+    unproven = sorted(signatures - agreed)
+    if unproven:
+        return RunnerChoice(FUNCTIONS, evidence, f"none of {basis} was answered alike by the TF1 Session "
+                            f"for {unproven}")
+    return RunnerChoice(SESSION, evidence, f"{basis} were answered alike by the TF1 Session")
+
+
+def _answer(runner: Runner, inputs: Inputs) -> Answer:
     try:
         return runner(inputs)
     except Exception:  # noqa: BLE001 - a refusal, compared by the caller

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from serving.runtime import live
+from serving.runtime.choice import Evidence, RunnerChoice
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE, LoadedModel
 from serving.runtime.signature import PREDICT, STRING
 
@@ -66,28 +68,42 @@ def synthetic_requests(model: LoadedModel, batch_sizes: Iterable[int]) -> list[W
     return requests
 
 
-def run(model: LoadedModel, batch_sizes: Iterable[int], prefer_session: bool = True) -> int:
+def requests_for(model: LoadedModel, batch_sizes: Iterable[int]) -> tuple[list[WarmupRequest], Evidence]:
+    """The model's warm-up requests and where they come from: its recorded file
+    (``Evidence.WARMUP_FILE``), else synthetic ones (``Evidence.SYNTHETIC``)."""
+    recorded = recorded_requests(model)
+    if recorded is not None:
+        return recorded, Evidence.WARMUP_FILE
+    return synthetic_requests(model, batch_sizes), Evidence.SYNTHETIC
+
+
+def run(model: LoadedModel, batch_sizes: Iterable[int], prefer_session: bool = True, live_calls: int = 0,
+        on_settled: Callable[[RunnerChoice], None] = lambda choice: None) -> int:
     """Warm ``model`` up; return the number of requests run. Recorded failures raise.
 
-    With ``prefer_session``, the warm-up requests also decide whether a TF2 model moves to
-    a TF1 Session (``LoadedModel.prefer_session``).
+    With ``prefer_session``, the warm-up also chooses the runner of a TF2 model
+    (``LoadedModel.prefer_session``), except where it is synthetic and ``live_calls`` is
+    set: then the model's first ``live_calls`` calls after the warm-up decide in the
+    background (``serving.runtime.live``), and ``on_settled`` gets the choice.
     """
-    recorded = recorded_requests(model)
-    chosen = recorded if recorded is not None else synthetic_requests(model, batch_sizes)
-    if prefer_session:
-        model.prefer_session(chosen)
-    if recorded is not None:
-        for request in recorded:
+    requests, evidence = requests_for(model, batch_sizes)
+    on_live_calls = prefer_session and evidence is Evidence.SYNTHETIC and live_calls > 0
+    if prefer_session and not on_live_calls:
+        model.prefer_session(requests, evidence)
+    if evidence is Evidence.WARMUP_FILE:
+        for request in requests:
             model.run(request.signature_name, request.inputs)
-        return len(recorded)
+        return len(requests)
     count = 0
-    for request in chosen:
+    for request in requests:
         try:
             model.run(request.signature_name, request.inputs)
             count += 1
         except Exception as error:  # noqa: BLE001 - a synthetic input may not suit the model
             log.info("synthetic warm-up of %s:%s skipped: %s", model.path,
                      request.signature_name, error)
+    if on_live_calls:  # only now: the warm-up's own calls are not live ones
+        live.watch(model, live_calls, requests, on_settled)
     return count
 
 

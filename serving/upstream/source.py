@@ -9,6 +9,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from serving.errors import BadUpstreamAnswer, InvalidArgument, NotFound, Unavailable
+from serving.runtime.choice import UPSTREAM, Evidence, RunnerChoice
 from serving.runtime.savedmodel import INIT_OP_KEY, spec_from_signature_def
 from serving.runtime.signature import SignatureSpec, find_signature
 from serving.runtime.tensors import answer_limits, protos_to_numpy, to_proto
@@ -32,9 +33,13 @@ class UpstreamModel:
         self.signature_defs = dict(signatures.signature_def)
         self.specs = {key: spec_from_signature_def(key, d)
                       for key, d in self.signature_defs.items() if key != INIT_OP_KEY}
+        self.choice = RunnerChoice(UPSTREAM, Evidence.UPSTREAM, f"the upstream {client.target} runs it")
 
     def signature(self, name: str) -> SignatureSpec:
         return find_signature(self.specs, name)
+
+    def close(self) -> None:
+        """Nothing runs here in the background; the channel is the source's."""
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
             deadline: float | None = None) -> dict[str, np.ndarray]:

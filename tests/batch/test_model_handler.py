@@ -1,6 +1,8 @@
 """SavedModelHandler: one model call per batch of chunks, each chunk gets its own rows back."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from batch.chunks import Chunk, rows_to_chunk
@@ -77,3 +79,16 @@ def test_the_model_runs_in_a_session_unless_the_job_says_otherwise(models_dir):
     flags = ["--input=i", "--output=o", f"--model_base_path={base}"]
     assert parse(flags)[0].tf2_session is True
     assert parse([*flags, "--tf2_session=false"])[0].tf2_session is False
+
+
+def test_the_log_says_which_runner_serves_and_why(models_dir, caplog):
+    """The pipelines choose at load (no live traffic to compare on) and say so."""
+    caplog.set_level(logging.INFO, logger="batch.model_handler")
+    SavedModelHandler(ModelLocation(str(models_dir / "shapes" / "vec16"), model_name="logged")).load_model()
+    SavedModelHandler(ModelLocation(str(models_dir / "natality"), model_name="logged")).load_model()
+    logged = [r.getMessage() for r in caplog.records if r.name == "batch.model_handler"]
+    assert logged == [
+        f"{models_dir / 'shapes' / 'vec16'} version 1 runner: session (evidence: synthetic): its 2 synthetic "
+        "warm-up requests were answered alike by the TF1 Session",
+        f"{models_dir / 'natality'} version 1 runner: session (evidence: warmup_file): its 4 recorded "
+        "warm-up requests were answered alike by the TF1 Session"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 
+import numpy as np
 import pytest
 
 from serving.core.registry import ModelRegistry, Servable, State
@@ -213,3 +214,19 @@ def test_the_old_version_serves_until_a_retry_loads_the_new_one(tfserving_dir, t
         assert registry.statuses("m", 123)[0].state is State.END  # replaced once 124 loaded
 
     asyncio.run(scenario())
+
+
+def test_an_unloaded_version_is_closed(models_dir, tmp_path):
+    """A version whose first live calls are being gathered stops gathering when unloaded:
+    calls made on it afterwards start no comparison (serving/runtime/live.py)."""
+    base = tmp_path / "m"
+    shutil.copytree(models_dir / "shapes" / "vec16" / "1", base / "1")
+    registry = ModelRegistry([config(base)], batcher_factory=None, source=LocalSource((1,), live_calls=2))
+    load(registry)
+    model = registry.resolve("m").model
+    assert model.choice.pending
+    asyncio.run(registry.unload_all())
+    assert model._observer is None  # closed: its calls are no longer recorded
+    for _ in range(3):
+        model.run("serving_default", {"x": np.ones((1, 16), np.float32)})
+    assert model.choice.pending  # no comparison started

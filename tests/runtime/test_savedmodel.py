@@ -148,28 +148,10 @@ def test_a_tf2_model_the_session_cannot_run_stays_on_its_functions(models_dir):
 
 
 @pytest.fixture
-def sessions(monkeypatch):
-    """The Sessions prefer_session builds, each with a ``closed`` flag; ``faults`` maps a
-    signature name to a change made to its Session runner's answers (or a raise)."""
-    real = savedmodel._session_runners
-    built: list = []
-    faults: dict = {}
-
-    def runners(path, defs):
-        session, found = real(path, defs)
-        session.closed = False
-        close = session.close
-
-        def closing():
-            session.closed = True
-            close()
-
-        session.close = closing
-        built.append(session)
-        return session, {name: faults[name](run) if name in faults else run for name, run in found.items()}
-
-    monkeypatch.setattr(savedmodel, "_session_runners", runners)
-    return built, faults
+def sessions(candidates):
+    """(the Sessions prefer_session builds, each with a ``closed`` flag; ``faults``: a
+    signature name -> a change made to its Session runner's answers, or a raise)."""
+    return candidates.built, candidates.faults
 
 
 def test_a_session_that_answers_differently_is_not_used(models_dir, sessions):
@@ -183,25 +165,7 @@ def test_a_session_that_answers_differently_is_not_used(models_dir, sessions):
                                   .run("serving_default", natality_rows(5))["weight_pounds"])
 
 
-def two_signatures(tmp_path):
-    class Two(tf.Module):
-        def __init__(self):
-            self.w = tf.Variable([2.0, 3.0])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def dot(self, x):
-            return {"y": tf.linalg.matvec(x, self.w)}
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
-        def scale(self, x):
-            return {"y": x * self.w}
-
-    module = Two()
-    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"dot": module.dot, "scale": module.scale})
-    return savedmodel.load(tmp_path / "1")
-
-
-def test_every_signature_moves_or_none(tmp_path, sessions):
+def test_every_signature_moves_or_none(tmp_path, sessions, two_signatures):
     built, faults = sessions
     model = two_signatures(tmp_path)
     model.prefer_session(warmup.synthetic_requests(model, (3,))[:1])  # only "dot" answered: "scale" unproven
@@ -217,7 +181,7 @@ def test_every_signature_moves_or_none(tmp_path, sessions):
     np.testing.assert_allclose(model.run("scale", {"x": x})["y"], [[2.0, 3.0], [1.0, 6.0]])
 
 
-def test_a_request_only_one_runner_refuses_is_a_difference(tmp_path, sessions):
+def test_a_request_only_one_runner_refuses_is_a_difference(tmp_path, sessions, two_signatures):
     _, faults = sessions
     model = two_signatures(tmp_path)
     requests = warmup.synthetic_requests(model, (2,))
