@@ -164,6 +164,9 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         servable = self._resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         spec = self._service.signature(servable, signature_name)
+        names = [name for name in request.inputs if name in spec.inputs or name != self._key_field]
+        if len(names) != len(spec.inputs) or any(name not in spec.inputs for name in names):
+            spec.check_names(names)  # before anything is decoded
         tensors = protos_to_numpy(request.inputs, self._limits, spec.inputs)
         keys = None
         if self._key_field in tensors:  # the prediction store's key: not an input, unless named so

@@ -6,6 +6,7 @@ SavedModel.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -75,7 +76,7 @@ class SignatureSpec:
         the request cannot be merged with others and runs alone.
         """
         if tensors.keys() != self.inputs.keys():
-            self._check_names(tensors)
+            self.check_names(tensors)
         rows: set[int] = set()
         for name, value in tensors.items():
             spec = self.inputs[name]
@@ -86,14 +87,15 @@ class SignatureSpec:
             return rows.pop()
         return None
 
-    def _check_names(self, tensors: dict[str, np.ndarray]) -> None:
-        missing = [name for name in self.inputs if name not in tensors]
+    def check_names(self, names: Collection[str]) -> None:
+        """InvalidArgument unless ``names`` are exactly the inputs."""
+        missing = [name for name in self.inputs if name not in names]
         if missing:
             raise InvalidArgument(
                 f"Missing input(s) {sorted(missing)} for signature '{self.name}'; "
                 f"expected {sorted(self.inputs)}"
             )
-        extra = [name for name in tensors if name not in self.inputs]
+        extra = [name for name in names if name not in self.inputs]
         if extra:
             raise InvalidArgument(
                 f"Unknown input(s) {sorted(extra)} for signature '{self.name}'; "

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate
 from math import prod
 from operator import attrgetter
 
@@ -153,7 +152,7 @@ def _what(role: str, name: str) -> str:
 class _Checked:
     """A proto that passed the checks, with what they worked out (a plain class: per request)."""
 
-    __slots__ = ("role", "name", "proto", "kind", "shape", "elements", "nbytes", "content", "strings")
+    __slots__ = ("role", "name", "proto", "kind", "shape", "elements", "nbytes", "content", "stops")
 
     def __init__(self, role: str, name: str, proto: tensor_pb2.TensorProto, kind: _Kind,
                  shape: tuple[int, ...], elements: int) -> None:
@@ -166,8 +165,8 @@ class _Checked:
         self.nbytes = elements * kind.itemsize
         self.content = b""
         """``tensor_content``, once checked."""
-        self.strings: np.ndarray | None = None
-        """A DT_STRING ``tensor_content``'s strings, once checked (a flat object array)."""
+        self.stops: np.ndarray | None = None
+        """Where a DT_STRING ``tensor_content``'s strings start and stop, once checked."""
 
     @property
     def what(self) -> str:
@@ -178,8 +177,8 @@ def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: Tensor
                     specs: Mapping[str, TensorSpec] | None = None, role: str = "Input",
                     ) -> dict[str, np.ndarray]:
     """Every proto checked (against ``specs``' dtypes where they name it) and the limits
-    applied to all of them together, before any array is built; messages call each tensor
-    ``role`` ('Input', 'Output')."""
+    applied to all of them together, before their content is looked at and any array is
+    built; messages call each tensor ``role`` ('Input', 'Output')."""
     checked = [_check(name, proto, limits, specs.get(name) if specs else None, role)
                for name, proto in protos.items()]
     max_bytes = limits.max_bytes
@@ -187,6 +186,8 @@ def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: Tensor
         total = sum([c.nbytes for c in checked])
         if total > max_bytes:
             raise PayloadTooLarge(f"The tensors would take {total} bytes decoded; the limit is {max_bytes}")
+    for c in checked:
+        _check_content(c)
     return {c.name: _build(c) for c in checked}
 
 
@@ -231,7 +232,6 @@ def _check(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits,
         raise PayloadTooLarge(
             f"{checked.what} of shape {shape_text(shape)} and {_dt_name(proto.dtype)} would take "
             f"{checked.nbytes} bytes decoded; the limit is {limits.max_bytes}")
-    _check_content(checked)
     return checked
 
 
@@ -240,7 +240,8 @@ def _check_content(c: _Checked) -> None:
     if content:
         what = c.what
         if c.kind.string:
-            c.strings = _string_list(c, content)
+            c.stops = _string_stops(c, content)
+            c.content = content
             return
         expected = c.nbytes
         if len(content) != expected:
@@ -265,28 +266,30 @@ def _check_content(c: _Checked) -> None:
         f"expected {c.elements} (or one, to be repeated)")
 
 
-def _string_list(c: _Checked, content: bytes) -> np.ndarray:
-    """TensorFlow's encoded string list (``DecodeStringList``): each string's length as a
-    varint32, then the strings back to back, exactly filling ``content``. Every element
-    takes at least one byte, so nothing larger than ``content`` is allocated."""
+def _string_stops(c: _Checked, content: bytes) -> np.ndarray:
+    """Where each string of TensorFlow's encoded string list (``DecodeStringList``) starts,
+    and the last one stops: each string's length as a varint32, then the strings back to
+    back, exactly filling ``content``. Only checked here (8 bytes per element, as the limits
+    count a string); the strings are cut out in ``_build``, once every input has passed."""
     n = c.elements
     if not n:
         raise InvalidArgument(f"{c.what}: tensor_content has {len(content)} bytes for shape "
                               f"{shape_text(c.shape)}, which has no elements")
     if len(content) >= n and max(content[:n]) < 0x80:  # every string under 128 bytes: one-byte lengths
-        sizes, body = content[:n], n
+        sizes, body = np.frombuffer(content, np.uint8, count=n), n
     else:
         sizes, body = _long_lengths(c, content)
-    stops = list(accumulate(sizes, initial=body))
+    stops = np.empty(n + 1, np.int64)
+    stops[0] = body
+    np.cumsum(sizes, out=stops[1:])
+    stops[1:] += body
     if stops[-1] != len(content):
         raise InvalidArgument(f"{c.what}: tensor_content's string lengths do not add up to its "
                               f"{len(content) - body} bytes of strings")
-    values = np.empty(n, dtype=object)
-    values[:] = [content[a:b] for a, b in zip(stops, stops[1:])]
-    return values
+    return stops
 
 
-def _long_lengths(c: _Checked, content: bytes) -> tuple[list[int], int]:
+def _long_lengths(c: _Checked, content: bytes) -> tuple[np.ndarray, int]:
     """The ``c.elements`` varint32 lengths at the start of ``content`` (some over one byte),
     read with numpy; and where the strings begin."""
     n = c.elements
@@ -304,13 +307,16 @@ def _long_lengths(c: _Checked, content: bytes) -> tuple[list[int], int]:
         sizes[longer] |= (head[starts[longer] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
     if sizes.max() >> np.uint64(32):
         raise InvalidArgument(f"{c.what}: tensor_content holds a string length over 32 bits")
-    return sizes.tolist(), int(ends[-1]) + 1
+    return sizes, int(ends[-1]) + 1
 
 
 def _build(c: _Checked) -> np.ndarray:
     kind = c.kind
-    if c.strings is not None:
-        return c.strings.reshape(c.shape)
+    if c.stops is not None:
+        stops = c.stops.tolist()
+        values = np.empty(c.elements, dtype=object)
+        values[:] = [c.content[a:b] for a, b in zip(stops, stops[1:])]
+        return values.reshape(c.shape)
     if c.content:
         return np.frombuffer(c.content, dtype=kind.dtype).copy().reshape(c.shape)
     if c.elements == 0:

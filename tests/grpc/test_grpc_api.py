@@ -222,3 +222,15 @@ def test_full_queue_is_resource_exhausted(stub, gateway, gate):
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     gate.open()
     assert running.result().outputs["y"] and backlog.result().outputs["y"]
+
+
+def test_inputs_outside_the_signature_are_refused_before_they_are_decoded(stub):
+    request = predict_request()
+    junk = request.inputs["junk"]
+    junk.dtype = tf.string.as_datatype_enum
+    junk.tensor_shape.dim.add().size = 1 << 20
+    junk.tensor_content = b"\x00" * (1 << 20)  # a million empty strings, never cut up
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == "Unknown input(s) ['junk'] for signature 'serving_default'; expected ['x']"

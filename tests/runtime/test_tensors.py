@@ -356,3 +356,23 @@ def test_string_tensor_content_decodes_as_tensorflows_decode_string_list(name, s
     p = proto(D.DT_STRING, shape, tensor_content=content)
     assert to_numpy("x", p).reshape(-1).tolist() == values
     assert tf.make_ndarray(tf.make_tensor_proto(to_numpy("x", p))).reshape(-1).tolist() == values
+
+
+def test_string_content_is_cut_up_only_once_all_inputs_fit_the_limit():
+    """Many string inputs, each within the limit: refused on their sizes together before any
+    of their content is read (an 8 MB request must not cost seconds and 80 MB first)."""
+    import tracemalloc
+
+    limits = TensorLimits(max_bytes=8 << 20)
+    n = 1 << 20  # 8 MiB counted per input: exactly the limit
+    protos = {f"junk{i}": proto(D.DT_STRING, [n], tensor_content=b"\x00" * n) for i in range(8)}
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge, match="together|would take"):
+            protos_to_numpy(protos, limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes allocated before refusing"
+    one = to_numpy("x", proto(D.DT_STRING, [n], tensor_content=b"\x00" * n), limits)
+    assert one.shape == (n,) and one[0] == b"" and one[-1] == b""
