@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from math import prod
 from operator import attrgetter
 
@@ -165,7 +166,7 @@ class _Checked:
         self.nbytes = elements * kind.itemsize
         self.content = b""
         """``tensor_content``, once checked."""
-        self.stops: np.ndarray | None = None
+        self.stops: list[int] | np.ndarray | None = None
         """Where a DT_STRING ``tensor_content``'s strings start and stop, once checked."""
 
     @property
@@ -266,7 +267,11 @@ def _check_content(c: _Checked) -> None:
         f"expected {c.elements} (or one, to be repeated)")
 
 
-def _string_stops(c: _Checked, content: bytes) -> np.ndarray:
+_FEW_STRINGS = 32
+"""Up to this many strings their stops are worked out in Python (numpy's calls cost more)."""
+
+
+def _string_stops(c: _Checked, content: bytes) -> list[int] | np.ndarray:
     """Where each string of TensorFlow's encoded string list (``DecodeStringList``) starts,
     and the last one stops: each string's length as a varint32, then the strings back to
     back, exactly filling ``content``. Only checked here (8 bytes per element, as the limits
@@ -276,6 +281,12 @@ def _string_stops(c: _Checked, content: bytes) -> np.ndarray:
         raise InvalidArgument(f"{c.what}: tensor_content has {len(content)} bytes for shape "
                               f"{shape_text(c.shape)}, which has no elements")
     if len(content) >= n and max(content[:n]) < 0x80:  # every string under 128 bytes: one-byte lengths
+        if n <= _FEW_STRINGS:
+            stops = list(accumulate(content[:n], initial=n))
+            if stops[-1] != len(content):
+                raise InvalidArgument(f"{c.what}: tensor_content's string lengths do not add up to its "
+                                      f"{len(content) - n} bytes of strings")
+            return stops
         sizes, body = np.frombuffer(content, np.uint8, count=n), n
     else:
         sizes, body = _long_lengths(c, content)
@@ -313,9 +324,10 @@ def _long_lengths(c: _Checked, content: bytes) -> tuple[np.ndarray, int]:
 def _build(c: _Checked) -> np.ndarray:
     kind = c.kind
     if c.stops is not None:
-        stops = c.stops.tolist()
+        stops = c.stops if isinstance(c.stops, list) else c.stops.tolist()
         values = np.empty(c.elements, dtype=object)
-        values[:] = [c.content[a:b] for a, b in zip(stops, stops[1:])]
+        content = c.content
+        values[:] = [content[a:b] for a, b in zip(stops, stops[1:])]
         return values.reshape(c.shape)
     if c.content:
         return np.frombuffer(c.content, dtype=kind.dtype).copy().reshape(c.shape)
@@ -348,7 +360,7 @@ def _read(c: _Checked, repeated) -> np.ndarray:
         values = wide.astype(kind.wire)
     else:
         values = None
-        if kind.wire.kind == "f" and count >= _UNPACK_FROM:
+        if kind.wire.kind == "f":  # bit for bit (a Python float would quiet a signalling NaN)
             values = _unpacked(c.proto, kind.number, kind.wire, count)
         if values is None:
             values = np.fromiter(repeated, dtype=kind.wire, count=count)
@@ -357,16 +369,12 @@ def _read(c: _Checked, repeated) -> np.ndarray:
     return values
 
 
-_UNPACK_FROM = 64
-"""Values from which a float field is read from the proto's bytes rather than one by one:
-serializing the proto and viewing the packed run costs ~2 us at any size, ``np.fromiter``
-over the field 22 us at 512 values, 350 us at 8192 (measured). TF Serving answers this way."""
-
-
 def _unpacked(proto: tensor_pb2.TensorProto, number: int, wire: np.dtype, count: int) -> np.ndarray | None:
-    """The ``count`` values of packed fixed-width field ``number``, read from the proto's own
-    serialization (protobuf's wire format: one packed run per field as protobuf writes it);
-    None if it is not there as expected (the caller then reads the field)."""
+    """The ``count`` values of packed fixed-width field ``number``, bit for bit, read from the
+    proto's own serialization (protobuf's wire format: one packed run per field, as protobuf
+    writes it): ~2 us at any size, where ``np.fromiter`` over the field takes 22 us at 512
+    values and 350 us at 8192. None if it is not there as expected (the caller then reads
+    the field)."""
     data = proto.SerializeToString()
     i, end = 0, len(data)
     while i < end:
@@ -446,7 +454,7 @@ class _Writer:
             proto.float8_val = flat.tobytes()
         else:
             values = flat.view(self.wire)
-            if self.packed is not None and len(values) >= _PACK_FROM:
+            if self.packed is not None and (values.dtype.kind == "f" or len(values) >= _PACK_FROM):
                 data = values.tobytes()  # little-endian, as the protobuf wire format
                 proto.MergeFromString(self.packed + _varint(len(data)) + data)
             else:
@@ -463,9 +471,10 @@ class _Writer:
 
 
 _PACK_FROM = 16
-"""Values from which a packed field is filled from the array's bytes (one C copy, then one
-parse in protobuf's C core) rather than extended from a Python list: the list is cheaper
-for a few values, the bytes 10x cheaper at 512 (measured, float32)."""
+"""Bools from which their packed field is filled from the array's bytes (one C copy, then
+one parse in protobuf's C core) rather than extended from a Python list: the list is cheaper
+for a few values, the bytes 10x cheaper at 512. Floats always go as bytes, bit for bit (a
+Python float would quiet a signalling NaN, which TensorFlow's C++ copies as it is)."""
 
 
 def _varint(value: int) -> bytes:

@@ -11,7 +11,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.errors import BadUpstreamAnswer, InvalidArgument, NotFound, Unavailable
 from serving.runtime.choice import UPSTREAM, Evidence, RunnerChoice
 from serving.runtime.savedmodel import INIT_OP_KEY, spec_from_signature_def
-from serving.runtime.signature import SignatureSpec, find_signature
+from serving.runtime.signature import STRING, SignatureSpec, find_signature
 from serving.runtime.tensors import answer_limits, protos_to_numpy, to_proto
 from serving.settings import ModelConfig
 from serving.upstream.client import UpstreamClient
@@ -48,7 +48,8 @@ class UpstreamModel:
         request.model_spec.version.value = self._version
         request.model_spec.signature_name = signature_name
         for key, value in inputs.items():
-            to_proto(value, into=request.inputs[key], content=True)
+            # numbers in tensor_content, strings in string_val: each the cheaper to decode there
+            to_proto(value, into=request.inputs[key], content=value.dtype != STRING)
         deadline = deadline if deadline is not None else time.monotonic() + _DEFAULT_TIMEOUT_S
         try:
             response = self._client.predict(request, deadline)

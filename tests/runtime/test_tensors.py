@@ -376,3 +376,17 @@ def test_string_content_is_cut_up_only_once_all_inputs_fit_the_limit():
     assert peak < 1 << 20, f"{peak} bytes allocated before refusing"
     one = to_numpy("x", proto(D.DT_STRING, [n], tensor_content=b"\x00" * n), limits)
     assert one.shape == (n,) and one[0] == b"" and one[-1] == b""
+
+
+@pytest.mark.parametrize("count", [1, 3, 20, 100])
+@pytest.mark.parametrize("dtype,bits", [(np.float32, 0x7F800001), (np.float64, 0x7FF0000000000001)])
+def test_float_bits_cross_unchanged_signalling_nans_included(dtype, bits, count):
+    """TensorFlow's C++ copies float bits as they are; a Python float would quiet the NaN."""
+    raw = np.full(count, bits, dtype=np.uint32 if dtype is np.float32 else np.uint64)
+    array = raw.view(dtype)
+    for content in (False, True):
+        sent = to_proto(array, content=content)
+        back = to_numpy("x", tensor_pb2.TensorProto.FromString(sent.SerializeToString()))
+        assert back.tobytes() == array.tobytes()
+    field = to_proto(array).SerializeToString()
+    assert array.tobytes() in field  # the packed run holds the bits themselves
