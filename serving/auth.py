@@ -25,8 +25,8 @@ class BearerTokens:
 
     def __init__(self, tokens: Iterable[str], exempt: Iterable[str]) -> None:
         self._tokens = tuple(token.encode() for token in tokens)
-        if not self._tokens:
-            raise ValueError("no bearer token to accept")
+        if not self._tokens or not all(self._tokens):
+            raise ValueError("no bearer token to accept, or an empty one")
         exempt = tuple(exempt)
         self._exact = frozenset(path for path in exempt if not path.endswith("/"))
         self._prefixes = tuple(path for path in exempt if path.endswith("/"))

@@ -22,7 +22,6 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.core.service import InferenceService
 from serving.grpc.contract import GrpcServer
@@ -107,44 +106,14 @@ class DrainingServer(uvicorn.Server):
             log.error("the gRPC server did not report stopped within %.0f s; going on without it", bound)
 
 
-class _TickWrites:
-    """A connection's transport whose writes within one event-loop step go out as one.
+def http_protocol(settings: Settings) -> type | str:
+    """uvicorn's ``http``: ``OneWriteHttp``, a subclass of uvicorn's internal httptools
+    protocol imported only here (``--rest_one_write``), or uvicorn's own."""
+    if not settings.rest_one_write:
+        return "httptools"
+    from serving.rest.one_write import OneWriteHttp
 
-    uvicorn writes a response's head and its body separately: two sends, two loopback
-    packets, two wake-ups of the client. Held until the step ends, they leave in one
-    write (ASGI lets a server hold the head until the body comes).
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._held:
-            self._loop.call_soon(self.flush)
-        self._held.append(data)
-
-    def flush(self) -> None:
-        if self._held:
-            data = b"".join(self._held)
-            self._held.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the transport, as it is
-        return getattr(self._transport, name)
-
-
-class OneWriteHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing each response in one send (see ``_TickWrites``)."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_TickWrites(transport, self.loop))  # type: ignore[arg-type]
+    return OneWriteHttp
 
 
 def rest_tls_options(settings: Settings) -> dict[str, Any]:
@@ -173,7 +142,7 @@ def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.rest_api_port,
         loop="uvloop",
-        http=OneWriteHttp if settings.rest_one_write else "httptools",
+        http=http_protocol(settings),
         lifespan="on",
         access_log=False,
         log_level="info",

@@ -7,6 +7,7 @@ environment.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -125,6 +126,10 @@ class TLSConfig(BaseModel):
         return self
 
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+"""A bearer token as RFC 6750 allows one (visible ASCII), never empty."""
+
+
 class Settings(BaseSettings):
     """Everything the gateway is configured with. Field names follow TF Serving's flags."""
 
@@ -226,6 +231,15 @@ class Settings(BaseSettings):
         if value is not None:
             parse_store_url(value.get_secret_value())  # BadStoreUrl: its message hides a password
         return value
+
+    @field_validator("auth_tokens")
+    @classmethod
+    def _check_tokens(cls, tokens: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for token in tokens:  # the message never shows a token
+            if not _TOKEN.fullmatch(token.get_secret_value()):
+                raise ValueError("a bearer token must be one or more visible ASCII characters, "
+                                 "without spaces (an empty token would let anyone in)")
+        return tokens
 
     @field_validator("auth_exempt", mode="before")
     @classmethod

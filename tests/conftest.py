@@ -215,12 +215,12 @@ class Gateway:
         from serving.grpc.server import create_grpc_server
         from serving.metrics import Metrics
         from serving.rest.app import create_app
-        from serving.server import DrainingServer, OneWriteHttp, rest_tls_options
+        from serving.server import DrainingServer, http_protocol, rest_tls_options
 
         self.settings = settings
         self.service = InferenceService(settings, Metrics())
         app = create_app(settings, self.service)
-        self.http = OneWriteHttp if settings.rest_one_write else "httptools"  # as serving.server.run
+        self.http = http_protocol(settings)
         config = uvicorn.Config(app if wrap_app is None else wrap_app(app), host="127.0.0.1",
                                 port=settings.rest_api_port, loop="asyncio", http=self.http,
                                 lifespan="on", access_log=False, log_level="warning",

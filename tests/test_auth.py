@@ -53,6 +53,7 @@ REST_ROUTES = [
     ("metadata by label", "GET", "/v1/models/two/labels/stable/metadata", None),
     ("OpenAPI schema", "GET", "/openapi.json", None),
     ("docs", "GET", "/docs", None),
+    ("runners", "GET", "/runners", None),
 ]
 OPEN_REST_ROUTES = [
     ("healthz", "GET", "/healthz", None),
@@ -280,3 +281,21 @@ def test_rest_over_tls_needs_a_token(tfserving_dir, pki):
         print(f"\nAUTH REST/TLS predict absent {absent.status_code}, right {right.status_code}")
         assert absent.status_code == 401
         assert right.json() == {"predictions": [3.0]}
+
+
+@pytest.mark.parametrize("tokens", ['[""]', '["has space"]', '["tab\\there"]', '["ok", ""]'])
+def test_empty_or_blank_tokens_are_refused_from_any_source(tokens):
+    """TFGW_AUTH_TOKENS='[""]' would otherwise let ``Authorization: Bearer`` in."""
+    with pytest.raises(ConfigError, match="bearer token must be"):
+        build_settings(["--model_base_path=/m"], environ={"TFGW_AUTH_TOKENS": tokens})
+    with pytest.raises(ValueError):
+        BearerTokens([""], exempt=())
+
+
+def test_browsers_may_send_the_token_with_cors_on(gateway):
+    """With tokens and CORS both on, the preflight allows the Authorization header."""
+    answer = httpx.options(gateway.url + "/v1/models/default:predict",
+                           headers={"origin": "https://a.example", "access-control-request-headers": "authorization"})
+    assert answer.status_code == 200
+    allowed = [h.strip().lower() for h in answer.headers["access-control-allow-headers"].split(",")]
+    assert "authorization" in allowed

@@ -1,4 +1,4 @@
-"""``serving.server.OneWriteHttp``: a response's head and body leave in one write, and
+"""``serving.rest.one_write.OneWriteHttp``: a response's head and body leave in one write, and
 what clients receive is uvicorn's own answer (keep-alive, HEAD, pipelining, close)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from loadtests.processes import free_port, wait_until
-from serving.server import OneWriteHttp, _TickWrites
+from serving.rest.one_write import OneWriteHttp, _TickWrites
 
 
 class FakeTransport:
@@ -126,3 +126,26 @@ def test_the_gateway_answers_with_and_without_one_write(tfserving_dir, one_write
         assert gateway.http is (OneWriteHttp if one_write else "httptools")
         answer = httpx.post(gateway.url + "/v1/models/default:predict", json={"instances": [2.0]}, timeout=30)
         assert answer.json() == {"predictions": [3.0]}
+
+
+@pytest.mark.slow
+def test_without_one_write_the_gateway_never_imports_the_uvicorn_subclass(tmp_path, tfserving_dir):
+    """The public fallback stands on its own: with the module that subclasses uvicorn's
+    internals made unimportable (as if uvicorn had moved them), ``--rest_one_write=false``
+    starts, answers and stops cleanly."""
+    import sys
+
+    import httpx
+
+    from loadtests.processes import Server
+
+    wrapper = ("import runpy, sys\n"
+               "sys.modules['serving.rest.one_write'] = None  # any import of it now fails\n"
+               "runpy.run_module('serving', run_name='__main__')\n")
+    port = free_port()
+    argv = [sys.executable, "-c", wrapper, f"--rest_api_port={port}", "--port=0", "--rest_one_write=false",
+            "--model_name=default", f"--model_base_path={tfserving_dir / 'saved_model_half_plus_two_cpu'}"]
+    with Server("gateway", argv, tmp_path / "gateway.log", port, ready_timeout=120) as server:
+        answer = httpx.post(server.url + "/v1/models/default:predict", json={"instances": [2.0]}, timeout=30)
+        assert answer.json() == {"predictions": [3.0]}
+    assert server.proc.returncode == 0, server.log_tail()

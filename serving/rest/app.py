@@ -159,7 +159,8 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
     if settings.auth_tokens:
         app.add_middleware(BearerAuth, tokens=BearerTokens.from_settings(settings))
     if settings.rest_api_enable_cors_support:
-        app.add_middleware(cors.CORSHeaders)  # outermost: a 401 carries the headers too
+        # outermost: a 401 carries the headers too
+        app.add_middleware(cors.CORSHeaders, authorization=bool(settings.auth_tokens))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -9,7 +9,8 @@
   error, preflight) carries
   ``Access-Control-Allow-Origin: *``, ``Access-Control-Allow-Methods: POST, GET`` and
   ``Access-Control-Allow-Headers``: TF Serving's ``Content-Type`` plus the gateway's own
-  ``X-Request-Timeout-Ms``, so a browser may send it.
+  ``X-Request-Timeout-Ms``, so a browser may send it, and ``Authorization`` when bearer
+  tokens are required (``--auth_token_file``), without which no browser could send one.
 
 Other paths (``/healthz``, ``/readyz``, the metrics path) get neither, as TF Serving's
 metrics handler gets none.
@@ -25,11 +26,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.rest import codec
 
 PREFLIGHT_ORIGIN = re.compile(r"https?://")
-CORS_HEADERS = (
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-allow-methods", b"POST, GET"),
-    (b"access-control-allow-headers", b"Content-Type, X-Request-Timeout-Ms"),
-)
+ALLOW_HEADERS = b"Content-Type, X-Request-Timeout-Ms"
+
+
+def cors_headers(authorization: bool = False) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers on every /v1/ answer; ``authorization``: browsers may send that header too."""
+    allowed = ALLOW_HEADERS + (b", Authorization" if authorization else b"")
+    return ((b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
+            (b"access-control-allow-headers", allowed))
 
 
 async def preflight(request: Request) -> Response:
@@ -43,8 +47,9 @@ async def preflight(request: Request) -> Response:
 class CORSHeaders:
     """ASGI middleware: TF Serving's CORS headers on every answer under ``/v1/``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, authorization: bool = False) -> None:
         self.app = app
+        self.headers = cors_headers(authorization)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"][:4].lower() != "/v1/":
@@ -53,7 +58,7 @@ class CORSHeaders:
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *CORS_HEADERS]}
+                message = {**message, "headers": [*message.get("headers", ()), *self.headers]}
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
