@@ -5,21 +5,23 @@ its twin in every test of ``tests/grpc``.
 It runs the same methods on the same event loop as REST (under uvloop in the process), but
 grpc.aio's per-call Python work costs more CPU: ``make bench-grpc`` measures both. Requests
 arrive as bytes and are parsed here, those over ``LARGE_REQUEST_BYTES`` on a parser thread,
-so a large request does not hold the event loop (where grpc.aio would parse it). If grpc.aio's
-server ends on its own (its serving task crashed), ``on_failure``'s handler runs.
+so a large request does not hold the event loop (where grpc.aio would parse it). A method's
+admission step runs in a ``grpc.aio.ServerInterceptor``, before grpc.aio reads the message: a
+refused call gets a handler that reads none and aborts. If grpc.aio's server ends on its own
+(its serving task crashed), ``on_failure``'s handler runs.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
-from serving.grpc.contract import LARGE_REQUEST_BYTES, CallContext, Method, Parse, Serialize
+from serving.grpc.contract import LARGE_REQUEST_BYTES, Admit, CallContext, Method, Parse, Refusal, Serialize
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,8 @@ class AioServer:
     """The server; create it on the event loop its methods are to run on."""
 
     def __init__(self, options: Sequence[tuple[str, Any]] = ()) -> None:
-        self._server = grpc.aio.server(options=tuple(options))
+        self._admits: dict[str, Admit] = {}
+        self._server = grpc.aio.server(options=tuple(options), interceptors=(_Admission(self._admits),))
         self._services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
         self._parsers = ThreadPoolExecutor(_PARSER_THREADS, thread_name_prefix="grpc_parse")
         self._stopping = False
@@ -38,8 +41,10 @@ class AioServer:
         self._watch: asyncio.Task | None = None
 
     def add_method(self, path: str, method: Method, parse: Parse, serialize: Serialize,
-                   streaming: bool = False) -> None:
+                   streaming: bool = False, admit: Admit | None = None) -> None:
         _, service, name = path.split("/")
+        if admit is not None:
+            self._admits[path] = admit
         behaviour = self._streaming(method, parse) if streaming else self._unary(method, parse)
         make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
         self._services.setdefault(service, {})[name] = make(behaviour, response_serializer=serialize)
@@ -94,3 +99,32 @@ class AioServer:
                     yield answer
 
         return stream
+
+
+class _Admission(grpc.aio.ServerInterceptor):
+    """Runs each method's admission step as its call arrives: grpc.aio asks its interceptors
+    for the call's handler before it reads the message."""
+
+    def __init__(self, admits: dict[str, Admit]) -> None:
+        self._admits = admits
+
+    async def intercept_service(
+            self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        admit = self._admits.get(details.method)
+        if admit is not None:
+            refusal = admit(details.invocation_metadata)
+            if refusal is not None:
+                return _refusing(refusal)
+        return await continuation(details)
+
+
+def _refusing(refusal: Refusal) -> grpc.RpcMethodHandler:
+    """A handler that ends the call with ``refusal``: a request-streaming one, which reads
+    messages only when asked, and is never asked."""
+    code, details = refusal
+
+    async def refuse(_requests: AsyncIterator[bytes], context: CallContext) -> None:
+        await context.abort(code, details)
+
+    return grpc.stream_unary_rpc_method_handler(refuse)

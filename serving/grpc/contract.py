@@ -19,6 +19,15 @@ Metadata = Sequence[tuple[str, str | bytes]]
 Parse = Callable[[bytes], Any]
 Serialize = Callable[[Any], bytes]
 
+Refusal = tuple[grpc.StatusCode, str]
+"""A call's status (code, details) when it is refused before its message is read."""
+
+Admit = Callable[[Metadata], Refusal | None]
+"""A method's admission step (``serving.grpc.interceptors.admission``): given the call's
+invocation metadata, None lets the call in, a ``Refusal`` ends it. The server runs it as soon as
+the call arrives, before its message is read; it never raises, is cheap and thread-safe (the
+loop server runs it on its polling thread)."""
+
 LARGE_REQUEST_BYTES = 1 << 20
 """Requests above this size are parsed on a parser thread, not where calls are dispatched
 (the polling thread, or the event loop): a 64 MiB Predict takes 40-170 ms to parse."""
@@ -51,9 +60,10 @@ class GrpcServer(Protocol):
     """A gRPC server whose methods run on the event loop it was created on."""
 
     def add_method(self, path: str, method: Method, parse: Parse, serialize: Serialize,
-                   streaming: bool = False) -> None:
+                   streaming: bool = False, admit: Admit | None = None) -> None:
         """Serve ``path`` (``/package.Service/Method``), before ``start``; ``streaming``: the
-        method is an async generator whose answers are sent as a server stream."""
+        method is an async generator whose answers are sent as a server stream; ``admit``: a
+        call it refuses ends with the refusal's status, its message neither read nor parsed."""
 
     def add_insecure_port(self, address: str) -> int:
         """Listen on ``address``; the port bound (RuntimeError if none could be)."""

@@ -19,8 +19,10 @@ the public fallback with the same behaviour.
 
 What it keeps of grpc's server behaviour (``serving.grpc.contract``): a method's ``abort``
 ends the call with its code and details; an exception that escapes a method ends it
-UNKNOWN; an unknown method gets UNIMPLEMENTED; a call the client cancels, or whose deadline
-passes, cancels its task; invocation metadata is read, initial and trailing metadata sent;
+UNKNOWN; an unknown method gets UNIMPLEMENTED; a method's admission step
+(``serving.grpc.contract.Admit``) runs on the polling thread as the call arrives, and a call it
+refuses ends with the refusal's status before its message is read; a call the client cancels,
+or whose deadline passes, cancels its task; invocation metadata is read, initial and trailing metadata sent;
 server-streaming methods (async generators) send one message at a time; channel options
 (message size limits, compression, keep-alive, connection age) apply as the C core applies
 them; ``stop(grace)`` refuses new calls, lets running ones finish for ``grace`` seconds,
@@ -49,7 +51,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc._cython import cygrpc
 
-from serving.grpc.contract import LARGE_REQUEST_BYTES, Metadata, Method, Parse, Serialize
+from serving.grpc.contract import LARGE_REQUEST_BYTES, Admit, Metadata, Method, Parse, Serialize
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +71,15 @@ class _Abort(Exception):
 
 
 class _Route:
-    __slots__ = ("method", "parse", "serialize", "streaming")
+    __slots__ = ("method", "parse", "serialize", "streaming", "admit")
 
-    def __init__(self, method: Method, parse: Parse, serialize: Serialize, streaming: bool) -> None:
+    def __init__(self, method: Method, parse: Parse, serialize: Serialize, streaming: bool,
+                 admit: Admit | None) -> None:
         self.method = method
         self.parse = parse
         self.serialize = serialize
         self.streaming = streaming
+        self.admit = admit
 
 
 class Call:
@@ -229,6 +233,15 @@ def _ignore(_event: cygrpc.BaseEvent) -> None:
     pass
 
 
+def _refuse(call: cygrpc.Call, code: int, details: bytes) -> None:
+    """End ``call`` with ``code`` before its message is read (none ever is)."""
+    call.start_server_batch((
+        cygrpc.SendInitialMetadataOperation(None, 0),
+        cygrpc.ReceiveCloseOnServerOperation(0),
+        cygrpc.SendStatusFromServerOperation(None, code, details, 0),
+    ), _ignore)
+
+
 def _soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
     try:
         loop.call_soon_threadsafe(callback, *args)
@@ -257,8 +270,8 @@ class LoopServer:
         self._thread = threading.Thread(target=self._poll, name="grpc_poll", daemon=True)
 
     def add_method(self, path: str, method: Method, parse: Parse, serialize: Serialize,
-                   streaming: bool = False) -> None:
-        self._routes[path.encode()] = _Route(method, parse, serialize, streaming)
+                   streaming: bool = False, admit: Admit | None = None) -> None:
+        self._routes[path.encode()] = _Route(method, parse, serialize, streaming, admit)
 
     def add_insecure_port(self, address: str) -> int:
         return _bound(address, self._server.add_http2_port(address.encode()))
@@ -338,8 +351,8 @@ class LoopServer:
                     self._break(getattr(tag, "__self__", None))
 
     def _accept(self, event: cygrpc.BaseEvent) -> None:
-        """Ask for the next call, then start this one. What escapes is fatal (the next call
-        may not have been asked for); what fails for this call alone ends it INTERNAL."""
+        """Ask for the next call, then admit and start this one. What escapes is fatal (the
+        next call may not have been asked for); what fails for this call alone ends it INTERNAL."""
         if not event.success:
             return  # the server is shutting down
         with self._lock:
@@ -348,13 +361,14 @@ class LoopServer:
         try:
             route = self._routes.get(event.call_details.method)
             if route is None:
-                event.call.start_server_batch((
-                    cygrpc.SendInitialMetadataOperation(None, 0),
-                    cygrpc.ReceiveCloseOnServerOperation(0),
-                    cygrpc.SendStatusFromServerOperation(None, cygrpc.StatusCode.unimplemented,
-                                                         b"Method not found!", 0),
-                ), _ignore)
+                _refuse(event.call, cygrpc.StatusCode.unimplemented, b"Method not found!")
                 return
+            if route.admit is not None:
+                refusal = route.admit(event.invocation_metadata)
+                if refusal is not None:
+                    code, details = refusal
+                    _refuse(event.call, code.value[0], details.encode())
+                    return
             call = Call(event.call, route, event.call_details.deadline, event.invocation_metadata, self._loop, self)
             call._start()
         except Exception:  # noqa: BLE001 - this call only

@@ -36,7 +36,7 @@ from serving.core.results import Classifications
 from serving.core.service import RUNNER, SIGNATURE_DEF, InferenceService, Servable
 from serving.errors import INTERNAL_ERROR, InvalidArgument, PermissionDenied, ServingError, Unimplemented
 from serving.grpc.contract import CallContext, GrpcServer
-from serving.grpc.interceptors import Interceptor, intercepted
+from serving.grpc.interceptors import Interceptor, admission, intercepted
 from serving.model_roots import ModelRoots
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.signature import CLASSIFY, REGRESS
@@ -85,9 +85,10 @@ class Undecodable:
 def add_to_server(server: GrpcServer, servicer: Any, service: ServiceDescriptor,
                   interceptors: Sequence[Interceptor] = ()) -> None:
     """Register ``servicer``'s methods of ``service`` (what the generated ``add_*_to_server``
-    does) behind ``interceptors``, with request parsing that turns undecodable bytes into
-    ``Undecodable``. Unary and server-streaming methods (health's Watch); our services have
-    no client-streaming one."""
+    does) behind ``interceptors`` (``serving.grpc.interceptors``: their admission steps
+    before the message is read, their intercept steps before the method), with request
+    parsing that turns undecodable bytes into ``Undecodable``. Unary and server-streaming
+    methods (health's Watch); our services have no client-streaming one."""
     for method in service.methods:
         if method.client_streaming:
             continue
@@ -95,7 +96,8 @@ def add_to_server(server: GrpcServer, servicer: Any, service: ServiceDescriptor,
         streaming = method.server_streaming
         server.add_method(path, intercepted(getattr(servicer, method.name), path, interceptors, streaming),
                           _tolerant(GetMessageClass(method.input_type)),
-                          GetMessageClass(method.output_type).SerializeToString, streaming)
+                          GetMessageClass(method.output_type).SerializeToString, streaming,
+                          admission(path, interceptors))
 
 
 def _tolerant(message_class: Any) -> Callable[[bytes], Any]:

@@ -310,3 +310,52 @@ def test_a_large_request_is_parsed_aside_while_a_small_call_is_answered(loop, gr
     finally:
         parse.release.set()
         on_loop(loop, server.stop(None))
+
+
+class CountingParse:
+    """A request parser that counts the requests it parsed (from any thread)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def __call__(self, data: bytes) -> bytes:
+        self.sizes.append(len(data))
+        return data
+
+
+def let_in_with_pass(metadata) -> tuple[grpc.StatusCode, str] | None:
+    """An admission step (``serving.grpc.contract.Admit``): in with ``x-pass: yes``."""
+    if ("x-pass", "yes") in tuple(metadata or ()):
+        return None
+    return grpc.StatusCode.PERMISSION_DENIED, "no pass"
+
+
+def test_an_admission_refusal_ends_the_call_before_its_message_is_read(loop, grpc_server):
+    parse = CountingParse()
+
+    async def size(request: bytes, call) -> bytes:
+        return str(len(request)).encode()
+
+    async def make() -> GrpcServer:
+        return new_server(grpc_server, [("grpc.max_receive_message_length", 16 << 20)])
+
+    server = on_loop(loop, make())
+    server.add_method(ECHO, size, parse, bytes, admit=let_in_with_pass)
+    server.add_method(COUNT, Methods().count, parse, bytes, True, admit=let_in_with_pass)
+    port = server.add_insecure_port("127.0.0.1:0")
+    on_loop(loop, server.start())
+    large = b"L" * (8 << 20)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for _ in range(3):
+                assert code_of(channel, ECHO, large, timeout=30) == (grpc.StatusCode.PERMISSION_DENIED, "no pass")
+            with pytest.raises(grpc.RpcError) as error:
+                list(channel.unary_stream(COUNT)(b"3", timeout=30))
+            assert (error.value.code(), error.value.details()) == (grpc.StatusCode.PERMISSION_DENIED, "no pass")
+            assert parse.sizes == []  # refused unread
+            let_in = (("x-pass", "yes"),)
+            assert call(channel, ECHO, large, metadata=let_in, timeout=30) == str(len(large)).encode()
+            assert list(channel.unary_stream(COUNT)(b"3", metadata=let_in, timeout=30)) == [b"0", b"1", b"2"]
+            assert parse.sizes == [len(large), 1]  # what is let in is parsed
+    finally:
+        on_loop(loop, server.stop(None))
