@@ -7,8 +7,9 @@ grpc.aio's per-call Python work costs more CPU: ``make bench-grpc`` measures bot
 arrive as bytes and are parsed here, those over ``LARGE_REQUEST_BYTES`` on a parser thread,
 so a large request does not hold the event loop (where grpc.aio would parse it). A method's
 admission step runs in a ``grpc.aio.ServerInterceptor``, before grpc.aio reads the message: a
-refused call gets a handler that reads none and aborts. If grpc.aio's server ends on its own
-(its serving task crashed), ``on_failure``'s handler runs.
+refused call gets a handler that reads none and aborts. A method that ends cancelled while its
+call was not ends the call CANCELLED, as on the loop server (grpc.aio would send no status). If
+grpc.aio's server ends on its own (its serving task crashed), ``on_failure``'s handler runs.
 """
 from __future__ import annotations
 
@@ -21,7 +22,16 @@ from typing import Any
 
 import grpc
 
-from serving.grpc.contract import LARGE_REQUEST_BYTES, Admit, CallContext, Method, Parse, Refusal, Serialize
+from serving.grpc.contract import (
+    CANCELLED_BY_THE_SERVER,
+    LARGE_REQUEST_BYTES,
+    Admit,
+    CallContext,
+    Method,
+    Parse,
+    Refusal,
+    Serialize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +98,35 @@ class AioServer:
 
     def _unary(self, method: Method, parse: Parse) -> Callable[[bytes, CallContext], Any]:
         async def unary(data: bytes, context: CallContext) -> Any:
-            return await method(await self._parse(parse, data, context), context)
+            async with _cancelled_on_its_own(context):
+                return await method(await self._parse(parse, data, context), context)
 
         return unary
 
     def _streaming(self, method: Method, parse: Parse) -> Callable[[bytes, CallContext], AsyncIterator[Any]]:
         async def stream(data: bytes, context: CallContext) -> AsyncIterator[Any]:
-            async with contextlib.aclosing(method(await self._parse(parse, data, context), context)) as answers:
+            async with _cancelled_on_its_own(context), \
+                    contextlib.aclosing(method(await self._parse(parse, data, context), context)) as answers:
                 async for answer in answers:
                     yield answer
 
         return stream
+
+
+@contextlib.asynccontextmanager
+async def _cancelled_on_its_own(context: CallContext) -> AsyncIterator[None]:
+    """End the call CANCELLED if the method ends cancelled while grpc.aio did not cancel it (it
+    awaited something another task cancelled): grpc.aio would send no status for it, and the
+    client would wait until its deadline. A cancel by grpc.aio (client cancel, deadline, stop)
+    is a cancel request on the call's task, which ``cancelling()`` counts."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("a gRPC method ended cancelled while its call was not; the call ends CANCELLED")
+        await context.abort(grpc.StatusCode.CANCELLED, CANCELLED_BY_THE_SERVER)
 
 
 class _Admission(grpc.aio.ServerInterceptor):

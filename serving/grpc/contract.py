@@ -28,6 +28,11 @@ invocation metadata, None lets the call in, a ``Refusal`` ends it. The server ru
 the call arrives, before its message is read; it never raises, is cheap and thread-safe (the
 loop server runs it on its polling thread)."""
 
+CANCELLED_BY_THE_SERVER = "The method was cancelled in the server"
+"""The details of CANCELLED when a method ends cancelled while its call was not (it awaited
+something another task cancelled): grpc.aio would send no status, and the client would wait
+until its deadline, or forever without one."""
+
 LARGE_REQUEST_BYTES = 1 << 20
 """Requests above this size are parsed on a parser thread, not where calls are dispatched
 (the polling thread, or the event loop): a 64 MiB Predict takes 40-170 ms to parse."""

@@ -17,25 +17,28 @@ pinned to the minor CI tests, ``tests/grpc/test_cygrpc_contract.py`` fails when 
 and signatures used here change, and ``--grpc_server=aio`` (``serving.grpc.aio_server``) is
 the public fallback with the same behaviour.
 
-What it keeps of grpc's server behaviour (``serving.grpc.contract``): a method's ``abort``
-ends the call with its code and details; an exception that escapes a method ends it
-UNKNOWN; an unknown method gets UNIMPLEMENTED; a method's admission step
+What it keeps of grpc's server behaviour (``serving.grpc.contract``): a method's ``abort`` ends
+the call with its code and details; an exception that escapes a method ends it UNKNOWN; a
+method that ends cancelled while its call was not (it awaited something another task cancelled)
+ends it CANCELLED (grpc.aio would leave it open until its deadline; the aio server does the
+same as this one); an unknown method gets UNIMPLEMENTED; a method's admission step
 (``serving.grpc.contract.Admit``) runs on the polling thread as the call arrives, and a call it
 refuses ends with the refusal's status before its message is read; a call the client cancels,
-or whose deadline passes, cancels its task; invocation metadata is read, initial and trailing metadata sent;
-server-streaming methods (async generators) send one message at a time; channel options
-(message size limits, compression, keep-alive, connection age) apply as the C core applies
-them; ``stop(grace)`` refuses new calls, lets running ones finish for ``grace`` seconds,
-then cancels the rest. Requests over ``LARGE_REQUEST_BYTES`` are parsed on a parser thread:
-protobuf's upb parser holds the GIL, so this saves no CPU, but a small call waits behind at
-most the one parse holding the GIL, never behind a queue of large ones on the polling thread.
+or whose deadline passes, cancels its task; invocation metadata is read, initial and trailing
+metadata sent; server-streaming methods (async generators) send one message at a time; channel
+options (message size limits, compression, keep-alive, connection age) apply as the C core
+applies them; ``stop(grace)`` refuses new calls, lets running ones finish for ``grace``
+seconds, then cancels the rest. Requests over ``LARGE_REQUEST_BYTES`` are parsed on a parser
+thread: protobuf's upb parser holds the GIL, so this saves no CPU, but a small call waits
+behind at most the one parse holding the GIL, never behind a queue of large ones on the polling
+thread.
 
-The polling thread fails loudly. A call's own step that raises ends that call (INTERNAL)
-and the thread goes on. Anything else that raises in it (accepting a call, the shutdown
-branch, the poll itself) marks the server failed: ``on_failure``'s handler runs on the loop
-(``serving.server`` then turns readiness and gRPC health to NOT_SERVING and ends the
-process non-zero), and the thread keeps polling where it still can, so calls in flight end
-and health can still answer.
+The polling thread fails loudly. A call's own step that raises ends that call (INTERNAL) and
+the thread goes on (a parser thread's step too). Anything else that raises in it (accepting a
+call, the shutdown branch, the poll itself) marks the server failed: ``on_failure``'s handler
+runs on the loop (``serving.server`` then turns readiness and gRPC health to NOT_SERVING and
+ends the process non-zero), and the thread keeps polling where it still can, so calls in flight
+end and health can still answer.
 """
 from __future__ import annotations
 
@@ -51,7 +54,15 @@ from typing import Any, NoReturn
 import grpc
 from grpc._cython import cygrpc
 
-from serving.grpc.contract import LARGE_REQUEST_BYTES, Admit, Metadata, Method, Parse, Serialize
+from serving.grpc.contract import (
+    CANCELLED_BY_THE_SERVER,
+    LARGE_REQUEST_BYTES,
+    Admit,
+    Metadata,
+    Method,
+    Parse,
+    Serialize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +148,7 @@ class Call:
         if message is None:  # the client half-closed without its one message
             self._finish(cygrpc.StatusCode.unimplemented, b"A unary call requires exactly one request message.")
         elif len(message) > LARGE_REQUEST_BYTES:
-            self._server.parse_aside(self._parse, message)
+            self._server.parse_aside(self, message)
         else:
             self._parse(message)
 
@@ -190,7 +201,10 @@ class Call:
 
     def _answer(self, task: asyncio.Task) -> None:
         if task.cancelled():
-            return  # the call already ended in the C core
+            if not self._cancelled:  # the method ended cancelled on its own: the call is open
+                log.warning("a gRPC method ended cancelled while its call was not; the call ends CANCELLED")
+                self._finish(cygrpc.StatusCode.cancelled, CANCELLED_BY_THE_SERVER.encode())
+            return  # else the call already ended in the C core
         error = task.exception()
         if error is None:
             if self._route.streaming:
@@ -312,9 +326,18 @@ class LoopServer:
             call.start_server_batch(operations, tag)
             return True
 
-    def parse_aside(self, parse: Callable[[bytes], None], message: bytes) -> None:
-        """Run ``parse(message)`` on a parser thread (a large request)."""
-        self._parsers.submit(parse, message)
+    def parse_aside(self, call: Call, message: bytes) -> None:
+        """Parse ``call``'s ``message`` on a parser thread (a large request)."""
+        self._parsers.submit(self._parse_aside, call, message)
+
+    def _parse_aside(self, call: Call, message: bytes) -> None:
+        """On a parser thread, guarded as a call's step on the polling thread is (the
+        executor's future would keep the exception, and the call would never end)."""
+        try:
+            call._parse(message)
+        except Exception:  # noqa: BLE001 - one call's step: that call ends, the server goes on
+            log.exception("a gRPC call step failed on a parser thread; the call ends INTERNAL")
+            self._break(call)
 
     def _cancel_all(self) -> None:
         with self._lock:

@@ -8,6 +8,8 @@ import threading
 import grpc
 import pytest
 
+from serving.grpc import core_server
+from serving.grpc.contract import LARGE_REQUEST_BYTES
 from serving.grpc.core_server import Call, LoopServer
 from tests.conftest import wait_until
 from tests.grpc.conftest import on_loop
@@ -58,6 +60,47 @@ def test_a_failing_call_step_ends_that_call_internal_and_the_server_goes_on(loop
         with pytest.raises(grpc.RpcError) as error:
             channel.unary_unary(ECHO)(b"poison", timeout=10)
         assert error.value.code() == grpc.StatusCode.INTERNAL
+        assert channel.unary_unary(ECHO)(b"fine", timeout=10) == b"echo:fine"
+    assert failures.reasons == [] and server.failure is None
+    on_loop(loop, server.stop(None))
+
+
+def on_a_parser_thread() -> bool:
+    return threading.current_thread().name.startswith("grpc_parse")
+
+
+@pytest.mark.parametrize("step", ["_finish", "_soon"])
+def test_a_failing_call_step_on_a_parser_thread_ends_that_call_internal(loop, monkeypatch, step):
+    """A large request is parsed aside; a step that raises there (ending the call after its
+    parse failed, or handing it to the loop) ends the call INTERNAL instead of leaving it open
+    until its deadline, and the server goes on."""
+    def parse(data: bytes) -> bytes:
+        if on_a_parser_thread() and step == "_finish":
+            raise ValueError("injected parse fault")  # the call is then ended with _finish
+        return data
+
+    def broken(original):
+        def step_(*args):
+            if on_a_parser_thread():
+                raise RuntimeError(f"injected {step} fault")
+            return original(*args)
+
+        return step_
+
+    if step == "_finish":
+        monkeypatch.setattr(Call, "_finish", broken(Call._finish))
+    else:
+        monkeypatch.setattr(core_server, "_soon", broken(core_server._soon))
+    server = LoopServer(loop, [("grpc.max_receive_message_length", 4 * LARGE_REQUEST_BYTES)])
+    server.add_method(ECHO, echo, parse, bytes)
+    failures = Failures()
+    server.on_failure(failures)
+    port = server.add_insecure_port("127.0.0.1:0")
+    on_loop(loop, server.start())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            channel.unary_unary(ECHO)(b"L" * (2 * LARGE_REQUEST_BYTES), timeout=20)
+        assert error.value.code() == grpc.StatusCode.INTERNAL, error.value.details()
         assert channel.unary_unary(ECHO)(b"fine", timeout=10) == b"echo:fine"
     assert failures.reasons == [] and server.failure is None
     on_loop(loop, server.stop(None))

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import pytest
 
-from serving.grpc.contract import LARGE_REQUEST_BYTES, GrpcServer
+from serving.grpc.contract import CANCELLED_BY_THE_SERVER, LARGE_REQUEST_BYTES, GrpcServer
 from serving.grpc.server import new_server
 from tests.conftest import wait_until
 from tests.grpc.conftest import on_loop
@@ -24,6 +24,8 @@ BIG = "/test.Service/Big"
 METADATA = "/test.Service/Metadata"
 COUNT = "/test.Service/Count"
 FOREVER = "/test.Service/Forever"
+CANCELLED = "/test.Service/Cancelled"
+CANCELLED_STREAM = "/test.Service/CancelledStream"
 LIMIT = 4096
 
 
@@ -74,12 +76,27 @@ class Methods:
         if int(request) == 2:
             await call.abort(grpc.StatusCode.OUT_OF_RANGE, "two is too few")
 
+    async def self_cancelled(self, request: bytes, call) -> bytes:
+        await cancelled_by_another()
+        return b"never"
+
+    async def self_cancelled_stream(self, request: bytes, call) -> AsyncIterator[bytes]:
+        yield b"first"
+        await cancelled_by_another()
+
     async def forever(self, request: bytes, call) -> AsyncIterator[bytes]:
         try:
             yield b"first"
             await asyncio.Event().wait()  # until the call ends
         finally:
             self.closed_streams += 1
+
+
+async def cancelled_by_another() -> None:
+    """Await a future something else cancels: the method ends cancelled, its call was not."""
+    future = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(future.cancel)
+    await future
 
 
 def serve(loop: asyncio.AbstractEventLoop, kind: str, routes: dict[str, tuple], options=()) -> tuple[GrpcServer, int]:
@@ -101,7 +118,9 @@ def served(loop, grpc_server) -> Iterator[tuple[GrpcServer, Methods, grpc.Channe
     routes = {ECHO: (methods.echo, bytes, False), FAIL: (methods.fail, bytes, False),
               ABORT: (methods.abort, bytes, False), HOLD: (methods.hold, bytes, False),
               BIG: (methods.big, bytes, False), METADATA: (methods.metadata, bytes, False),
-              COUNT: (methods.count, bytes, True), FOREVER: (methods.forever, bytes, True)}
+              COUNT: (methods.count, bytes, True), FOREVER: (methods.forever, bytes, True),
+              CANCELLED: (methods.self_cancelled, bytes, False),
+              CANCELLED_STREAM: (methods.self_cancelled_stream, bytes, True)}
     server, port = serve(loop, grpc_server, routes, [("grpc.max_receive_message_length", LIMIT),
                                                       ("grpc.max_send_message_length", LIMIT)])
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -209,6 +228,18 @@ def test_a_client_cancel_closes_the_stream(served):
     assert next(answers) == b"first"
     answers.cancel()
     wait_until(lambda: methods.closed_streams == 1, timeout=10, what="the stream to be closed")
+
+
+def test_a_method_ending_cancelled_on_its_own_ends_its_call_cancelled(served):
+    """Not left open until the client's deadline (grpc.aio sends no status for it)."""
+    _, _, channel = served
+    assert code_of(channel, CANCELLED, timeout=20) == (grpc.StatusCode.CANCELLED, CANCELLED_BY_THE_SERVER)
+    answers = channel.unary_stream(CANCELLED_STREAM)(b"x", timeout=20)
+    assert next(answers) == b"first"
+    with pytest.raises(grpc.RpcError) as error:
+        next(answers)
+    assert (error.value.code(), error.value.details()) == (grpc.StatusCode.CANCELLED, CANCELLED_BY_THE_SERVER)
+    assert call(channel, ECHO, b"after", timeout=10) == b"echo:after"
 
 
 def test_client_cancel_cancels_the_method(served):
