@@ -10,12 +10,14 @@ after its grace and ``GRPC_STOP_MARGIN_S``. A second SIGINT exits at once.
 
 If the gRPC server fails (its ``on_failure``: the loop server's polling thread), the process
 can no longer answer gRPC: readiness and gRPC health turn NOT_SERVING at once, the same drain
-runs, and the process exits 1, so Kubernetes restarts it.
+runs, and the process exits 1, so Kubernetes restarts it. A SIGTERM during that drain (the pod
+being deleted) is a first signal: the drain goes on and the process still exits 1.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -53,6 +55,7 @@ class DrainingServer(uvicorn.Server):
         self._grpc: GrpcServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task | None = None
+        self._signalled = False  # a signal has started (or joined) the drain
         self.exit_code = 0
 
     async def serve(self, sockets=None) -> None:  # type: ignore[override]
@@ -67,10 +70,16 @@ class DrainingServer(uvicorn.Server):
             await self._stop_grpc(grace=None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is None or self._drain_task is not None:
+        if self._loop is None or self._signalled:
             super().handle_exit(sig, frame)  # second signal: uvicorn's own (forced) exit
             return
-        self._loop.call_soon_threadsafe(self._start_drain)
+        self._signalled = True  # a drain started by a gRPC failure is not a first signal
+        self._loop.call_soon_threadsafe(self._signal_drain, sig)
+
+    def _signal_drain(self, sig: int) -> None:
+        if self._drain_task is not None:
+            log.info("%s: the drain under way goes on", signal.Signals(sig).name)
+        self._start_drain()
 
     def _start_drain(self) -> None:
         if self._drain_task is None:

@@ -53,6 +53,10 @@ FAILED = '{"error":"not ready: the gRPC server failed"}'
 """/readyz's answer once the gRPC server has failed (the details go to the log only)."""
 FOREVER = 1_000_000
 """Naps for a call to wait until the gate opens (hours if it never does)."""
+GOES_ON = "SIGTERM: the drain under way goes on"
+"""The gateway's log line for a SIGTERM during a drain already under way."""
+UVICORN_STOPS = "INFO:     Shutting down"
+"""uvicorn's log line as it stops serving (at the end of a drain, or at once on a second signal)."""
 
 
 def gateway(tmp_path: Path, model: GatedModel, grpc_server: str, drain_s: float,
@@ -237,6 +241,37 @@ def test_an_accept_fault_turns_health_and_readiness_off_answers_what_is_in_fligh
     timeline.show()
     assert code == 1, server.log_tail()
     assert "the gRPC server failed" in server.log_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_drain_a_fault_started_lets_it_finish_and_exits_1(tmp_path, gated_model):
+    """Kubernetes deletes the pod (SIGTERM) while the failed gateway drains: that is not a second
+    signal, so the call in flight is still answered and the process exits 1, not by the signal."""
+    server, target = gateway(tmp_path, gated_model, "loop", drain_s=60.0, fault="RuntimeError")
+    timeline = Timeline("RuntimeError injected into LoopServer._accept, then SIGTERM during the drain")
+    with server, grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        held = stub.Predict.future(gated_request(FOREVER), timeout=120)
+        wait_until(in_flight(server, 1), timeout=60, what="the call in flight")
+        timeline.mark("fault injected (one gRPC call in flight)")
+        with pytest.raises(grpc.RpcError):
+            channel.unary_unary(FAULT_METHOD)(b"", timeout=10)
+        wait_until(lambda: readyz(server) == (503, FAILED), timeout=30, what="/readyz 503: draining")
+        timeline.mark("draining (/readyz 503)")
+        server.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: any(line in server.log_path.read_text() for line in (GOES_ON, UVICORN_STOPS)),
+                   timeout=30, what="the SIGTERM handled: the drain going on, or uvicorn stopping")
+        timeline.mark("SIGTERM handled")
+        assert UVICORN_STOPS not in server.log_path.read_text()  # not at once, as on a second signal
+        assert not held.done()  # the drain goes on: the call still waits at the gate
+        gated_model.open()
+        timeline.mark("gate opened")
+        assert outcome(held) == grpc.StatusCode.OK
+        timeline.mark("the call in flight answered OK")
+        code = server.proc.wait(timeout=30)
+        timeline.mark(f"process exited {code}")
+    timeline.show()
+    assert code == 1, server.log_tail()
 
 
 @pytest.mark.slow
