@@ -16,11 +16,15 @@ from serving.cli import parse_bool
 
 
 def add_tf2_session_flag(parser: argparse.ArgumentParser) -> None:
-    """The gateway's ``--tf2_session``, for the pipelines' in-process models."""
+    """The gateway's ``--tf2_session`` and ``--tf_session_direct_call``, for the pipelines'
+    in-process models."""
     parser.add_argument("--tf2_session", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL",
                         help="run a TF2 SavedModel in a TF1 Session if its warm-up requests are answered "
                              "there as by its functions (a fifth of the CPU per call); false: always its "
                              "functions")
+    parser.add_argument("--tf_session_direct_call", type=parse_bool, nargs="?", const=True, default=True,
+                        metavar="BOOL", help="call a TF1 Session through TensorFlow's internal C entry, as TF "
+                        "Serving does; false: the public Session.run, which also checks feed shapes")
 
 
 def beam_options(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> Any:

@@ -63,6 +63,7 @@ class ModelLocation:
     model_name: str = "default"
     version: int | None = None  # None: the newest
     tf2_session: bool = True  # move a TF2 model to a TF1 Session if its warm-up is answered alike there
+    tf_session_direct_call: bool = True  # the gateway's --tf_session_direct_call
 
     def __post_init__(self) -> None:
         if (self.base_path is None) == (self.service is None):
@@ -118,7 +119,7 @@ def _open(location: ModelLocation) -> tuple[int, Any]:
 
     assert location.base_path is not None
     version, path = resolve_version(location.base_path, location.version)
-    model = savedmodel.load(path)
+    model = savedmodel.load(path, direct_call=location.tf_session_direct_call)
     if location.tf2_session:  # no live traffic to split here: decided at load, on the warm-up requests
         from serving.runtime import warmup
 

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     from batch.pipeline import NAMESPACE, BatchJob, build
 
     model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version,
-                          args.tf2_session)
+                          args.tf2_session, args.tf_session_direct_call)
     job = BatchJob(args.input, args.output, model, args.signature_name, args.key_field, args.chunk_rows,
                    args.input_format, args.output_format, args.prediction_store)
     pipeline = beam.Pipeline(options=options)

@@ -160,6 +160,10 @@ class Settings(BaseSettings):
         True, description="run a TF2 SavedModel in a TF1 Session, as TF Serving does, if its "
         "recorded warm-up requests (else its first live calls) are answered there as by its "
         "functions (a call costs a fifth of the CPU); false: always its functions")
+    tf_session_direct_call: bool = Field(
+        True, description="call a TF1 Session through TensorFlow's internal C entry, as TF Serving's "
+        "Session::Run does (no Python-side check of feed shapes); false: the public Session.run, "
+        "which also refuses a feed whose shape differs from its placeholder's declared shape")
     tf2_session_live_calls: int = Field(
         100, ge=0, description="a TF2 model without a recorded warm-up file serves from its "
         "functions while its first N model calls are compared with a TF1 Session in the "

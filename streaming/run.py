@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
     job = StreamJob(
         output_topic=args.output_topic, dead_letter_topic=args.dead_letter_topic,
         model=ModelLocation(args.model_base_path, args.prediction_service, args.model_name,
-                            args.model_version, args.tf2_session),
+                            args.model_version, args.tf2_session, args.tf_session_direct_call),
         input_subscription=args.input_subscription, input_topic=args.input_topic,
         signature_name=args.signature_name, max_wait_s=(args.max_wait_ms / 1000.0) or None,
         messages_per_call=args.messages_per_call)

@@ -432,7 +432,8 @@ class _Tracked:
 
 def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...], on_moved: Callable[[], None]) -> ModelSource:
     if settings.upstream is None:
-        return LocalSource(warmup_batch_sizes, settings.tf2_session, settings.tf2_session_live_calls, on_moved)
+        return LocalSource(warmup_batch_sizes, settings.tf2_session, settings.tf2_session_live_calls, on_moved,
+                           direct_call=settings.tf_session_direct_call)
     from serving.upstream.client import UpstreamClient
     from serving.upstream.source import UpstreamSource
 

@@ -80,6 +80,8 @@ class LoadedModel:
     _keepalive: Any  # what owns the variables: the loaded object or a session
     choice: RunnerChoice
     source: str = ""  # where the version lives (gs://, s3://, or ``path`` itself)
+    direct_call: bool = True
+    """A Session is called through TensorFlow's internal C entry (``_session_runner``)."""
     _observer: CallObserver | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # moving vs closing
     _closed: bool = field(default=False, repr=False)
@@ -157,7 +159,7 @@ class LoadedModel:
             return self._settle(RunnerChoice(FUNCTIONS, evidence, "not tried: the version was unloaded"))
         try:
             defs = {name: self.signature_defs[name] for name in self._runners}
-            session, candidates = _session_runners(self.path, defs)
+            session, candidates = _session_runners(self.path, defs, self.direct_call)
         except Exception as error:  # noqa: BLE001 - any failure leaves the functions in place
             return self._settle(RunnerChoice(FUNCTIONS, evidence, f"TF1's loader failed: {error}"))
         adopted = False
@@ -222,8 +224,9 @@ def _translated(error: Exception) -> ServingError:
     return InvalidArgument(str(error))
 
 
-def load(path: str | os.PathLike) -> LoadedModel:
-    """Load the SavedModel in ``path`` (one version directory).
+def load(path: str | os.PathLike, *, direct_call: bool = True) -> LoadedModel:
+    """Load the SavedModel in ``path`` (one version directory); ``direct_call``: how a TF1
+    Session is called (``_session_runner``, ``--tf_session_direct_call``).
 
     TF2 SavedModels (``tf.saved_model.save``, Keras 3 export) run through their restored
     signature functions until ``prefer_session`` moves them. TF1 SavedModels run in a graph
@@ -235,7 +238,7 @@ def load(path: str | os.PathLike) -> LoadedModel:
     source = os.fspath(path)
     local = storage.local_copy(source)
     try:
-        model = _load_local(local)
+        model = _load_local(local, direct_call)
     except BaseException:
         storage.remove_copy(local, source)
         raise
@@ -245,7 +248,7 @@ def load(path: str | os.PathLike) -> LoadedModel:
     return model
 
 
-def _load_local(path: str) -> LoadedModel:
+def _load_local(path: str, direct_call: bool) -> LoadedModel:
     meta_graph = _serving_meta_graph(path)
     defs = dict(meta_graph.signature_def)  # all of them, for metadata (as TF Serving answers)
     callable_defs = {name: d for name, d in defs.items() if name != INIT_OP_KEY}
@@ -253,9 +256,9 @@ def _load_local(path: str) -> LoadedModel:
     if meta_graph.object_graph_def.nodes:
         root = tf.saved_model.load(path, tags=[SERVE_TAG])
         runners = {name: _function_runner(fn) for name, fn in root.signatures.items()}
-        return LoadedModel(path, specs, defs, runners, root, NOT_TRIED)
-    session, runners = _session_runners(path, callable_defs)
-    return LoadedModel(path, specs, defs, runners, session, IN_TF1_SESSION)
+        return LoadedModel(path, specs, defs, runners, root, NOT_TRIED, direct_call=direct_call)
+    session, runners = _session_runners(path, callable_defs, direct_call)
+    return LoadedModel(path, specs, defs, runners, session, IN_TF1_SESSION, direct_call=direct_call)
 
 
 def _function_runner(function: Any) -> Runner:
@@ -266,36 +269,49 @@ def _function_runner(function: Any) -> Runner:
     return run
 
 
-def _session_runners(path: str, defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> tuple[Any, dict[str, Runner]]:
+def _session_runners(path: str, defs: Mapping[str, meta_graph_pb2.SignatureDef],
+                     direct_call: bool = True) -> tuple[Any, dict[str, Runner]]:
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph)
     try:
         with graph.as_default():
             tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)
-        return session, {name: _session_runner(session, d) for name, d in defs.items()}
+        return session, {name: _session_runner(session, d, direct_call) for name, d in defs.items()}
     except BaseException:
         session.close()
         raise
 
 
-def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef) -> Runner:
+def _session_runner(session: Any, signature_def: meta_graph_pb2.SignatureDef, direct_call: bool) -> Runner:
+    """One signature on ``session``. ``direct_call``: through the C entry ``Session.run``
+    itself uses (``_call_tf_sessionrun``, not TensorFlow's public API), as TF Serving's
+    ``Session::Run`` runs it: without the Python-only check of feed shapes that
+    ``Session.run`` adds, which TF Serving does not make (half_plus_two is fed [3] for a
+    declared [-1, 1] in TF Serving's own tests). Otherwise the public ``Session.run``
+    (``--tf_session_direct_call=false``), which refuses such feeds. TensorFlow is pinned to the
+    minor CI tests; tests/runtime/test_session_call.py fails first when the C entry moves."""
     input_keys = sorted(signature_def.inputs)
     output_keys = sorted(signature_def.outputs)
     tensor = session.graph.get_tensor_by_name
-    feeds = [tensor(signature_def.inputs[k].name)._as_tf_output() for k in input_keys]
-    fetches = [tensor(signature_def.outputs[k].name)._as_tf_output() for k in output_keys]
-
+    feeds = [tensor(signature_def.inputs[k].name) for k in input_keys]
+    fetches = [tensor(signature_def.outputs[k].name) for k in output_keys]
     expected = frozenset(input_keys)
+    if direct_call:
+        call = session._call_tf_sessionrun
+        feeds = [t._as_tf_output() for t in feeds]
+        fetches = [t._as_tf_output() for t in fetches]
+
+        def session_run(feed: dict) -> list[np.ndarray]:
+            return call(None, feed, fetches, [], None)
+    else:
+        def session_run(feed: dict) -> list[np.ndarray]:
+            return session.run(fetches, feed_dict=feed)
 
     def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # Callers that skip SignatureSpec.validate (warm-up records) still get a clear error.
         if inputs.keys() != expected:
             raise InvalidArgument(f"Signature inputs are {sorted(expected)}; got {sorted(inputs)}")
-        # The C session call, as TF Serving's Session::Run: Session.run() and its callables
-        # add a Python-only check of feed shapes that TF Serving does not make (half_plus_two
-        # is fed [3] for a declared [-1, 1] in TF Serving's own tests).
-        feed = {f: inputs[k] for f, k in zip(feeds, input_keys)}
-        values = session._call_tf_sessionrun(None, feed, fetches, [], None)
+        values = session_run({f: inputs[k] for f, k in zip(feeds, input_keys)})
         return dict(zip(output_keys, values))
 
     return run
