@@ -28,7 +28,6 @@ from serving.errors import NotFound
 from serving.grpc.aio_server import AioServer
 from serving.grpc.auth import BearerInterceptor
 from serving.grpc.contract import CallContext, GrpcServer
-from serving.grpc.core_server import LoopServer
 from serving.grpc.interceptors import Interceptor
 from serving.grpc.servicers import ModelServicer, PredictionServicer, Undecodable, add_to_server
 from serving.settings import Settings, TLSConfig
@@ -89,8 +88,12 @@ async def _check_decoded(request: health_pb2.HealthCheckRequest | Undecodable, c
 
 
 def new_server(kind: str, options: Sequence[tuple[str, Any]] = ()) -> GrpcServer:
-    """An empty server of ``kind`` (``loop`` or ``aio``), on the running event loop."""
+    """An empty server of ``kind`` (``loop`` or ``aio``), on the running event loop. Only the
+    loop server imports ``serving.grpc.core_server``, which reads grpc's private cygrpc names at
+    import: ``--grpc_server=aio`` runs on grpc's public API alone, even when they have changed."""
     if kind == "loop":
+        from serving.grpc.core_server import LoopServer
+
         return LoopServer(asyncio.get_running_loop(), options)
     if kind == "aio":
         return AioServer(options)
