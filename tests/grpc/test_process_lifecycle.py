@@ -118,6 +118,25 @@ def held_calls(server: Server, channel: grpc.Channel) -> tuple[Any, list[grpc.Fu
     return stub, calls
 
 
+def one_held_call(server: Server, channel: grpc.Channel) -> tuple[Any, grpc.Future]:
+    """(the Predict stub, one call held at the gate), once the server counts it in flight."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    held = stub.Predict.future(gated_request(FOREVER), timeout=120)
+    wait_until(in_flight(server, 1), timeout=60, what="the call in flight")
+    return stub, held
+
+
+def answered_then_exited(server: Server, held: grpc.Future, model: GatedModel, timeline: Timeline) -> int:
+    """Open the gate: the held call is answered OK; the process's exit status once it ends."""
+    model.open()
+    timeline.mark("gate opened")
+    assert outcome(held) == grpc.StatusCode.OK
+    timeline.mark("the call in flight answered OK")
+    code = server.proc.wait(timeout=30)
+    timeline.mark(f"process exited {code}")
+    return code
+
+
 def readyz(server: Server) -> tuple[int, str] | None:
     try:
         answer = httpx.get(server.url + "/readyz", timeout=2)
@@ -217,9 +236,7 @@ def test_an_accept_fault_turns_health_and_readiness_off_answers_what_is_in_fligh
     server, target = gateway(tmp_path, gated_model, "loop", drain_s=60.0, fault="RuntimeError")
     timeline = Timeline("RuntimeError injected into LoopServer._accept (the polling thread lives on)")
     with server, grpc.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        held = stub.Predict.future(gated_request(FOREVER), timeout=120)
-        wait_until(in_flight(server, 1), timeout=60, what="the call in flight")
+        stub, held = one_held_call(server, channel)
         assert health(channel) == "SERVING"
         timeline.mark("fault injected (one gRPC call in flight)")
         with pytest.raises(grpc.RpcError):
@@ -232,12 +249,7 @@ def test_an_accept_fault_turns_health_and_readiness_off_answers_what_is_in_fligh
         refused = stub.Predict.future(gated_request(0), timeout=30)
         assert outcome(refused) == grpc.StatusCode.UNAVAILABLE
         assert not held.done()
-        gated_model.open()
-        timeline.mark("gate opened")
-        assert outcome(held) == grpc.StatusCode.OK
-        timeline.mark("the call in flight answered OK")
-        code = server.proc.wait(timeout=30)
-        timeline.mark(f"process exited {code}")
+        code = answered_then_exited(server, held, gated_model, timeline)
     timeline.show()
     assert code == 1, server.log_tail()
     assert "the gRPC server failed" in server.log_path.read_text()
@@ -250,9 +262,7 @@ def test_a_sigterm_during_the_drain_a_fault_started_lets_it_finish_and_exits_1(t
     server, target = gateway(tmp_path, gated_model, "loop", drain_s=60.0, fault="RuntimeError")
     timeline = Timeline("RuntimeError injected into LoopServer._accept, then SIGTERM during the drain")
     with server, grpc.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        held = stub.Predict.future(gated_request(FOREVER), timeout=120)
-        wait_until(in_flight(server, 1), timeout=60, what="the call in flight")
+        _, held = one_held_call(server, channel)
         timeline.mark("fault injected (one gRPC call in flight)")
         with pytest.raises(grpc.RpcError):
             channel.unary_unary(FAULT_METHOD)(b"", timeout=10)
@@ -264,12 +274,7 @@ def test_a_sigterm_during_the_drain_a_fault_started_lets_it_finish_and_exits_1(t
         timeline.mark("SIGTERM handled")
         assert UVICORN_STOPS not in server.log_path.read_text()  # not at once, as on a second signal
         assert not held.done()  # the drain goes on: the call still waits at the gate
-        gated_model.open()
-        timeline.mark("gate opened")
-        assert outcome(held) == grpc.StatusCode.OK
-        timeline.mark("the call in flight answered OK")
-        code = server.proc.wait(timeout=30)
-        timeline.mark(f"process exited {code}")
+        code = answered_then_exited(server, held, gated_model, timeline)
     timeline.show()
     assert code == 1, server.log_tail()
 
