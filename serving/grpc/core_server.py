@@ -172,7 +172,10 @@ class Call:
 
     def _run(self, request: Any) -> None:
         if not self._cancelled:
-            work = self._stream(request) if self._route.streaming else self._route.method(request, self)
+            try:
+                work = self._stream(request) if self._route.streaming else self._route.method(request, self)
+            except Exception as error:  # noqa: BLE001 - failed before its coroutine existed: UNKNOWN, as a raise
+                work = _raising(error)
             self._task = self._loop.create_task(work)
             self._task.add_done_callback(self._answer)
 
@@ -235,6 +238,10 @@ class Call:
     def _finish(self, code: int, details: bytes, *messages: cygrpc.Operation) -> None:
         self._server.send(self._call, (
             *self._opening(), *messages, cygrpc.SendStatusFromServerOperation(self._trailing, code, details, 0)))
+
+
+async def _raising(error: Exception) -> NoReturn:
+    raise error
 
 
 def _bound(address: str, port: int) -> int:

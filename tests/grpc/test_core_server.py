@@ -179,3 +179,21 @@ def test_a_method_ending_after_the_server_is_destroyed_leaves_it_alone(loop):
             on_loop(loop, barrier())
         with pytest.raises(grpc.RpcError):
             pending.result(timeout=10)
+
+
+def test_a_method_that_fails_before_its_coroutine_exists_ends_unknown(loop):
+    """A method that is not ``async`` (or cannot be called) raises when called, before there
+    is a task: the call still ends UNKNOWN, as grpc.aio ends it, not at the client's deadline."""
+
+    def not_a_coroutine(request: bytes, call) -> bytes:
+        raise ValueError("plain function")
+
+    server, port, failures = started(loop, **{HOLD: not_a_coroutine})
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            channel.unary_unary(HOLD)(b"x", timeout=30)
+        assert error.value.code() == grpc.StatusCode.UNKNOWN
+        assert "plain function" in error.value.details()
+        assert channel.unary_unary(ECHO)(b"fine", timeout=10) == b"echo:fine"
+    assert failures.reasons == []
+    on_loop(loop, server.stop(None))
