@@ -149,6 +149,7 @@ def ask_everything(gateway: Gateway, expected, stage: str) -> None:
             assert_same({k: tf.make_ndarray(v) for k, v in answer.outputs.items()}, want, f"{where} gRPC")
 
 
+@pytest.mark.slow
 def test_the_gateway_answers_as_tf_saved_model_load(gateway, expected):
     assert {arch: v["state"] for arch, v in runners(gateway).items()} == {arch: "comparing" for arch in ARCHITECTURES}
     ask_everything(gateway, expected, "while the runner is chosen")
@@ -189,6 +190,7 @@ class Composite(beam.PTransform):
         return beam.pvalue.PDone(begin.pipeline)
 
 
+@pytest.mark.slow
 def test_the_batch_pipeline_answers_as_tf_saved_model_load(built, expected, tmp_path):
     from batch.pipeline import BatchJob, build
 
@@ -215,6 +217,7 @@ def test_the_batch_pipeline_answers_as_tf_saved_model_load(built, expected, tmp_
         TABLE[arch].update({"batch runner": pipeline_choice(ModelLocation(str(built[arch]))), "batch": "yes"})
 
 
+@pytest.mark.slow
 def test_the_streaming_pipeline_answers_as_tf_saved_model_load(built, expected):
     require_pubsub_emulator()
     from google.cloud import pubsub_v1

@@ -341,6 +341,7 @@ def tiny_run(setups: str, out, models_dir) -> tuple[Report, dict]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_tiny_real_run(tmp_path, models_dir):
     """raw + no-op + naive on natality for one second each: the whole pipeline, end to end."""
     out = tmp_path / "results"
@@ -369,6 +370,7 @@ def test_tiny_real_run(tmp_path, models_dir):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_tiny_real_upstream_run(tmp_path, models_dir):
     """(e) and (f) for one second each: the front gateway really merges onto the upstream."""
     out = tmp_path / "results"

@@ -103,6 +103,7 @@ def test_natality_rejects_unknown_category(natality_fn: Signature) -> None:
 
 
 @pytest.mark.parametrize("name", ["natality", "image_classifier"])
+@pytest.mark.slow
 def test_warmup_requests_run_on_the_model(models_dir: Path, name: str) -> None:
     path = models_dir / name / "1" / "assets.extra" / "tf_serving_warmup_requests"
     fn = tf.saved_model.load(str(path.parents[1])).signatures["serving_default"]
@@ -191,6 +192,7 @@ def test_batching_config_is_valid() -> None:
     assert text.startswith("#")
 
 
+@pytest.mark.slow
 def test_natality_build_is_deterministic_and_idempotent(tmp_path: Path) -> None:
     # In subprocesses: the builder turns on TF op determinism and seeds process-wide. Both at
     # once: each build is mostly one busy core, and there are two.

@@ -139,6 +139,7 @@ def test_client_disconnect_removes_the_request_from_the_queue(held_gateway, gate
     pool.shutdown()
 
 
+@pytest.mark.slow
 def test_sigterm_under_load_loses_no_accepted_request(slow_model_dir, tmp_path):
     port = free_port()
     batching = tmp_path / "batching.config"

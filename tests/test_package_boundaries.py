@@ -93,6 +93,7 @@ def test_chunk_decoding_is_beam_free_and_pipelines_share_one_handler():
     "import serving.cli, serving.server, serving.upstream.source, serving.examples.build",
     "from serving.cli import main; import sys; sys.argv = ['serving', '--help']; main()",
 ])
+@pytest.mark.slow
 def test_the_gateway_loads_no_pipeline_or_load_test_library(code):
     probe = (f"import sys\ntry:\n    {code.replace(chr(10), chr(10) + '    ')}\nexcept SystemExit:\n    pass\n"
              f"print(sorted(m for m in sys.modules if m.split('.')[0] in {LOADED_AT_RUN_TIME + OURS!r}))")
@@ -101,6 +102,7 @@ def test_the_gateway_loads_no_pipeline_or_load_test_library(code):
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_a_serving_gateway_process_loads_no_pipeline_or_load_test_library(models_dir, tmp_path):
     """``python -m serving`` started, ready, answering, then stopped: at exit it has loaded
     none of them (the process reports its own ``sys.modules``)."""

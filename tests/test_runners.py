@@ -48,6 +48,7 @@ def runner_field(response) -> dict:
     return json_format.MessageToDict(value)
 
 
+@pytest.mark.slow
 def test_each_version_shows_its_runner_and_moves_on_its_live_calls(
         gateway_factory, models_dir, tfserving_dir, natality_without_warmup, caplog):
     caplog.set_level(logging.INFO, logger="serving.core.sources")

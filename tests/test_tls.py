@@ -263,6 +263,7 @@ def wait_ready(job: Job, url: str, verify: ssl.SSLContext | bool) -> None:
     wait_until(ready, timeout=180, what=f"{url}/readyz")
 
 
+@pytest.mark.slow
 def test_process_serves_grpc_over_tls_and_rest_in_plaintext_by_default(pki, tmp_path, tfserving_dir,
                                                                       grpc_server):
     config = ssl_config_file(tmp_path / "ssl.config", **inline_fields(pki))
@@ -279,6 +280,7 @@ def test_process_serves_grpc_over_tls_and_rest_in_plaintext_by_default(pki, tmp_
     assert "REST is plaintext, as in TF Serving" in job.log_path.read_text()
 
 
+@pytest.mark.slow
 def test_process_serves_rest_over_mutual_tls_with_rest_api_ssl(pki, tmp_path, tfserving_dir):
     config = ssl_config_file(tmp_path / "ssl.config", **inline_fields(pki, client_verify=True))
     job, rest, grpc_port = start(tmp_path, config, tfserving_dir, "--rest_api_ssl")

@@ -1,9 +1,12 @@
 """`make bench-batch` still runs (tiny sizes; no timing assertions)."""
 from __future__ import annotations
 
+import pytest
+
 from loadtests.bench_batch import main
 
 
+@pytest.mark.slow
 def test_bench_batch_runs_every_pipeline(models_dir, capsys):
     natality, by_shape = main(["--small", "200", "--large", "400", "--rows", "50", "--ours_copies", "2",
                                "--stock_copies", "2", "--shapes", "vec16", "--formats", "csv"])

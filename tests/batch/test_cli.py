@@ -23,6 +23,7 @@ def run_cli(script: str, args: list[str]) -> subprocess.CompletedProcess:
                           timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
+@pytest.mark.slow
 def test_a_dry_run_ends_cleanly_and_says_what_it_built():
     # Real Beam options beside the job's own pass through (Dataflow's, the direct runner's).
     # With a prediction store (Memorystore's address: nothing there is reached while building).
@@ -47,6 +48,7 @@ def test_a_store_url_that_does_not_parse_is_refused_without_showing_its_password
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_misspelled_job_flag_is_refused():
     done = run_cli("batch/run.py", [*HEADLINE, "--prediction_servce", "gateway:8500"])
     assert done.returncode == 2, done.stderr[-3000:]

@@ -7,6 +7,7 @@ import gc
 import weakref
 
 import numpy as np
+import pytest
 
 from batch.chunks import Chunk
 from batch.model_handler import ModelLocation, SavedModelHandler, cached_versions
@@ -16,6 +17,7 @@ from tests.batch.test_pipeline import expected, read_jsonl, write_rows
 from tests.runtime.test_object_stores import HALF_PLUS_THREE, HALF_PLUS_TWO, cached_copies
 
 
+@pytest.mark.slow
 def test_batch_run_loads_the_model_from_the_bucket(store, store_env, tmp_path, models_dir):
     bucket = store.bucket()
     store.upload_dir(models_dir / "natality" / "1", f"{bucket}/natality/3")
@@ -30,6 +32,7 @@ def test_batch_run_loads_the_model_from_the_bucket(store, store_env, tmp_path, m
         assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
 
 
+@pytest.mark.slow
 def test_the_model_cache_evicts_the_version_it_no_longer_serves(store, store_env, tfserving_dir):
     """A streaming-style handler (checks for new versions) moves from version 1 to 2 of a
     bucket: the cache then holds version 2 only, version 1 is freed and its copy removed."""

@@ -44,6 +44,7 @@ def expected(row: dict) -> float:
         **{k: np.array([row[k]]) for k in ("is_male", "mother_age", "plurality", "gestation_weeks")})[0])
 
 
+@pytest.mark.slow
 def test_jsonl_rows_are_enriched_and_nothing_is_lost(tmp_path, models_dir):
     rows = write_rows(tmp_path / "in.jsonl", 3000)
     counts = main(["--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out" / "pred"),
@@ -124,6 +125,7 @@ def test_parquet_rows_are_enriched_and_bad_rows_dead_lettered(tmp_path, models_d
         assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
 
 
+@pytest.mark.slow
 def test_microservice_approach_calls_the_gateway_instead(tmp_path, models_dir, gateway_factory):
     from serving.settings import ModelConfig
     from tests.conftest import free_port

@@ -172,6 +172,7 @@ def runs(request) -> NatalityRuns:
     return request.getfixturevalue(f"{request.param}_runs")
 
 
+@pytest.mark.slow
 def test_rows_land_under_model_version_key_as_the_file_output_has_them(runs):
     run = runs.first
     good = sorted(map(str, (key for key in runs.rows)))
@@ -247,6 +248,7 @@ def versions(base: Path, **folders: Path) -> Path:
     return base
 
 
+@pytest.mark.slow
 def test_a_new_model_version_writes_beside_the_old_and_a_rerun_overwrites(tmp_path, shapes_dir, tfserving_dir):
     scalar = shapes_dir / "scalar" / "1"
     half_plus_three = tfserving_dir / "saved_model_half_plus_three" / "00000123"

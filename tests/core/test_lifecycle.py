@@ -23,6 +23,7 @@ def versions(gateway, name: str) -> dict[str, str]:
     return {s["version"]: s["state"] for s in response.json()["model_version_status"]}
 
 
+@pytest.mark.slow
 def test_new_version_rolls_in_under_load_with_no_failed_request(gateway_factory, tfserving_dir, tmp_path):
     base = tmp_path / "m"
     base.mkdir()
@@ -100,6 +101,7 @@ def test_reload_with_a_bad_config_is_invalid_and_changes_nothing(grpc_gateway):
     assert versions(gateway, "default") == {"123": "AVAILABLE"}
 
 
+@pytest.mark.slow
 def test_config_file_polling_adds_a_model(gateway_factory, tfserving_dir, tmp_path):
     config = tmp_path / "models.config"
     entry = 'config {{ name: "{}" base_path: "{}" model_platform: "tensorflow" }}'

@@ -143,6 +143,7 @@ def _predict_ok(channel: grpc.Channel) -> None:
     np.testing.assert_allclose(tf.make_ndarray(answer.outputs["y"]), [3.0, 3.5, 4.0])
 
 
+@pytest.mark.slow
 def test_known_hostile_requests_are_refused_by_name(gateway):
     server, channel = gateway
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -157,6 +158,7 @@ def test_known_hostile_requests_are_refused_by_name(gateway):
     _predict_ok(channel)
 
 
+@pytest.mark.slow
 def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
     server, channel = gateway
     raw = channel.unary_unary(PREDICT, request_serializer=None, response_deserializer=None)

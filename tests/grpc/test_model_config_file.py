@@ -6,6 +6,7 @@ import sys
 
 import grpc
 import numpy as np
+import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
@@ -19,6 +20,7 @@ from loadtests.processes import Server
 from tests.conftest import free_port, wait_until
 
 
+@pytest.mark.slow
 def test_tf_servings_good_model_config_serves_both_models(tfserving_dir, tfserving_files, tmp_path):
     config = (tfserving_files / "good_model_config.txt").read_text()
     config = config.replace("${TEST_HALF_PLUS_TWO_DIR}", str(tfserving_dir / "saved_model_half_plus_two_cpu"))

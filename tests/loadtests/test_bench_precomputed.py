@@ -28,6 +28,7 @@ def test_a_share_outside_zero_to_one_is_refused():
         KeyShare("key", 1.5)
 
 
+@pytest.mark.slow
 def test_a_short_run_answers_stored_keys_from_the_store(tmp_path: Path):
     report = bench_precomputed.main([
         "--stores", "sqlite", "--shares", "90", "--skip-baseline", "--keys", "40", "--rate", "40",

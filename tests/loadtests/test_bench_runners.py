@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from loadtests import bench_runners
 
 
+@pytest.mark.slow
 def test_bench_runners_reports_each_model_that_moves(models_dir, tmp_path, capsys):
     (tmp_path / "shapes").mkdir()
     (tmp_path / "natality").symlink_to(models_dir / "natality")

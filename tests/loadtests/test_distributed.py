@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from loadtests.probes import scrape, settle
 from loadtests.processes import Job, free_port, wait_until
 from loadtests.samples import Sample, read_csv
@@ -53,6 +55,7 @@ def _assert_merged(summary: dict[str, Any], out: Path, answered: float) -> list[
     return samples
 
 
+@pytest.mark.slow
 def test_two_workers_split_the_rate_and_the_master_merges_their_samples(gateway, tmp_path):
     before = _answered(gateway)
     scenario = Scenario("rest", gateway.rest, rate=60, seconds=2, warmup=0.5, workers=Workers(2))
@@ -75,6 +78,7 @@ def test_two_workers_split_the_rate_and_the_master_merges_their_samples(gateway,
         assert "Traceback" not in (tmp_path / f"worker-{index}.log").read_text()
 
 
+@pytest.mark.slow
 def test_workers_started_elsewhere_join_and_leave_and_the_rate_is_split_again(gateway, tmp_path):
     """``python -m loadtests.run worker`` (the locust-workers Deployment's command) serves a
     master that expects one worker. A second one, started once the first is sending, joins
@@ -111,6 +115,7 @@ def test_workers_started_elsewhere_join_and_leave_and_the_rate_is_split_again(ga
     assert left["requests"] > 0 and joined["requests"] > 0
 
 
+@pytest.mark.slow
 def test_slo_search_runs_distributed(gateway, tmp_path):
     single.cli("slo", "--host", gateway.rest, "--workers", "2", "--start-rate", "30",
                "--slo-ms", "5000", "--max-steps", "1", "--seconds", "1", "--warmup", "0.5",

@@ -35,6 +35,7 @@ def locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
     ("rest", "spike", "1"),
     ("grpc", "steady", "1:0.8,3:0.2"),
 ])
+@pytest.mark.slow
 def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, schedule, rows):
     host = gateway.rest if user == "rest" else gateway.grpc
     scenario = Scenario(user, host, rows=rows, schedule=schedule, rate=40, seconds=1.5,
@@ -93,6 +94,7 @@ def assert_summarizes(reported: dict, due: list, everyone: list, start: float, s
     assert 0 < reported["generator_cpu"] < 2
 
 
+@pytest.mark.slow
 def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
     """Nothing listens on the port: every request due is a sample, and each one failed."""
     from loadtests.processes import free_port
@@ -108,6 +110,7 @@ def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
         len(samples), len(samples))
 
 
+@pytest.mark.slow
 def test_requests_a_hung_server_never_answers_are_failures_counted_once(tmp_path):
     """A server that accepts connections and never answers (an injected fault): requests
     over the in-flight cap fail at once, those still waiting when the drain ends fail then,
@@ -136,6 +139,7 @@ def cli(*args: str, out: Path) -> None:
     parsed.func(parsed)
 
 
+@pytest.mark.slow
 def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
     cli("slo", "--host", gateway.rest, "--start-rate", "30", "--slo-ms", "5000",
          "--max-steps", "2", "--seconds", "1", "--warmup", "0.5", out=tmp_path)
@@ -148,6 +152,7 @@ def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
     assert result["max_qps"] == max(s["rate"] for s in result["steps"] if s["passed"])
 
 
+@pytest.mark.slow
 def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
     cli("local", "--batch-sizes", "32", "--timeouts-ms", "2", "--seconds", "1",
          "--warmup", "0.5", "--max-steps", "1", "--start-rate", "40", out=tmp_path)
@@ -176,6 +181,7 @@ def test_local_sweep_writes_the_table_and_the_plot(tmp_path):
             [f"step {i}/4" for i in range(1, 5)])
 
 
+@pytest.mark.slow
 def test_cluster_run_takes_hosts_and_ports_as_arguments(gateway, tmp_path):
     """The run for deployed servers; the module's gateway stands in for the cluster's
     gateway and for TF Serving called directly (it speaks the same API)."""

@@ -3,9 +3,12 @@ with versions rolled in every 3 s; the harness books every request, sees each ve
 and samples the server's RSS. Its figures are a benchmark's, not asserted here."""
 from __future__ import annotations
 
+import pytest
+
 from loadtests import soak
 
 
+@pytest.mark.slow
 def test_soak_rolls_versions_in_under_load_and_reports(models_dir, tmp_path):
     result = soak.main(["--minutes", "0.25", "--rollout-every", "3", "--max-qps", "100",
                         "--out", str(tmp_path)])

@@ -362,6 +362,7 @@ def test_a_redis_killed_mid_load_leaves_every_request_answered(redis_server, gat
     assert gateway.metric("tfgw_precomputed_lookup_failures_total", model=NATALITY, reason="error") > 0
 
 
+@pytest.mark.slow
 def test_a_paused_redis_is_fallen_back_from_within_the_deadline(redis_server, gateway_factory, models_dir):
     """The store's own timeout (20 s) is far longer than the request's deadline (3 s): the
     lookup gives up on the deadline's account, the model answers in time, and once the
@@ -429,6 +430,7 @@ def test_a_key_that_is_an_input_stays_one_and_outputs_keep_the_models_order(gate
     assert since(before, gateway, "text") == {"hit": 4, "miss": 1, "fallback": 3}
 
 
+@pytest.mark.slow
 def test_in_front_of_an_upstream(gateway_factory, models_dir, tmp_path):
     upstream = gateway_factory(port=free_port(), enable_batching=False,
                                models=(ModelConfig(name=NATALITY, base_path=str(models_dir / NATALITY)),))

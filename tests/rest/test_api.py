@@ -289,6 +289,7 @@ def test_health_ready_and_metrics(gateway):
 
 # -- batching under concurrency -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_200_concurrent_requests_get_their_own_answers_and_are_batched(gateway):
     calls_before = gateway.metric("tfgw_batch_size_rows_count", model="default")
     rows_before = gateway.metric("tfgw_batch_size_rows_sum", model="default")

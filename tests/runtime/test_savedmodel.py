@@ -58,6 +58,7 @@ def test_half_plus_three_loads_although_tf2s_loader_cannot(tfserving_dir):
     np.testing.assert_allclose(np.ravel(out["outputs"]), [3.5, 4.0])
 
 
+@pytest.mark.slow
 def test_keras3_export_and_tf2_save_load_and_run(models_dir):
     natality = savedmodel.load(models_dir / "natality" / "1")
     spec = natality.signature("serving_default")
@@ -138,6 +139,7 @@ def test_a_tf2_model_moves_to_a_session_where_its_warmup_answers_alike(models_di
         moved.run("serving_default", bad)
 
 
+@pytest.mark.slow
 def test_a_tf2_model_the_session_cannot_run_stays_on_its_functions(models_dir):
     """TF1's loader restores only part of the Keras 3 image classifier's variables."""
     image = savedmodel.load(models_dir / "image_classifier" / "1")

@@ -3,10 +3,13 @@ assertions). Needs the Pub/Sub emulator: skipped without it, failed without it u
 (tests/conftest.py)."""
 from __future__ import annotations
 
+import pytest
+
 from loadtests.bench_streaming import BATCHING, MODELS, main
 from tests.conftest import require_pubsub_emulator
 
 
+@pytest.mark.slow
 def test_bench_streaming_measures_the_gateway_path(models_dir, capsys):
     require_pubsub_emulator()
     results = main(["--models", "gateway", "--batching", "per-message", "--rates", "10",

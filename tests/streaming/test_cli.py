@@ -1,6 +1,8 @@
 """``streaming/run.py`` as a user runs it: a subprocess, its exit status and what it prints."""
 from __future__ import annotations
 
+import pytest
+
 from tests.batch.test_cli import IMAGE, run_cli
 
 DRY_RUN = [
@@ -12,6 +14,7 @@ DRY_RUN = [
 ]
 
 
+@pytest.mark.slow
 def test_a_dry_run_ends_cleanly_and_says_what_it_built():
     done = run_cli("streaming/run.py", [*DRY_RUN, "--max_num_workers=2", "--enable_streaming_engine"])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -23,6 +26,7 @@ def test_a_dry_run_ends_cleanly_and_says_what_it_built():
         assert step in said
 
 
+@pytest.mark.slow
 def test_a_misspelled_job_flag_is_refused():
     done = run_cli("streaming/run.py", [*DRY_RUN, "--max_wait_msec=5"])
     assert done.returncode == 2, done.stderr[-3000:]

@@ -41,6 +41,7 @@ def topic_and_subscription(publisher, subscriber, name: str) -> tuple[str, str]:
     return topic, subscription
 
 
+@pytest.mark.slow
 def test_messages_are_answered_or_dead_lettered_one_for_one(emulator, models_dir):
     from google.cloud import pubsub_v1
 
@@ -131,6 +132,7 @@ def test_a_new_version_is_picked_up_mid_stream(emulator, models_dir, tmp_path):
 
 
 @pytest.mark.parametrize("store", ["gs"], indirect=True)
+@pytest.mark.slow
 def test_a_model_in_a_bucket_serves_and_its_new_version_is_picked_up(emulator, store, store_env, models_dir):
     """``--model_base_path gs://...`` on the GCS emulator: resolved and loaded by the workers,
     and a version uploaded mid-stream answers the next messages."""
@@ -172,6 +174,7 @@ def test_a_model_in_a_bucket_serves_and_its_new_version_is_picked_up(emulator, s
     assert all(abs(weight - expected) < natality.TOLERANCE_POUNDS for _, weight in answers)
 
 
+@pytest.mark.slow
 def test_the_microservice_approach_answers_through_the_gateway_over_grpc(emulator, models_dir, gateway_factory):
     """``--prediction_service``: the model is called on a gateway's PredictionService."""
     from google.cloud import pubsub_v1

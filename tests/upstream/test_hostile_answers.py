@@ -98,6 +98,7 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("name,tensor,reason", HOSTILE, ids=[h[0] for h in HOSTILE])
+@pytest.mark.slow
 def test_a_hostile_upstream_answer_is_a_clear_error_not_an_allocation(front, name, tensor, reason):
     upstream, gateway = front
     upstream.answer = predict_pb2.PredictResponse()

@@ -85,6 +85,7 @@ def wrong(answers: list[tuple[int, object]]) -> list:
     return [(i, a) for i, a in enumerate(answers) if a != (200, {"predictions": [0.5 * i + 2]})]
 
 
+@pytest.mark.slow
 def test_a_version_only_some_pods_have_is_sent_only_to_them(gateway_factory, fleet):
     old, new, roll_out = fleet
     front = front_of(gateway_factory, old, new, poll_s=0.1)  # the fleet's versions, not one pod's
@@ -112,6 +113,7 @@ def test_a_version_only_some_pods_have_is_sent_only_to_them(gateway_factory, fle
     assert predicts(old, "NOT_FOUND") == predicts(new, "NOT_FOUND") == 0
 
 
+@pytest.mark.slow
 def test_a_pod_that_drops_a_version_hands_its_calls_to_a_pod_that_has_it(gateway_factory, fleet, tmp_path):
     """The front polls its upstream only at start, so it still thinks the new pod has 124 when
     that pod has dropped it and the old pod has it instead: each call for 124 that reaches the
@@ -130,6 +132,7 @@ def test_a_pod_that_drops_a_version_hands_its_calls_to_a_pod_that_has_it(gateway
     assert predicts(old) > before  # and the other pod answered
 
 
+@pytest.mark.slow
 def test_a_version_no_pod_serves_any_more_is_unavailable(gateway_factory, fleet, tmp_path):
     old, new, _ = fleet
     front = front_of(gateway_factory, old, new, poll_s=0)
@@ -140,6 +143,7 @@ def test_a_version_no_pod_serves_any_more_is_unavailable(gateway_factory, fleet,
     assert answer.status_code == 503 and "no pod serves version 124" in answer.json()["error"]
 
 
+@pytest.mark.slow
 def test_a_pod_that_goes_away_loses_no_request(gateway_factory, fleet):
     """A pod stops (as an old pod does at the end of a rollout): the calls that reach it are
     UNAVAILABLE there and go to the other pod; the breaker stays closed."""

@@ -34,6 +34,7 @@ def upstream_predicts(upstream: Gateway) -> float:
     return upstream.metric("tfgw_requests_total", model="default", method="predict", code="OK")
 
 
+@pytest.mark.slow
 def test_concurrent_requests_become_few_upstream_predicts(pair):
     upstream, front = pair
     before = upstream_predicts(upstream)
@@ -61,6 +62,7 @@ def test_metadata_and_status_are_the_upstreams(pair, tfserving_files):
     assert [s["version"] for s in status["model_version_status"]] == ["123"]
 
 
+@pytest.mark.slow
 def test_upstream_down_fails_fast_and_recovery_is_automatic(pair, tfserving_dir):
     upstream, front = pair
     port = int(upstream.grpc_target.rsplit(":", 1)[1])
