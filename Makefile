@@ -13,7 +13,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-batch bench-streaming loadtest soak clean
+.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-batch bench-streaming loadtest soak publish-results clean
 
 # One venv; each target installs the extras it needs (pyproject.toml) at the lock's
 # versions, once per set and again when either file changes.
@@ -58,48 +58,54 @@ test: $(VENV)/.extras-test models lint
 # The benchmarks need wrk (apt-get install wrk). `make bench` runs the five server benches:
 # setups against the ceiling, naive and upstream; the ceiling side by side on one core;
 # gRPC vs REST CPU; large requests; the precomputed-predictions split (Locust; needs
-# redis-server too).
+# redis-server too). Every bench, loadtest and soak run writes under bench-results/ only.
 bench: $(VENV)/.extras-batch,loadtest models
-	$(PY) -m loadtests.bench
-	$(PY) -m loadtests.bench_ceiling
-	$(PY) -m loadtests.bench_grpc
-	$(PY) -m loadtests.bench_large
-	$(PY) -m loadtests.bench_precomputed
+	$(PY) -m loadtests.benchmarks.bench
+	$(PY) -m loadtests.benchmarks.bench_ceiling
+	$(PY) -m loadtests.benchmarks.bench_grpc
+	$(PY) -m loadtests.benchmarks.bench_large
+	$(PY) -m loadtests.benchmarks.bench_precomputed
 
 bench-precomputed: $(VENV)/.extras-batch,loadtest models
-	$(PY) -m loadtests.bench_precomputed
+	$(PY) -m loadtests.benchmarks.bench_precomputed
 
 bench-ceiling: $(VENV)/.extras-loadtest models
-	$(PY) -m loadtests.bench_ceiling
+	$(PY) -m loadtests.benchmarks.bench_ceiling
 
 bench-grpc: $(VENV)/.extras-loadtest models
-	$(PY) -m loadtests.bench_grpc
-	$(PY) -m loadtests.bench_answers
+	$(PY) -m loadtests.benchmarks.bench_grpc
+	$(PY) -m loadtests.benchmarks.bench_answers
 
 bench-large: $(VENV)/.extras-loadtest models
-	$(PY) -m loadtests.bench_large
+	$(PY) -m loadtests.benchmarks.bench_large
 
 bench-codec: $(VENV)/.extras-examples
-	$(PY) -m loadtests.bench_codec
+	$(PY) -m loadtests.benchmarks.bench_codec
 
 bench-runners: $(VENV)/.extras-examples models
-	$(PY) -m loadtests.bench_runners
+	$(PY) -m loadtests.benchmarks.bench_runners
 
 bench-batch: $(VENV)/.extras-batch,loadtest models
-	$(PY) -m loadtests.bench_batch
+	$(PY) -m loadtests.benchmarks.bench_batch
 
 bench-streaming: $(VENV)/.extras-batch,loadtest models
-	$(PY) -m loadtests.bench_streaming
+	$(PY) -m loadtests.benchmarks.bench_streaming
 
 # Locust: SLO max-QPS per batching setting, upstream and gRPC comparisons, spike and ramp
-# (about 8 minutes); writes loadtests/results/loadtest.md and sweep.png for the README.
+# (about 8 minutes); writes bench-results/loadtest/ (loadtest.md, loadtest.json, sweep.png).
 loadtest: $(VENV)/.extras-loadtest models
-	$(PY) -m loadtests.run local --short
+	$(PY) -m loadtests.locust_scenarios.run local --short
 
 # Five minutes at 70% of the max QPS within the SLO, a new model version every minute:
-# errors and RSS growth (loadtests/results/soak/soak.md).
+# errors and RSS growth (bench-results/soak/soak.md).
 soak: $(VENV)/.extras-loadtest models
-	$(PY) -m loadtests.soak
+	$(PY) -m loadtests.locust_scenarios.soak
+
+# Runs never touch tracked files (bench-results/ is ignored). To update the committed tables
+# and plots the docs link to (loadtests/results/): copy the latest outputs there, review with
+# git diff, commit. Every job with outputs, or some: JOBS="loadtest soak precomputed".
+publish-results:
+	$(PY) -m loadtests.publish $(JOBS)
 
 clean:
 	rm -rf $(MODELS) $(VENV)

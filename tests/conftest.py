@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from loadtests.processes import free_port, wait_until  # the repo's only ones, for the tests
+from loadtests.support.processes import free_port, wait_until  # the repo's only ones, for the tests
 from serving.settings import Settings
 from tests.object_stores import SCHEMES
 
@@ -50,7 +50,7 @@ def require_tool(command: str, install: str) -> str:
 
 def require_pubsub_emulator() -> None:
     """gcloud, its Pub/Sub emulator and the Java it runs on (see ``missing_outside``)."""
-    from loadtests.emulator import missing
+    from loadtests.support.emulator import missing
 
     gap = missing()
     if gap is not None:
@@ -277,11 +277,11 @@ def run(coro):
 
 class RedisServer:
     """A real ``redis-server`` on a free loopback port, without persistence, started by the
-    repo's launcher (``loadtests.processes.Job``): for the prediction store's tests and
+    repo's launcher (``loadtests.support.processes.Job``): for the prediction store's tests and
     whatever writes to or reads from it (batch jobs, gateways)."""
 
     def __init__(self, log_dir: Path) -> None:
-        from loadtests.processes import Job
+        from loadtests.support.processes import Job
 
         binary = require_tool("redis-server", "apt-get install redis-server")
         self.port = free_port()

@@ -1,6 +1,6 @@
 """Real object-store emulators for the tests, each on a free loopback port: a GCS emulator
 (``gcp-storage-emulator``, pure Python) and an S3 server (moto's server mode), started as
-processes by ``loadtests.processes.Job`` and stopped with it.
+processes by ``loadtests.support.processes.Job`` and stopped with it.
 
 ``Store`` knows its emulator's environment (what a gateway or a pipeline reads: the
 standard emulator variables and dummy credentials) and uploads with a client of its own,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.processes import Job, free_port, wait_until
+from loadtests.support.processes import Job, free_port, wait_until
 
 SCHEMES = ("gs", "s3")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

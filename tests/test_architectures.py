@@ -222,7 +222,7 @@ def test_the_streaming_pipeline_answers_as_tf_saved_model_load(built, expected):
     require_pubsub_emulator()
     from google.cloud import pubsub_v1
 
-    from loadtests.emulator import pubsub_emulator
+    from loadtests.support.emulator import pubsub_emulator
     from streaming.pipeline import StreamJob, build
 
     with pubsub_emulator(PROJECT):

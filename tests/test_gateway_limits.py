@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.processes import Server
+from loadtests.support.processes import Server
 from serving.settings import BatchingConfig, ModelConfig
 from tests.conftest import Gate, free_port, wait_until
 

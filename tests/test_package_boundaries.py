@@ -50,6 +50,7 @@ def violations(modules: dict[str, set[str]], importer: tuple[str, ...], forbidde
 OURS = ("batch", "streaming", "loadtests")
 SERVING = graph("serving")
 PIPELINES = graph("batch", "streaming")
+LOADTESTS = graph("loadtests")
 
 
 def test_serving_imports_no_pipeline_or_load_test_code():
@@ -89,6 +90,16 @@ def test_chunk_decoding_is_beam_free_and_pipelines_share_one_handler():
                    if not under(m, "streaming.pipeline"))
 
 
+def test_load_test_support_sits_below_the_jobs():
+    assert violations(LOADTESTS, ("loadtests.support",), ("loadtests.locust_scenarios", "loadtests.benchmarks",
+                                                          "loadtests.baselines", "loadtests.publish")) == []
+
+
+def test_the_locust_scenarios_need_no_benchmark():
+    assert violations(LOADTESTS, ("loadtests.locust_scenarios",), ("loadtests.benchmarks", "loadtests.baselines",
+                                                                   "loadtests.publish")) == []
+
+
 @pytest.mark.parametrize("code", [
     "import serving.cli, serving.server, serving.upstream.source, serving.examples.build",
     "from serving.cli import main; import sys; sys.argv = ['serving', '--help']; main()",
@@ -108,7 +119,7 @@ def test_a_serving_gateway_process_loads_no_pipeline_or_load_test_library(models
     none of them (the process reports its own ``sys.modules``)."""
     import httpx
 
-    from loadtests.processes import Server, free_port
+    from loadtests.support.processes import Server, free_port
 
     report = (f"import atexit, runpy, sys\n"
               f"atexit.register(lambda: print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}}"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import uvicorn
 
-from loadtests.processes import free_port, wait_until
+from loadtests.support.processes import free_port, wait_until
 from serving.rest.one_write import OneWriteHttp, _TickWrites
 
 
@@ -137,7 +137,7 @@ def test_without_one_write_the_gateway_never_imports_the_uvicorn_subclass(tmp_pa
 
     import httpx
 
-    from loadtests.processes import Server
+    from loadtests.support.processes import Server
 
     wrapper = ("import runpy, sys\n"
                "sys.modules['serving.rest.one_write'] = None  # any import of it now fails\n"

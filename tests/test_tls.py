@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from loadtests.processes import Job
+from loadtests.support.processes import Job
 from serving.cli import build_settings
 from serving.settings import ModelConfig, Settings, TLSConfig
 from serving.tfs_config import ConfigError, SSLConfig, read_ssl_config_file

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from loadtests.baselines import latest_version
-from loadtests.bench_results import BatchTiming, RawResult, to_json
+from loadtests.benchmarks.bench_results import BatchTiming, RawResult, to_json
 
 SIGNATURE = "serving_default"
 PREFIX = "RAW_JSON "

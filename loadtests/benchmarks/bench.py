@@ -31,7 +31,7 @@ response that is not 2xx and every socket error (connect, read, write, timeout) 
 and shown in the table: a server that answers errors fast must not look fast. Servers run
 as their own process groups and are killed on exit, failure, Ctrl-C or SIGTERM.
 
-    python -m loadtests.bench [--duration 15] [--warmup 10] [--connections 64]
+    python -m loadtests.benchmarks.bench [--duration 15] [--warmup 10] [--connections 64]
                               [--models natality,image_classifier]
                               [--setups raw,noop,naive,gateway,upstream] [--out bench-results]
 
@@ -59,10 +59,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from loadtests import bench_wrk
 from loadtests.baselines import raw_model
-from loadtests.bench_report import SERVER_SETUPS, render, render_model
-from loadtests.bench_results import (
+from loadtests.benchmarks import bench_wrk
+from loadtests.benchmarks.bench_report import SERVER_SETUPS, render, render_model
+from loadtests.benchmarks.bench_results import (
     GOAL_MODEL,
     Failure,
     Meta,
@@ -78,9 +78,10 @@ from loadtests.bench_results import (
     ratios,
     to_json,
 )
-from loadtests.payloads import check, instances, predict_body
-from loadtests.probes import settle, validate
-from loadtests.processes import (
+from loadtests.support.outputs import RUNS
+from loadtests.support.payloads import check, instances, predict_body
+from loadtests.support.probes import settle, validate
+from loadtests.support.processes import (
     REPO,
     Job,
     Pinning,
@@ -414,7 +415,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.bench", description=__doc__.split("\n\n")[0],
+        prog="python -m loadtests.benchmarks.bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=15, help="measured seconds per server")
     parser.add_argument("--warmup", type=int, default=10, help="warm-up seconds per server (0: none)")
@@ -424,7 +425,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--setups", type=_csv, default=SETUPS,
                         help=f"comma-separated subset of {','.join(SETUPS)} "
                              "(upstream: natality only)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument("--out", type=Path, default=RUNS)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 0 or args.connections < 1:

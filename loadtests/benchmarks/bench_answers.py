@@ -9,7 +9,7 @@ does per answer), for outputs shaped like our models' (natality's one float, vec
 16-wide list, text's int32 and strings), at 1, 64 and 512 rows. The best of ``--repeat``
 runs is reported, each long enough (``timeit``'s autorange) to swamp the timer.
 
-    python -m loadtests.bench_answers [--repeat 5]
+    python -m loadtests.benchmarks.bench_answers [--repeat 5]
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
-from loadtests.bench_codec import seconds_per_call
+from loadtests.benchmarks.bench_codec import seconds_per_call
 from serving.runtime.tensors import protos_to_numpy, to_proto
 
 ROWS = (1, 64, 512)

@@ -14,7 +14,7 @@ The rate compared is the marginal one (extra rows / extra seconds between the sm
 large run), which excludes start-up and model loading. The gateway shares the machine's
 cores with the pipeline.
 
-    python -m loadtests.bench_batch [--small 100000] [--large 1000000] [--rows 100000]
+    python -m loadtests.benchmarks.bench_batch [--small 100000] [--large 1000000] [--rows 100000]
         [--shapes vec1 ...] [--formats jsonl ...] [--skip_natality]
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from loadtests.processes import REPO, Server, free_port, log
+from loadtests.support.processes import REPO, Server, free_port, log
 from serving.examples import shapes
 
 MODEL = REPO / "models" / "natality"

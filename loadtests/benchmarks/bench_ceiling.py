@@ -11,7 +11,7 @@ the CPU each spends per request: the gateway's share of the ceiling is the ceili
 per request over the gateway's (equal to the QPS ratio when the halves are equal; both are
 printed, with each server's share of the core). The median of the rounds is the result.
 
-    python -m loadtests.bench_ceiling [--rounds 5] [--duration 8] [--warmup 3]
+    python -m loadtests.benchmarks.bench_ceiling [--rounds 5] [--duration 8] [--warmup 3]
                                       [--connections 64] [--out bench-results]
 
 Writes ``OUT/ceiling-latest.json`` and ``OUT/ceiling-latest.md``.
@@ -28,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from loadtests import bench, bench_wrk
-from loadtests.probes import validate
-from loadtests.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
+from loadtests.benchmarks import bench, bench_wrk
+from loadtests.support.outputs import RUNS
+from loadtests.support.probes import validate
+from loadtests.support.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
 
 MODEL = "natality"
 SETUPS = ("noop", "gateway")
@@ -149,13 +150,13 @@ def render(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_ceiling",
+    parser = argparse.ArgumentParser(prog="python -m loadtests.benchmarks.bench_ceiling",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=8, help="seconds per round")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds (0: none)")
     parser.add_argument("--connections", type=int, default=64, help="per server")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument("--out", type=Path, default=RUNS)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0 or args.connections < 1:

@@ -7,7 +7,7 @@ float32, shaped like the model's ``weight_pounds``). The best of ``--repeat`` ru
 reported, each run long enough (``timeit``'s autorange) to swamp the timer. Imports no
 TensorFlow.
 
-    python -m loadtests.bench_codec [--repeat 5]
+    python -m loadtests.benchmarks.bench_codec [--repeat 5]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from loadtests.payloads import instances
+from loadtests.support.payloads import instances
 from serving.examples import natality
 from serving.rest import codec
 from serving.runtime.signature import PREDICT, STRING, SignatureSpec, TensorSpec

@@ -20,7 +20,7 @@ CPU the server used by the requests it answered in that window. A REST request i
 as TF Serving's clients build them), pre-serialized; the first answers of each API are
 checked against the model's known answer before any load.
 
-The driver (``python -m loadtests.bench_grpc drive``, started pinned to the load core)
+The driver (``python -m loadtests.benchmarks.bench_grpc drive``, started pinned to the load core)
 sends pre-serialized requests with grpc.aio through a generic unary call that does no proto
 work, or plain HTTP/1.1 keep-alive requests over asyncio streams; ``--clients N`` splits the
 load over N driver processes (one Python process tops out near one core; the table shows
@@ -32,7 +32,7 @@ the gateway answers its POSTs) and a fixed PredictResponse on three no-op gRPC s
 ``LoopServer``, grpc's thread-pool ``grpc.server`` and ``grpc.aio``, each measured as above
 (answers counted by the load generator): what a call costs before any work is done.
 
-    python -m loadtests.bench_grpc [--duration 10] [--warmup 3] [--concurrency 64]
+    python -m loadtests.benchmarks.bench_grpc [--duration 10] [--warmup 3] [--concurrency 64]
                                    [--rate REQ_PER_S] [--clients 1] [--transports rest,grpc]
                                    [--grpc-servers loop,aio] [--rows 1]
                                    [--answer-forms fields,content] [--floor]
@@ -60,10 +60,11 @@ from typing import Any, get_args
 
 import numpy as np
 
-from loadtests import bench_wrk
-from loadtests.payloads import check, columns, instances, predict_body
-from loadtests.probes import scrape, settle, validate
-from loadtests.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
+from loadtests.benchmarks import bench_wrk
+from loadtests.support.outputs import RUNS
+from loadtests.support.payloads import check, columns, instances, predict_body
+from loadtests.support.probes import scrape, settle, validate
+from loadtests.support.processes import REPO, Pinning, Server, free_port, log, terminate_on_sigterm
 from serving.settings import Settings
 
 MODEL = "natality"
@@ -357,7 +358,7 @@ def run_drivers(transport: str, target: str, requests: list[bytes], concurrency:
         job_file = tmp / f"drive-{transport}-{i}.pickle"
         job_file.write_bytes(pickle.dumps(job))
         procs.append(subprocess.Popen(
-            [*pinning.loadgen, sys.executable, "-m", "loadtests.bench_grpc", "drive", str(job_file)],
+            [*pinning.loadgen, sys.executable, "-m", "loadtests.benchmarks.bench_grpc", "drive", str(job_file)],
             cwd=REPO, stdout=subprocess.PIPE, text=True))
     results = []
     for proc in procs:
@@ -501,7 +502,7 @@ def _gateway(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies:
 def _floor(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: list[dict],
            requests: dict[str, list[bytes]], bodies_file: Path, tmp: Path) -> tuple[list[Run], str]:
     grpc_ports = [free_port() for _ in FLOOR_SERVERS]
-    argv = [*pinning.server, sys.executable, "-m", "loadtests.bench_grpc", "floor-server", str(rest_port),
+    argv = [*pinning.server, sys.executable, "-m", "loadtests.benchmarks.bench_grpc", "floor-server", str(rest_port),
             ",".join(map(str, grpc_ports)), str(args.concurrency)]
     with Server("floor", argv, args.out / "logs" / "bench-grpc-floor.log", rest_port) as server:
         runs = []
@@ -516,7 +517,7 @@ def _floor(args: argparse.Namespace, pinning: Pinning, rest_port: int, bodies: l
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_grpc",
+    parser = argparse.ArgumentParser(prog="python -m loadtests.benchmarks.bench_grpc",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per transport")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per transport")
@@ -536,7 +537,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "(--enable_serialization_as_tensor_content), one gateway each: fields,content")
     parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
                         help=f"the gateway's models (must include {MODEL})")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument("--out", type=Path, default=RUNS)
     parser.add_argument("--floor", action="store_true",
                         help="no-op servers instead of the gateway: what each transport costs by itself")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ server's core, falling as rows per request grow), the gateway/naive ratio and th
 against the model's rows/s at that batch size. Every non-2xx answer or socket error is
 counted and shown: a server that answers errors fast must not look fast.
 
-    python -m loadtests.bench_large [--duration 5] [--warmup 2] [--connections 16]
+    python -m loadtests.benchmarks.bench_large [--duration 5] [--warmup 2] [--connections 16]
                                     [--rows 1,8,64,512] [--max-batch-size N] [--out bench-results]
 
 Results: a markdown table on stdout and ``OUT/large-<time>.json``, ``OUT/large-latest.json``
@@ -46,11 +46,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import bench, bench_wrk
-from loadtests.bench_results import Failure, RawResult, to_json
-from loadtests.payloads import Instance, check, instances
-from loadtests.probes import validate
-from loadtests.processes import REPO, Pinning, Server, cpu_share, free_port, git_commit, log, terminate_on_sigterm
+from loadtests.benchmarks import bench, bench_wrk
+from loadtests.benchmarks.bench_results import Failure, RawResult, to_json
+from loadtests.support.outputs import RUNS
+from loadtests.support.payloads import Instance, check, instances
+from loadtests.support.probes import validate
+from loadtests.support.processes import (
+    REPO,
+    Pinning,
+    Server,
+    cpu_share,
+    free_port,
+    git_commit,
+    log,
+    terminate_on_sigterm,
+)
 
 MODEL = "natality"
 FORMATS = ("row", "columnar")
@@ -305,7 +315,7 @@ def write(report: LargeReport, out: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_large",
+    parser = argparse.ArgumentParser(prog="python -m loadtests.benchmarks.bench_large",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="measured seconds per point")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per point (0: none)")
@@ -315,7 +325,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=None,
                         help=f"the gateway's max_batch_size (default: {MERGED_REQUESTS} x the "
                              "largest --rows)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results")
+    parser.add_argument("--out", type=Path, default=RUNS)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     args = parser.parse_args(argv)
     args.max_batch_size = args.max_batch_size or MERGED_REQUESTS * max(args.rows)

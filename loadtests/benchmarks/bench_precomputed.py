@@ -4,18 +4,19 @@ with 0%, 20%, 50% and 90% of requests on precomputed keys.
 For each store (the embedded SQLite file, a real redis-server) in one run on this machine:
 a batch job (``batch/run.py --prediction_store``) writes the predictions of half the keys;
 then the gateway (``make serve``'s batching, ``--prediction_store``) is started on the
-server core and, per share, driven by the Locust open-loop scenario (``loadtests/locustfile.py
---key-field key --precomputed-share S``) first at one fixed offered rate (the same for every
-share and store: p50/p99, the model rows computed per second, the rows answered from the
-store), then SLO-searched (the highest rate within the p99 SLO). Without a store the same
-search runs on requests without keys: the baseline.
+server core and, per share, driven by the Locust open-loop scenario
+(``loadtests/locust_scenarios/locustfile.py --key-field key --precomputed-share S``) first at
+one fixed offered rate (the same for every share and store: p50/p99, the model rows computed
+per second, the rows answered from the store), then SLO-searched (the highest rate within the
+p99 SLO). Without a store the same search runs on requests without keys: the baseline.
 
-    python -m loadtests.bench_precomputed [--model natality] [--shares 0,20,50,90]
+    python -m loadtests.benchmarks.bench_precomputed [--model natality] [--shares 0,20,50,90]
         [--stores sqlite,redis] [--keys 2000] [--rate 300] [--slo-ms 25] [--seconds 4]
         [--skip-baseline] [--out bench-results/precomputed]
 
 Needs redis-server for the Redis store (apt-get install redis-server). Results: a markdown
-table on stdout and ``OUT/precomputed-latest.{json,md}``, the plot ``OUT/precomputed.png``.
+table on stdout and ``OUT/MODEL.{json,md}``, the plot ``OUT/MODEL.png`` (one set per model;
+``make publish-results`` copies them into ``loadtests/results/precomputed/``).
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtests.payloads import KeyShare, check, predict_body
-from loadtests.probes import scrape, validate
-from loadtests.processes import REPO, Job, Pinning, free_port, git_commit, log, machine, wait_until
-from loadtests.scenario import Scenario
-from loadtests.slo import SearchPlan
-from loadtests.sweep import MAKE_SERVE, Servers, Target, search_setting, search_target, serve, slug
+from loadtests.locust_scenarios.scenario import Scenario
+from loadtests.locust_scenarios.slo import SearchPlan
+from loadtests.locust_scenarios.sweep import MAKE_SERVE, Servers, Target, search_setting, search_target, serve, slug
+from loadtests.support.outputs import RUNS
+from loadtests.support.payloads import KeyShare, check, predict_body
+from loadtests.support.probes import scrape, validate
+from loadtests.support.processes import REPO, Job, Pinning, free_port, git_commit, log, machine, wait_until
 
 KEY_FIELD = "key"
 STORES = ("sqlite", "redis")
@@ -133,13 +135,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "pinning": pinning.note, "commit": git_commit(), "model": args.model,
                        "rate": args.rate, "slo_ms": args.slo_ms, "keys": args.keys,
                        "seconds": time.monotonic() - began,
-                       "command": "python -m loadtests.bench_precomputed " + " ".join(sys.argv[1:])},
+                       "command": "python -m loadtests.benchmarks.bench_precomputed " + " ".join(sys.argv[1:])},
               "results": results}
     text = render(report)
     print(text, flush=True)
-    (out / "precomputed-latest.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "precomputed-latest.md").write_text(text)
-    plot(report, out / "precomputed.png")
+    (out / f"{args.model}.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / f"{args.model}.md").write_text(text)
+    plot(report, out / f"{args.model}.png")
     return report
 
 
@@ -234,7 +236,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=6,
                         help="SLO search steps after the fixed step (0: the fixed step alone)")
     parser.add_argument("--skip-baseline", action="store_true", help="no run without a store")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "precomputed")
+    parser.add_argument("--out", type=Path, default=RUNS / "precomputed")
     args = parser.parse_args(argv)
     unknown = set(args.stores) - set(STORES)
     if unknown:

@@ -2,7 +2,7 @@
 (e)/(f), the runs' details and the ratios; errors and failed setups are shown loudly."""
 from __future__ import annotations
 
-from loadtests.bench_results import (
+from loadtests.benchmarks.bench_results import (
     SETUP_LABELS,
     UPSTREAM_LABELS,
     Failure,
@@ -13,7 +13,7 @@ from loadtests.bench_results import (
     ThroughRun,
     UpstreamResult,
 )
-from loadtests.bench_wrk import WrkResult
+from loadtests.benchmarks.bench_wrk import WrkResult
 
 SERVER_SETUPS = ("noop", "naive", "gateway")
 

@@ -1,9 +1,9 @@
 """What ``make bench`` measured, as typed results, and the ratios drawn from them.
 
-The orchestration (``loadtests/bench.py``) builds these, the report
-(``loadtests/bench_report.py``) renders them, and ``to_json`` writes them as the JSON report.
-A setup that could not be measured is a ``Failure`` in its place, never a missing entry: a
-server that fails must show in the report.
+The orchestration (``loadtests/benchmarks/bench.py``) builds these, the report
+(``loadtests/benchmarks/bench_report.py``) renders them, and ``to_json`` writes them as the JSON
+report. A setup that could not be measured is a ``Failure`` in its place, never a missing entry:
+a server that fails must show in the report.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from loadtests.bench_wrk import WrkResult
+from loadtests.benchmarks.bench_wrk import WrkResult
 
 SETUP_LABELS = {
     "raw": "(a) model in process, best batch",

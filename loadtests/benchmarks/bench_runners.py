@@ -7,7 +7,7 @@ rows repeated to each size) and must answer alike before they are timed. Process
 (TensorFlow's own threads included), best of ``--repeat`` runs. A model that stays on its
 functions is named and skipped. No server, no batcher: the model call alone.
 
-    python -m loadtests.bench_runners [--models models] [--rows 1,32,256]
+    python -m loadtests.benchmarks.bench_runners [--models models] [--rows 1,32,256]
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ model handler outside Beam, ms per message): what the model path costs, next to 
 runner costs. Local DirectRunner numbers compare the setups here; they are not what Dataflow
 does.
 
-    python -m loadtests.bench_streaming [--rates 20,100] [--seconds 10] [--search_steps 4]
+    python -m loadtests.benchmarks.bench_streaming [--rates 20,100] [--seconds 10] [--search_steps 4]
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loadtests.bench_batch import MODEL, gateway
-from loadtests.emulator import pubsub_emulator
-from loadtests.processes import Job, Pinning, log, wait_until
+from loadtests.benchmarks.bench_batch import MODEL, gateway
+from loadtests.support.emulator import pubsub_emulator
+from loadtests.support.processes import Job, Pinning, log, wait_until
 
 if TYPE_CHECKING:
     from batch.model_handler import ModelLocation

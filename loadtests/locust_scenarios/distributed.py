@@ -37,9 +37,9 @@ import locust
 from locust.runners import STATE_MISSING, WORKER_REPORT_INTERVAL, MasterRunner, Runner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
-from loadtests.payloads import RowsMix
-from loadtests.samples import Sample, summarize, write_csv
-from loadtests.schedules import Schedule, build
+from loadtests.locust_scenarios.samples import Sample, summarize, write_csv
+from loadtests.locust_scenarios.schedules import Schedule, build
+from loadtests.support.payloads import RowsMix
 
 READY, PLAN, SAMPLES = "open-loop ready", "open-loop plan", "open-loop samples"
 CHUNK = 20_000

@@ -3,24 +3,26 @@
 Both speak the same REST and gRPC APIs, so the same users drive either; only ``--host``
 changes (``http://HOST:8501`` for ``RestUser``, ``HOST:8500`` for ``GrpcUser``)::
 
-    locust -f loadtests/locustfile.py --headless RestUser --host http://127.0.0.1:8501 \\
+    locust -f loadtests/locust_scenarios/locustfile.py --headless RestUser --host http://127.0.0.1:8501 \\
         --model natality --rows 1:0.9,8:0.1 --schedule spike --rate 400 --seconds 20 \\
         --warmup 5 --out-dir out --csv out/locust --html out/locust.html
 
 or spread over processes and machines with Locust's distributed mode: the same command with
-``--master --expect-workers N``, and N times ``locust -f loadtests/locustfile.py --worker
---master-host MASTER``. ``python -m loadtests.run`` starts it either way (pinned to its own
-core) and reads ``OUT/summary.json`` and ``OUT/samples.csv``.
+``--master --expect-workers N``, and N times ``locust -f
+loadtests/locust_scenarios/locustfile.py --worker --master-host MASTER``. ``python -m
+loadtests.locust_scenarios.run`` starts it either way (pinned to its own core) and reads
+``OUT/summary.json`` and ``OUT/samples.csv``.
 
-Open loop: each generator process (the single process, or each worker) runs one user that
-draws Poisson arrivals at its share of the schedule's rate (``OpenLoop``) and sends each
-request in its own greenlet, so a slow answer never delays the next send (no coordinated
-omission); latency counts from when a request was due, not from when the generator got
-round to it. A request past ``--max-in-flight`` (per generator) is not queued: it fails at
-once ("in-flight cap"), so an overloaded server shows up as errors. The master (or the
-single process) starts the schedule, splits its rate and merges every generator's samples
-(``loadtests/distributed.py``). Locust's own statistics are kept per phase (request name
-``MODEL:predict [PHASE]``): the warm-up is its own row and is left out of our summary.
+Open loop: each generator process (the single process, or each worker) runs one user that draws
+Poisson arrivals at its share of the schedule's rate (``OpenLoop``) and sends each request in
+its own greenlet, so a slow answer never delays the next send (no coordinated omission); latency
+counts from when a request was due, not from when the generator got round to it. A request past
+``--max-in-flight`` (per generator) is not queued: it fails at once ("in-flight cap"), so an
+overloaded server shows up as errors. The master (or the single process) starts the schedule,
+splits its rate and merges every generator's samples
+(``loadtests/locust_scenarios/distributed.py``). Locust's own statistics are kept per phase
+(request name ``MODEL:predict [PHASE]``): the warm-up is its own row and is left out of our
+summary.
 """
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ from locust import FastHttpUser, LoadTestShape, User, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
-from loadtests.distributed import CHUNK, PLAN, READY, SAMPLES, Collector
-from loadtests.payloads import Instance, KeyShare, RequestPool, RowsMix, predict_body
-from loadtests.samples import Sample, row
-from loadtests.schedules import SCHEDULES, Schedule, build
+from loadtests.locust_scenarios.distributed import CHUNK, PLAN, READY, SAMPLES, Collector
+from loadtests.locust_scenarios.samples import Sample, row
+from loadtests.locust_scenarios.schedules import SCHEDULES, Schedule, build
+from loadtests.support.outputs import ELSEWHERE
+from loadtests.support.payloads import Instance, KeyShare, RequestPool, RowsMix, predict_body
 
 grpc_gevent.init_gevent()  # before any gRPC object: gRPC's I/O must yield to gevent
 
@@ -84,12 +87,13 @@ def _options(parser: Any) -> None:
                        help="with --key-field: the share of rows whose key a batch job stored")
     group.add_argument("--keys", type=int, default=2000,
                        help="with --key-field: distinct keys, half of them stored (KeyShare)")
-    group.add_argument("--out-dir", default="loadtest-out", help="summary.json, samples.csv")
+    group.add_argument("--out-dir", default=str(ELSEWHERE), help="summary.json, samples.csv")
 
 
 class OpenLoop:
     """One generator: its share of the schedule's arrivals, its requests in flight and their
-    samples, shipped to the master (``loadtests/distributed.py``) once it has finished."""
+    samples, shipped to the master (``loadtests/locust_scenarios/distributed.py``) once it has
+    finished."""
 
     def __init__(self, options: Any, runner: Runner) -> None:
         self.schedule: Schedule = build(options.schedule, options.rate, options.seconds,
@@ -431,7 +435,7 @@ class GrpcUser(User):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-        from loadtests.payloads import columns
+        from loadtests.support.payloads import columns
 
         options = self.environment.parsed_options
 

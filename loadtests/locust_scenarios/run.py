@@ -2,20 +2,20 @@
 
 Against any server speaking TF Serving's APIs (a gateway, TF Serving itself, a cluster)::
 
-    python -m loadtests.run scenario --host http://HOST:8501 --schedule spike --rate 800
-    python -m loadtests.run scenario --user grpc --host HOST:8500 --rows 1:0.9,8:0.1
-    python -m loadtests.run slo --host http://HOST:8501 --slo-ms 25
-    python -m loadtests.run cluster --host http://GATEWAY:8501 --grpc-host GATEWAY:8500 \
+    python -m loadtests.locust_scenarios.run scenario --host http://HOST:8501 --schedule spike --rate 800
+    python -m loadtests.locust_scenarios.run scenario --user grpc --host HOST:8500 --rows 1:0.9,8:0.1
+    python -m loadtests.locust_scenarios.run slo --host http://HOST:8501 --slo-ms 25
+    python -m loadtests.locust_scenarios.run cluster --host http://GATEWAY:8501 --grpc-host GATEWAY:8500 \
         --tfserving-host http://TF_SERVING:8501
 
 Each of these runs with Locust's distributed mode when given ``--workers N`` (a master and N
 worker processes here) or ``--expect-workers N`` (a master that N workers started elsewhere
-join: ``python -m loadtests.run worker --master-host MASTER``, which the locust-workers
-Deployment runs); the workers split the rate and the master merges their samples.
+join: ``python -m loadtests.locust_scenarios.run worker --master-host MASTER``, which the
+locust-workers Deployment runs); the workers split the rate and the master merges their samples.
 
 On this machine, starting each server itself (``make loadtest`` runs it with ``--short``)::
 
-    python -m loadtests.run local [--short] [--slo-ms 25] [--out loadtests/results]
+    python -m loadtests.locust_scenarios.run local [--short] [--slo-ms 25] [--out bench-results/loadtest]
 
 ``local`` SLO-searches the gateway at each ``max_batch_size`` x batch timeout of a grid,
 with batching off, and the naive one-call-per-request server; the gateway in front of an
@@ -23,7 +23,8 @@ upstream (a second process playing TF Serving without batching) against that ups
 called directly; the gateway's gRPC API; then a spike and a step ramp around the best
 rate. It writes ``OUT/loadtest.json``, ``OUT/loadtest.md``, ``OUT/sweep.png``, each run's
 Locust CSV/HTML and raw samples under ``OUT/runs/`` and the servers' logs under
-``OUT/logs/``. The load generator is pinned to one core and every server to another. Each
+``OUT/logs/`` (``make publish-results`` copies the first three into ``loadtests/results/``).
+The load generator is pinned to one core and every server to another. Each
 server starts once: batching off and the best setting stay up for the runs that come back
 to them (batching off's server is also the upstream behind the front).
 """
@@ -41,14 +42,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from loadtests import report, workers
-from loadtests.processes import REPO, Pinning, git_commit, log, machine, terminate_on_sigterm
-from loadtests.scenario import USERS, Scenario
-from loadtests.scenario import run as run_scenario
-from loadtests.schedules import SCHEDULES
-from loadtests.slo import SearchPlan, search
-from loadtests.sweep import BATCHING_OFF, NAIVE, Servers, Setting, grid, search_setting, slug
-from loadtests.workers import DEFAULT_PORT, Workers
+from loadtests.locust_scenarios import report, workers
+from loadtests.locust_scenarios.scenario import USERS, Scenario
+from loadtests.locust_scenarios.scenario import run as run_scenario
+from loadtests.locust_scenarios.schedules import SCHEDULES
+from loadtests.locust_scenarios.slo import SearchPlan, search
+from loadtests.locust_scenarios.sweep import BATCHING_OFF, NAIVE, Servers, Setting, grid, search_setting, slug
+from loadtests.locust_scenarios.workers import DEFAULT_PORT, Workers
+from loadtests.support.outputs import ELSEWHERE, RUNS
+from loadtests.support.processes import REPO, Pinning, git_commit, log, machine, terminate_on_sigterm
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def local(args: argparse.Namespace) -> dict[str, Any]:
                  "pinning": pinning.note, "python": platform.python_version(),
                  "commit": git_commit(), "model": args.model, "rows": args.rows,
                  "plan": plan.__dict__, "slo_ms": args.slo_ms,
-                 "command": "python -m loadtests.run " + " ".join(sys.argv[1:])},
+                 "command": "python -m loadtests.locust_scenarios.run " + " ".join(sys.argv[1:])},
         "sweep": sweep, "upstream": upstream, "grpc": grpc, "shapes": shaped,
     }
     results["meta"]["seconds"] = time.monotonic() - began
@@ -257,7 +259,7 @@ def _numbers(kind: type) -> Any:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m loadtests.locust_scenarios.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -272,7 +274,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     searching.add_argument("--max-steps", type=int, default=8)
     searching.add_argument("--pin", action="store_true",
                            help="pin the generator to one core (when the server shares the machine)")
-    searching.add_argument("--out", type=Path, default=Path("loadtest-results"))
+    searching.add_argument("--out", type=Path, default=ELSEWHERE)
     distributed = searching.add_mutually_exclusive_group()
     distributed.add_argument("--workers", type=int,
                              help="Locust's distributed mode: a master and this many worker "
@@ -313,7 +315,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, kind in (("seconds", float), ("warmup", float), ("tolerance", float),
                        ("max-steps", int)):
         here.add_argument(f"--{name}", type=kind, help=f"overrides the plan's {name}")
-    here.add_argument("--out", type=Path, default=REPO / "loadtests" / "results")
+    here.add_argument("--out", type=Path, default=RUNS / "loadtest")
     here.set_defaults(func=local)
     return parser.parse_args(argv)
 

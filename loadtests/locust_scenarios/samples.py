@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.schedules import Phase
+from loadtests.locust_scenarios.schedules import Phase
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 

@@ -1,9 +1,9 @@
-"""One headless Locust run of ``loadtests/locustfile.py``, as a pinned subprocess.
+"""One headless Locust run of ``loadtests/locust_scenarios/locustfile.py``, as a pinned subprocess.
 
-Locust monkey-patches the standard library with gevent when imported, so it never runs in
-the orchestrating process: each scenario is its own ``locust`` process (the master of a
-distributed run, with its workers: ``loadtests/workers.py``), and its ``summary.json`` is the
-result. Locust's CSV and HTML reports sit next to it.
+Locust monkey-patches the standard library with gevent when imported, so it never runs in the
+orchestrating process: each scenario is its own ``locust`` process (the master of a distributed
+run, with its workers: ``loadtests/locust_scenarios/workers.py``), and its ``summary.json`` is
+the result. Locust's CSV and HTML reports sit next to it.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loadtests.payloads import KeyShare
-from loadtests.processes import REPO, SERVER_ENV
-from loadtests.schedules import build
-from loadtests.workers import CONNECT_WAIT_S, LOCUSTFILE, Workers
+from loadtests.locust_scenarios.schedules import build
+from loadtests.locust_scenarios.workers import CONNECT_WAIT_S, LOCUSTFILE, Workers
+from loadtests.support.payloads import KeyShare
+from loadtests.support.processes import REPO, SERVER_ENV
 
 USERS = {"rest": "RestUser", "grpc": "GrpcUser"}
 

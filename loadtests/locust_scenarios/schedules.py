@@ -2,7 +2,7 @@
 
 A schedule is a warm-up phase (not measured) followed by measured phases, each at a fixed
 Poisson arrival rate. Rates, not user counts: the generator is open-loop, so the load
-offered does not drop when the server slows down (see ``loadtests/locustfile.py``).
+offered does not drop when the server slows down (see ``loadtests/locust_scenarios/locustfile.py``).
 """
 from __future__ import annotations
 

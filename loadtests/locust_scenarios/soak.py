@@ -1,4 +1,4 @@
-"""``python -m loadtests.soak``: minutes of steady load with a new model version every minute.
+"""``make soak``: minutes of steady load with a new model version every minute.
 
 The gateway (``make serve``'s batching) serves natality from a base path of its own; an
 SLO search on it measures the highest rate within the p99 SLO (unless ``--max-qps`` is
@@ -7,6 +7,11 @@ new version directory is copied in every ``--rollout-every`` seconds (staged und
 name, then renamed, as a deployment would). Reported: every request's outcome (goal: no
 errors), that each version became the one served, and the server's RSS from the end of the
 first rollout period to the end (goal: growth under 10%).
+
+    python -m loadtests.locust_scenarios.soak [--minutes 5] [--out bench-results/soak]
+
+It writes ``OUT/soak.md`` and ``OUT/soak.json``; ``make publish-results`` copies them into
+``loadtests/results/soak/``.
 """
 from __future__ import annotations
 
@@ -23,10 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests import scenario as locust_scenario
-from loadtests.processes import REPO, Pinning, Server, free_port, log, wait_until
-from loadtests.scenario import Scenario
-from loadtests.slo import SearchPlan, search
+from loadtests.locust_scenarios import scenario as locust_scenario
+from loadtests.locust_scenarios.scenario import Scenario
+from loadtests.locust_scenarios.slo import SearchPlan, search
+from loadtests.support.outputs import RUNS
+from loadtests.support.processes import REPO, Pinning, Server, free_port, log, wait_until
 
 MODEL = "natality"
 BATCHING = REPO / "serving" / "examples" / "batching.config"
@@ -193,7 +199,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fraction", type=float, default=0.7, help="of the max QPS at the SLO")
     parser.add_argument("--max-qps", type=float, help="skip the SLO search and take this")
     parser.add_argument("--slo-ms", type=float, default=25.0)
-    parser.add_argument("--out", type=Path, default=REPO / "loadtests" / "results" / "soak")
+    parser.add_argument("--out", type=Path, default=RUNS / "soak")
     return parser.parse_args(argv)
 
 

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from loadtests import scenario as locust_scenario
-from loadtests.payloads import RowsMix, check, instances, predict_body
-from loadtests.probes import PRECOMPUTED_OUTCOMES, Counters, scrape, settle, validate
-from loadtests.processes import Pinning, Server, cpu_share, free_port, log
-from loadtests.scenario import Scenario
-from loadtests.slo import SearchPlan, search
+from loadtests.locust_scenarios import scenario as locust_scenario
+from loadtests.locust_scenarios.scenario import Scenario
+from loadtests.locust_scenarios.slo import SearchPlan, search
+from loadtests.support.payloads import RowsMix, check, instances, predict_body
+from loadtests.support.probes import PRECOMPUTED_OUTCOMES, Counters, scrape, settle, validate
+from loadtests.support.processes import Pinning, Server, cpu_share, free_port, log
 
 QUEUE_ROWS = 8192
 """Rows a gateway queues before answering 429, whatever its max_batch_size (as make serve)."""

@@ -1,6 +1,6 @@
 """Locust workers for a distributed run: started here beside the master (``--workers N``), or
 running elsewhere and serving every master that comes (``--expect-workers N``; on a cluster
-the locust-workers Deployment runs ``python -m loadtests.run worker``).
+the locust-workers Deployment runs ``python -m loadtests.locust_scenarios.run worker``).
 
 Each worker is its own ``locust --worker`` process, as on a cluster, rather than Locust's
 ``--processes`` (which forks the master after the locustfile has set gRPC up for gevent).
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.processes import REPO, Job, free_port
+from loadtests.support.processes import REPO, Job, free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEFAULT_PORT = 5557

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from loadtests.processes import Server, free_port
+from loadtests.support.processes import Server, free_port
 
 GOOGLE_APT = "from Google's apt repository, https://packages.cloud.google.com/apt cloud-sdk"
 

@@ -2,7 +2,7 @@
 grpc's C core (``grpc._cython.cygrpc``, the layer both ``grpc.server`` and ``grpc.aio``
 are built on) by one polling thread: ``--grpc_server=loop``, the default.
 
-Why not grpc's own servers: measured with ``python -m loadtests.bench_grpc --floor`` (a
+Why not grpc's own servers: measured with ``python -m loadtests.benchmarks.bench_grpc --floor`` (a
 no-op unary handler, 64 calls in flight, server pinned to one busy core), ``grpc.server``
 costs 0.38-0.45 ms of CPU per call before the handler does anything, ``grpc.aio``
 0.42-0.43 ms, and this loop 0.14-0.16 ms (a no-op REST route on uvicorn: 0.10 ms). The C

@@ -5,7 +5,7 @@ Served by the server ``--grpc_server`` names, both on the event loop that runs t
 ``loop`` (``serving.grpc.core_server.LoopServer``: grpc's C core polled by one thread of
 ours, on grpc's private cygrpc layer) or ``aio`` (``serving.grpc.aio_server.AioServer``:
 grpc.aio's public API). Same servicers, same interceptors, same answers; they differ in
-CPU per call. Measured with ``python -m loadtests.bench_grpc`` (1-row natality Predicts, 64
+CPU per call. Measured with ``python -m loadtests.benchmarks.bench_grpc`` (1-row natality Predicts, 64
 in flight, server pinned to one busy core; both in the same half hour): ``LoopServer`` 0.48-0.53
 ms of server CPU per request (1.4-1.5x REST's) with 30-32 rows per model call; grpc.server
 with each call handed to the loop 0.87-0.99 ms (2.0-3.0x); grpc.aio 3.4-4.6x REST's (it

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.bench_batch import main
+from loadtests.benchmarks.bench_batch import main
 
 
 @pytest.mark.slow

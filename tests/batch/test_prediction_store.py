@@ -26,7 +26,7 @@ from batch.columnar import decode_block
 from batch.model_handler import ModelLocation, open_model
 from batch.run import main
 from batch.store_writer import store_keys
-from loadtests.bench_batch import write_shape_input
+from loadtests.benchmarks.bench_batch import write_shape_input
 from serving.errors import InvalidArgument
 from serving.examples import natality, shapes
 from serving.precomputed import open_store

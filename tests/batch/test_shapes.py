@@ -22,7 +22,7 @@ from batch.parquet_sink import result_table
 from batch.pipeline import DECODERS
 from batch.records import csv_blocks
 from batch.run import main
-from loadtests.bench_batch import write_shape_input
+from loadtests.benchmarks.bench_batch import write_shape_input
 from serving.examples import shapes
 
 ROWS = 40

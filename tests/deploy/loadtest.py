@@ -1,6 +1,7 @@
-"""The load test's wiring (components/locust-workers), read with ``loadtests.run``'s own
-parser: the workers reach their master, as many as it expects, the master reaches the
-servers it names, and a worker that leaves has the time to hand in its samples."""
+"""The load test's wiring (components/locust-workers), read with
+``loadtests.locust_scenarios.run``'s own parser: the workers reach their master, as many as it
+expects, the master reaches the servers it names, and a worker that leaves has the time to hand
+in its samples."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,8 @@ import contextlib
 import io
 from urllib.parse import urlsplit
 
-from loadtests.run import parse_args
-from loadtests.scenario import Scenario
+from loadtests.locust_scenarios.run import parse_args
+from loadtests.locust_scenarios.scenario import Scenario
 from tests.deploy.manifests import (
     Obj,
     all_containers,
@@ -22,12 +23,12 @@ from tests.deploy.manifests import (
     where,
 )
 
-ENTRY_POINT = ["python", "-m", "loadtests.run"]
+ENTRY_POINT = ["python", "-m", "loadtests.locust_scenarios.run"]
 _HOST_FLAGS = ("host", "grpc_host", "tfserving_host")
 
 
 def _parse(args: list[str]) -> argparse.Namespace | str:
-    """The arguments as ``python -m loadtests.run`` reads them, or its error message."""
+    """The arguments as ``python -m loadtests.locust_scenarios.run`` reads them, or its error message."""
     message = io.StringIO()
     try:
         with contextlib.redirect_stderr(message):

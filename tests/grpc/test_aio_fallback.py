@@ -10,7 +10,7 @@ import grpc
 import httpx
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from loadtests.processes import Server
+from loadtests.support.processes import Server
 from tests.conftest import free_port
 
 WITHOUT_CORE_SERVER = """

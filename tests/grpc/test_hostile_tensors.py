@@ -1,6 +1,6 @@
 """Hostile TensorProtos and raw bytes against a real gateway process over gRPC.
 
-The gateway runs as its own process (``loadtests.processes.Server``) so its resident memory
+The gateway runs as its own process (``loadtests.support.processes.Server``) so its resident memory
 (``/proc/PID/status`` VmRSS) is the server's alone, not the test's TensorFlow, gRPC client
 and fuzz corpus too; and a crash (the OOM kill this guards against) shows as a dead process.
 """
@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from loadtests.processes import Server, free_port
+from loadtests.support.processes import Server, free_port
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}

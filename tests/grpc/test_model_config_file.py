@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from loadtests.processes import Server
+from loadtests.support.processes import Server
 from tests.conftest import free_port, wait_until
 
 

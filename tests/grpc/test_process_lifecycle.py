@@ -25,8 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from loadtests.probes import scrape
-from loadtests.processes import Server
+from loadtests.support.probes import scrape
+from loadtests.support.processes import Server
 from tests.conftest import free_port, wait_until
 from tests.grpc.conftest import GatedModel
 

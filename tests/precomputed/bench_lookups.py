@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtests.processes import log
+from loadtests.support.processes import log
 from serving.precomputed import open_store
 from serving.precomputed.codec import decode_rows, encode_rows
 from tests.conftest import RedisServer

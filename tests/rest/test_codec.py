@@ -626,7 +626,7 @@ NATALITY_BODY = (b'{"instances":[{"is_male":"True","mother_age":25.0,'
 
 
 def test_one_row_four_inputs_round_trip():
-    """Correctness only; its speed is measured by ``python -m loadtests.bench_codec``."""
+    """Correctness only; its speed is measured by ``python -m loadtests.benchmarks.bench_codec``."""
     tensors, form = codec.decode_predict(codec.parse_json(NATALITY_BODY), NATALITY)
     assert form == "row"
     assert_tensors(tensors, {

@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from loadtests.processes import wait_until
+from loadtests.support.processes import wait_until
 
 HALF_PLUS_TWO = "saved_model_half_plus_two_cpu/00000123"
 HALF_PLUS_THREE = "saved_model_half_plus_three/00000123"

@@ -2,7 +2,7 @@
 that holds every rate up to its capacity."""
 from __future__ import annotations
 
-from loadtests.bench_streaming import CLOSE_ENOUGH, LOWEST_RATE, Stage, measure, next_rate
+from loadtests.benchmarks.bench_streaming import CLOSE_ENOUGH, LOWEST_RATE, Stage, measure, next_rate
 
 BOUND_MS = 500.0
 

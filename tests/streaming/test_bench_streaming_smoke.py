@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.bench_streaming import BATCHING, MODELS, main
+from loadtests.benchmarks.bench_streaming import BATCHING, MODELS, main
 from tests.conftest import require_pubsub_emulator
 
 

@@ -1,6 +1,6 @@
 -- POST pre-generated JSON bodies, cycling through them in order.
 --   wrk -t1 -c64 -d15s --latency -s post_bodies.lua URL -- BODIES_FILE
--- BODIES_FILE holds one JSON body per line (loadtests/bench.py writes it). The requests are
+-- BODIES_FILE holds one JSON body per line (loadtests/benchmarks/bench.py writes it). The requests are
 -- formatted once in init(), so per request wrk only picks the next one.
 -- done() prints one machine-readable line, "BENCH_JSON {...}", with wrk's exact counters
 -- and latency percentiles in microseconds (the text report above it rounds them).

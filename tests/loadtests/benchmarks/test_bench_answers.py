@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from tensorflow_serving.apis import predict_pb2
 
-from loadtests import bench_answers
+from loadtests.benchmarks import bench_answers
 
 
 @pytest.mark.parametrize("model", bench_answers.MODELS)

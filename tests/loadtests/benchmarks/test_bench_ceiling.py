@@ -1,12 +1,12 @@
 """``bench_ceiling``'s arithmetic and report (its servers and wrk are the ones ``make
-bench`` uses, smoke-tested in tests/test_bench_smoke.py)."""
+bench`` uses, smoke-tested in test_bench_smoke.py)."""
 from __future__ import annotations
 
 from dataclasses import asdict
 
 import pytest
 
-from loadtests.bench_ceiling import Round, Side, render
+from loadtests.benchmarks.bench_ceiling import Round, Side, render
 
 
 def test_the_share_of_the_ceiling_is_the_ceilings_cpu_per_request_over_the_gateways():

@@ -1,6 +1,7 @@
-"""Smoke test of ``python -m loadtests.bench_grpc``'s load driver and reports, against tiny real
-servers (a gRPC server answering the Predict method with fixed bytes, an asyncio HTTP/1.1
-server): no TensorFlow, no gateway, so it runs in about a second. No timing is asserted.
+"""Smoke test of ``python -m loadtests.benchmarks.bench_grpc``'s load driver and reports,
+against tiny real servers (a gRPC server answering the Predict method with fixed bytes, an
+asyncio HTTP/1.1 server): no TensorFlow, no gateway, so it runs in about a second. No timing is
+asserted.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import concurrent.futures
 import grpc
 import pytest
 
-from loadtests.bench_grpc import PREDICT_METHOD, Drive, Run, _drive, parse_args, render
-from loadtests.processes import free_port
+from loadtests.benchmarks.bench_grpc import PREDICT_METHOD, Drive, Run, _drive, parse_args, render
+from loadtests.support.processes import free_port
 
 
 def _grpc_server() -> tuple[grpc.Server, str]:

@@ -1,6 +1,6 @@
-"""``python -m loadtests.bench_large`` without servers: its bodies in both formats, its
+"""``python -m loadtests.benchmarks.bench_large`` without servers: its bodies in both formats, its
 answer check, the gateway's batching parameters, the ratios and the report (the real runs
-share ``make bench``'s launcher and wrk runner, which tests/test_bench_smoke.py runs)."""
+share ``make bench``'s launcher and wrk runner, which test_bench_smoke.py runs)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import bench, bench_large
-from loadtests.bench_large import LargeReport, Point, Row
-from loadtests.bench_results import Failure
-from loadtests.bench_wrk import Latency, WrkResult
+from loadtests.benchmarks import bench, bench_large
+from loadtests.benchmarks.bench_large import LargeReport, Point, Row
+from loadtests.benchmarks.bench_results import Failure
+from loadtests.benchmarks.bench_wrk import Latency, WrkResult
 from serving.examples.natality import expected_weight
 
 

@@ -1,4 +1,4 @@
-"""``python -m loadtests.bench_precomputed``: the keyed request pools, and one short real run
+"""``python -m loadtests.benchmarks.bench_precomputed``: the keyed request pools, and one short real run
 (a batch job writing a SQLite store, the gateway answering from it under Locust)."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import bench_precomputed
-from loadtests.payloads import KeyShare
+from loadtests.benchmarks import bench_precomputed
+from loadtests.support.payloads import KeyShare
 from tests.conftest import MODELS
 
 
@@ -41,6 +41,6 @@ def test_a_short_run_answers_stored_keys_from_the_store(tmp_path: Path):
     assert rows["fallback"] == 0 and rows["hit"] > rows["miss"] > 0  # the store answered most rows
     # the model computed exactly the rows the store lacked (counters span warm-up and step)
     assert fixed["model_rows_per_s"] * (0.5 + 1.5) == pytest.approx(rows["miss"])
-    assert json.loads((tmp_path / "precomputed-latest.json").read_text())["results"].keys() == results.keys()
-    assert "| sqlite, 90% precomputed | sqlite | 90% |" in (tmp_path / "precomputed-latest.md").read_text()
-    assert (tmp_path / "precomputed.png").stat().st_size > 0
+    assert json.loads((tmp_path / "natality.json").read_text())["results"].keys() == results.keys()
+    assert "| sqlite, 90% precomputed | sqlite | 90% |" in (tmp_path / "natality.md").read_text()
+    assert (tmp_path / "natality.png").stat().st_size > 0

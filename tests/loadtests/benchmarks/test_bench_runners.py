@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from loadtests import bench_runners
+from loadtests.benchmarks import bench_runners
 
 
 @pytest.mark.slow

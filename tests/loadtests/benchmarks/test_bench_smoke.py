@@ -1,4 +1,4 @@
-"""Smoke test of ``make bench`` (loadtests/bench.py and its wrk runner, results and report):
+"""Smoke test of ``make bench`` (loadtests/benchmarks/bench.py and its wrk runner, results and report):
 wrk output parsing, the report, the process-group cleanup, reading the gateway's /metrics
 counters, one tiny real run against the no-op and naive servers and one against an upstream
 with a gateway in front of it.
@@ -17,9 +17,9 @@ import sys
 
 import pytest
 
-from loadtests import bench, bench_wrk, probes
-from loadtests.bench_report import render_model, render_upstream
-from loadtests.bench_results import (
+from loadtests.benchmarks import bench, bench_wrk
+from loadtests.benchmarks.bench_report import render_model, render_upstream
+from loadtests.benchmarks.bench_results import (
     BatchTiming,
     Failure,
     ModelResult,
@@ -35,8 +35,9 @@ from loadtests.bench_results import (
     ratios,
     to_json,
 )
-from loadtests.bench_wrk import Latency
-from loadtests.processes import Job, Pinning
+from loadtests.benchmarks.bench_wrk import Latency
+from loadtests.support import probes
+from loadtests.support.processes import Job, Pinning
 from tests.conftest import require_tool, wait_until
 
 WRK_INSTALL = "apt-get install -y wrk"

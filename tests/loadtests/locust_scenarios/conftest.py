@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.processes import Pinning
-from loadtests.sweep import Setting, Target, serve
+from loadtests.locust_scenarios.sweep import Setting, Target, serve
+from loadtests.support.processes import Pinning
 
 NOT_PINNED = Pinning((), (), "not pinned")
 

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from loadtests.probes import scrape, settle
-from loadtests.processes import Job, free_port, wait_until
-from loadtests.samples import Sample, read_csv
-from loadtests.scenario import Scenario, run
-from loadtests.schedules import build
-from loadtests.slo import verdict
-from loadtests.sweep import Target
-from loadtests.workers import Workers
-from tests.loadtests import test_locust_scenarios as single
+from loadtests.locust_scenarios.samples import Sample, read_csv
+from loadtests.locust_scenarios.scenario import Scenario, run
+from loadtests.locust_scenarios.schedules import build
+from loadtests.locust_scenarios.slo import verdict
+from loadtests.locust_scenarios.sweep import Target
+from loadtests.locust_scenarios.workers import Workers
+from loadtests.support.probes import scrape, settle
+from loadtests.support.processes import Job, free_port, wait_until
+from tests.loadtests.locust_scenarios import test_locust_scenarios as single
 
 MODEL = "natality"
 NOT_SENT = "not sent before the run ended"
@@ -80,16 +80,16 @@ def test_two_workers_split_the_rate_and_the_master_merges_their_samples(gateway,
 
 @pytest.mark.slow
 def test_workers_started_elsewhere_join_and_leave_and_the_rate_is_split_again(gateway, tmp_path):
-    """``python -m loadtests.run worker`` (the locust-workers Deployment's command) serves a
-    master that expects one worker. A second one, started once the first is sending, joins
-    the running schedule; then the first leaves as a scaled-down pod does (SIGTERM to the
-    pod's main process): its requests in flight are answered, its samples reach the master
-    and the second takes the whole rate. Arrivals due after it stopped sending are not
-    samples; those due before it and not sent yet (it was behind) are failures."""
+    """``python -m loadtests.locust_scenarios.run worker`` (the locust-workers Deployment's
+    command) serves a master that expects one worker. A second one, started once the first is
+    sending, joins the running schedule; then the first leaves as a scaled-down pod does
+    (SIGTERM to the pod's main process): its requests in flight are answered, its samples reach
+    the master and the second takes the whole rate. Arrivals due after it stopped sending are
+    not samples; those due before it and not sent yet (it was behind) are failures."""
     port = free_port()
     scenario = Scenario("rest", gateway.rest, rate=20, seconds=10, warmup=0.5,
                         workers=Workers(1, port=port))
-    command = [sys.executable, "-m", "loadtests.run", "worker", "--master-host", "127.0.0.1",
+    command = [sys.executable, "-m", "loadtests.locust_scenarios.run", "worker", "--master-host", "127.0.0.1",
                "--master-port", str(port)]
     log = tmp_path / "run" / "locust.log"
     before = _answered(gateway)

@@ -1,4 +1,4 @@
-"""Smoke tests of the Locust scenarios (``make loadtest``, ``python -m loadtests.run``).
+"""Smoke tests of the Locust scenarios (``make loadtest``, ``python -m loadtests.locust_scenarios.run``).
 
 Each user (REST, gRPC) and load shape (steady, step ramp, spike) runs for a few seconds
 against a real gateway in its own process; the SLO search and the whole local sweep run in
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import run as loadtests_run
-from loadtests.payloads import RowsMix
-from loadtests.samples import read_csv
-from loadtests.scenario import Scenario, run
-from loadtests.schedules import build
-from loadtests.slo import verdict
+from loadtests.locust_scenarios import run as loadtests_run
+from loadtests.locust_scenarios.samples import read_csv
+from loadtests.locust_scenarios.scenario import Scenario, run
+from loadtests.locust_scenarios.schedules import build
+from loadtests.locust_scenarios.slo import verdict
+from loadtests.support.payloads import RowsMix
 
 
 def locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
@@ -97,7 +97,7 @@ def assert_summarizes(reported: dict, due: list, everyone: list, start: float, s
 @pytest.mark.slow
 def test_a_failing_server_shows_as_errors_not_as_missing_requests(tmp_path):
     """Nothing listens on the port: every request due is a sample, and each one failed."""
-    from loadtests.processes import free_port
+    from loadtests.support.processes import free_port
 
     summary = run(Scenario("rest", f"http://127.0.0.1:{free_port()}", rate=30, seconds=1,
                            warmup=0, timeout=2), tmp_path)
@@ -133,8 +133,8 @@ def test_requests_a_hung_server_never_answers_are_failures_counted_once(tmp_path
 
 
 def cli(*args: str, out: Path) -> None:
-    """``python -m loadtests.run ARGS --out OUT``: its parsing and its command, in this process
-    (what it starts runs in processes of its own either way)."""
+    """``python -m loadtests.locust_scenarios.run ARGS --out OUT``: its parsing and its command,
+    in this process (what it starts runs in processes of its own either way)."""
     parsed = loadtests_run.parse_args([*args, "--out", str(out)])
     parsed.func(parsed)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.payloads import RequestPool, RowsMix, check, instances, predict_body
-from loadtests.schedules import spike, steady, step_ramp
-from loadtests.slo import SearchPlan, search, verdict
+from loadtests.locust_scenarios.schedules import spike, steady, step_ramp
+from loadtests.locust_scenarios.slo import SearchPlan, search, verdict
+from loadtests.support.payloads import RequestPool, RowsMix, check, instances, predict_body
 
 
 def step(offered: float, achieved: float | None = None, errors: int = 0, p99: float | None = 10.0,

@@ -1,11 +1,11 @@
-"""Smoke test of ``make soak`` (loadtests/soak.py): a 15-second soak at a low given rate
+"""Smoke test of ``make soak`` (loadtests/locust_scenarios/soak.py): a 15-second soak at a low given rate
 with versions rolled in every 3 s; the harness books every request, sees each version served
 and samples the server's RSS. Its figures are a benchmark's, not asserted here."""
 from __future__ import annotations
 
 import pytest
 
-from loadtests import soak
+from loadtests.locust_scenarios import soak
 
 
 @pytest.mark.slow
