@@ -42,6 +42,8 @@ TFSERVING = "tfserving"
 """The folder under ``<out>`` (and the ``--only`` name) of TF Serving's test models."""
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 WARMUP_BATCH_SIZES = (1, 8, 1, 8)
+SAMPLE_JPEG = "sample.jpg"
+"""A JPEG beside the models, for trying the image classifier (``<out>/sample.jpg``)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ def build(out: Path, only: Sequence[str] | None = None) -> Path:
         else:
             log.info("building %s into %s", name, out / name / str(VERSION))
             build_model(out, name)
+            if name == image.MODEL_NAME:  # the README's image request sends it
+                (out / SAMPLE_JPEG).write_bytes(image.sample_jpegs(1, seed=0)[0])
         log.info("built %s in %.1f s", name, time.perf_counter() - started)
     config = write_model_config(out)
     log.info("wrote %s", config)
