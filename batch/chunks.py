@@ -69,6 +69,13 @@ def dead_letter_text(row: Any, reason: str) -> str:
     return orjson.dumps({"input": record, "error": reason}, default=str).decode()
 
 
+def reason_kind(reason: str) -> str:
+    """A dead letter's reason without its per-row detail, to count dead letters by: the text
+    before its first ": " ("not JSON", "input 'age'", "inference failed", "not stored"), or
+    the whole of a reason that has none ("missing key field 'id'"), at most 80 characters."""
+    return reason.split(": ", 1)[0][:80]
+
+
 def rows_to_chunk(rows: Sequence[Any], spec: SignatureSpec, key_field: str | None = None,
                   passthrough: Sequence[Any] | None = None) -> tuple[Chunk, list[tuple[Any, str]]]:
     """Decode ``rows`` (dicts keyed by input name) into a Chunk, and the refused rows.

@@ -4,15 +4,27 @@ they launch: strict flags, the model runner flag, and a dry run that says what i
 Beam's ``PipelineOptions`` only warns about (and drops) a flag it does not know, so a
 misspelled job flag (``--prediction_servce``) would pass silently: each CLI parses its own
 flags, then hands what is left to Beam's own parser (built by Beam from every registered
-``PipelineOptions`` class) and refuses whatever that does not know either.
+``PipelineOptions`` class) and refuses whatever that does not know either. That comes first:
+argparse reports a missing required flag before it returns the unknown ones, so a misspelled
+required flag (``--model_base_pth``) would be told as "--model_base_path is required".
 """
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from serving.cli import parse_bool
+from serving.logs import setup_logging
+
+
+def setup_job_logging() -> None:
+    """The one logging set-up (``serving.logs``), made before Beam's options would make theirs
+    (at WARNING, hiding the job's summary), without the INFO line Beam logs for each string
+    type hint it reads (this project's annotations are strings: a screenful per job)."""
+    setup_logging()
+    logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
 
 
 def add_tf2_session_flag(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +39,25 @@ def add_tf2_session_flag(parser: argparse.ArgumentParser) -> None:
                         "Serving does; false: the public Session.run, which also checks feed shapes")
 
 
-def beam_options(parser: argparse.ArgumentParser, beam_args: Sequence[str]) -> Any:
-    """``PipelineOptions`` of ``beam_args``; a flag neither ``parser`` nor Beam knows is a
-    usage error (``parser.error``: the message names it, exit status 2)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    unknown = unknown_beam_args(beam_args)
+def parse_job_flags(build_parser: Callable[[bool], argparse.ArgumentParser], argv: Sequence[str],
+                    ) -> tuple[argparse.ArgumentParser, argparse.Namespace, list[str]]:
+    """The job's parser (``build_parser(True)``), its flags, and the rest (Beam's options).
+    A flag neither the job nor Beam knows is a usage error that names it (``parser.error``,
+    exit status 2), even beside a missing required flag: the flags are first sorted by the
+    parser built without required flags (``build_parser(False)``)."""
+    _, rest = build_parser(False).parse_known_args(argv)
+    parser = build_parser(True)
+    unknown = unknown_beam_args(rest)
     if unknown:
         parser.error(f"unrecognized arguments (neither this job's nor Beam's options): {' '.join(unknown)}")
+    args, beam_args = parser.parse_known_args(argv)
+    return parser, args, beam_args
+
+
+def beam_options(beam_args: Sequence[str]) -> Any:
+    """``PipelineOptions`` of ``beam_args`` (which ``parse_job_flags`` has checked)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     return PipelineOptions(list(beam_args), save_main_session=False)
 
 

@@ -8,7 +8,10 @@
     (each is read by one worker).
 
 Rows in = rows written + rows dead-lettered (and rows stored = rows written when the job
-writes a store); Beam counters in the ``tfgw_batch`` namespace count each.
+writes a store); Beam counters in the ``tfgw_batch`` namespace count each, and one counter
+per kind of reason in ``tfgw_batch_dead_letters`` counts the dead letters again by why
+(``batch.chunks.reason_kind``). Dead letters travel as (row, reason) to the one step that
+counts them and writes each as a line (``CountDeadLetters``).
 """
 from __future__ import annotations
 
@@ -19,20 +22,24 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.metrics import Metrics
+from apache_beam.metrics import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 
-from batch.chunks import DEAD_LETTER, ChunkResult, dead_letter_text
+from batch.chunks import DEAD_LETTER, ChunkResult, dead_letter_text, reason_kind
 from batch.columnar import Decoded, decode_block, decode_table, format_text, read_blocks
 from batch.model_handler import ModelLocation, SavedModelHandler, open_model
 from batch.parquet_sink import ParquetSink, result_table
 from batch.records import csv_blocks, decode_csv, decode_examples, tfrecord_blocks
+from batch.report import JobCounts
 from batch.store_writer import WriteToStore
 from serving.runtime.signature import SignatureSpec
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "tfgw_batch"
+REASONS_NAMESPACE = "tfgw_batch_dead_letters"
+"""One counter per kind of dead-letter reason."""
+DEAD_LETTER_SUFFIX = "-errors"
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ class BatchJob:
     def __post_init__(self) -> None:
         if self.prediction_store and not self.key_field:
             raise ValueError("A job that writes a prediction store needs a key field (the key of each row)")
+
+    @property
+    def dead_letter_files(self) -> str:
+        """Where rows that failed go, each with its input and reason (a file pattern)."""
+        return f"{self.output}{DEAD_LETTER_SUFFIX}-*.jsonl"
 
 
 DECODERS: dict[str, Callable[[Any, SignatureSpec, str | None], Decoded]] = {
@@ -89,7 +101,6 @@ class Decode(beam.DoFn):
         self._signature: SignatureSpec | None = None
         self._seen = 0
         self._rows_in = Metrics.counter(NAMESPACE, "rows_in")
-        self._refused = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
     def setup(self) -> None:
         """Open the model on the worker (building the job must not touch it); shared with
@@ -107,9 +118,8 @@ class Decode(beam.DoFn):
         if before // self.PROGRESS_EVERY != self._seen // self.PROGRESS_EVERY:
             log.info("decoded %d rows in this worker", self._seen)
         self._rows_in.inc(rows)
-        self._refused.inc(len(refused))
-        for row, reason in refused:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_text(row, reason))
+        for refusal in refused:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, refusal)
         if len(chunk):
             yield chunk
 
@@ -122,13 +132,10 @@ class FormatResults(beam.DoFn):
         self._key_field = key_field
         self._format = output_format
         self._written = Metrics.counter(NAMESPACE, "rows_written")
-        self._failed = Metrics.counter(NAMESPACE, "rows_dead_lettered")
 
     def process(self, result: ChunkResult) -> Iterable[Any]:
         for row, reason in result.failures:
-            line = result.chunk.passthrough[row]
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_text(line, f"inference failed: {reason}"))
-        self._failed.inc(len(result.failures))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (result.chunk.passthrough[row], f"inference failed: {reason}"))
         if result.outputs is None or not result.ok_rows:
             return
         self._written.inc(len(result.ok_rows))
@@ -136,6 +143,20 @@ class FormatResults(beam.DoFn):
             yield result_table(result, self._key_field)
             return
         yield format_text(result.chunk, result.ok_rows, result.outputs, result.model_version, self._key_field)
+
+
+class CountDeadLetters(beam.DoFn):
+    """(row as read, reason) -> the dead letter's line; the one place dead letters are
+    counted: ``rows_dead_lettered``, and by ``reason_kind`` in ``REASONS_NAMESPACE``."""
+
+    def __init__(self) -> None:
+        self._dead = Metrics.counter(NAMESPACE, "rows_dead_lettered")
+
+    def process(self, dead_letter: tuple[Any, str]) -> Iterable[str]:
+        row, reason = dead_letter
+        self._dead.inc()
+        Metrics.counter(REASONS_NAMESPACE, reason_kind(reason)).inc()
+        yield dead_letter_text(row, reason)
 
 
 def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
@@ -169,4 +190,19 @@ def build(pipeline: beam.Pipeline, job: BatchJob) -> None:
     else:
         formatted.rows | "Write" >> beam.io.WriteToText(job.output, file_name_suffix=".jsonl")
     (tuple(dead_letters) | "DeadLetters" >> beam.Flatten()
-     | "WriteErrors" >> beam.io.WriteToText(job.output + "-errors", file_name_suffix=".jsonl"))
+     | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
+     | "WriteErrors" >> beam.io.WriteToText(job.output + DEAD_LETTER_SUFFIX, file_name_suffix=".jsonl"))
+
+
+def job_counts(result: Any, job: BatchJob) -> JobCounts:
+    """A finished run's counters (committed where the runner has them, else attempted)."""
+    def totals(namespace: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
+            name = counter.key.metric.name
+            found[name] = found.get(name, 0) + (counter.committed or counter.attempted or 0)
+        return found
+
+    rows = totals(NAMESPACE)
+    return JobCounts(rows.get("rows_in", 0), rows.get("rows_written", 0), rows.get("rows_dead_lettered", 0),
+                     rows.get("rows_stored", 0) if job.prediction_store else None, totals(REASONS_NAMESPACE))

@@ -5,6 +5,11 @@ predictions, written as JSON lines or Parquet (and, with ``--prediction_store``,
 store the gateway answers from). Any Beam pipeline option passes through (``--runner
 DataflowRunner --project ... --region ... --temp_location gs://...``); without
 ``--runner`` the fast local FnApiRunner is used.
+
+A run that the launcher waits for (local runners; ``--runner DataflowRunner`` too) ends with
+a summary line on stderr, a WARNING if it dead-lettered rows, and exit status 3 if those
+were more than ``--fail_on_dead_letters`` or ``--max_dead_letter_fraction`` allow
+(``batch.report``); 2 is bad flags.
 """
 from __future__ import annotations
 
@@ -14,16 +19,25 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from batch.job_options import add_tf2_session_flag, beam_options, describe_dry_run, is_dry_run
-from serving.logs import setup_logging
+from batch.job_options import (
+    add_tf2_session_flag,
+    beam_options,
+    describe_dry_run,
+    is_dry_run,
+    parse_job_flags,
+    setup_job_logging,
+)
+from batch.report import add_dead_letter_flags, tell
 from serving.precomputed.urls import BadStoreUrl, RedisUrl, SqliteUrl, parse_store_url
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(required: bool = True) -> argparse.ArgumentParser:
+    """The job's flags (``required=False``: none required, to sort flags with; see
+    ``batch.job_options.parse_job_flags``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--input", required=True, help="file pattern (local or gs://)")
-    parser.add_argument("--output", required=True, help="output prefix; dead letters go to PREFIX-errors-*")
-    where = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--input", required=required, help="file pattern (local or gs://)")
+    parser.add_argument("--output", required=required, help="output prefix; dead letters go to PREFIX-errors-*")
+    where = parser.add_mutually_exclusive_group(required=required)
     where.add_argument("--model_base_path", help="folder of numeric version folders (local or gs://)")
     where.add_argument("--prediction_service", metavar="HOST:PORT",
                        help="call this TF Serving PredictionService (e.g. the gateway) instead of "
@@ -45,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "version that ran, the row's --key_field), for the gateway to answer from: "
                              "sqlite:///ABSOLUTE/PATH.db (a file: local runs) or "
                              "redis://[[USER]:PASSWORD@]HOST:PORT/DB (Memorystore); needs --key_field")
+    add_dead_letter_flags(parser)
     return parser
+
+
+JUDGED_AFTER_THE_RUN = frozenset({"fail_on_dead_letters", "max_dead_letter_fraction"})
+"""Flags that judge the finished job, here: not Flex Template parameters, as a Flex Template
+launch ends before its job runs."""
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -53,10 +73,10 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return build_parser().parse_known_args(argv)
 
 
-def _options(parser: argparse.ArgumentParser, beam_args: list[str]) -> Any:
+def _options(beam_args: list[str]) -> Any:
     if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
         beam_args = ["--runner=FnApiRunner", *beam_args]
-    return beam_options(parser, beam_args)
+    return beam_options(beam_args)
 
 
 def _store_place(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SqliteUrl | RedisUrl | None:
@@ -88,17 +108,17 @@ def _check_store_runner(parser: argparse.ArgumentParser, where: SqliteUrl | Redi
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:
-    """Run the job; its counters (``rows_stored`` too when it writes a store)."""
-    parser = build_parser()
-    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    """Run the job; its counters (``rows_stored`` too when it writes a store). Exits 3
+    (``SystemExit``) when it dead-lettered more rows than its flags allow."""
+    setup_job_logging()
+    parser, args, beam_args = parse_job_flags(build_parser, sys.argv[1:] if argv is None else argv)
     where = _store_place(parser, args)
-    options = _options(parser, beam_args)  # a flag neither this job nor Beam knows: exit 2
+    options = _options(beam_args)
     _check_store_runner(parser, where, options)
-    setup_logging()
     import apache_beam as beam
 
     from batch.model_handler import ModelLocation
-    from batch.pipeline import NAMESPACE, BatchJob, build
+    from batch.pipeline import NAMESPACE, REASONS_NAMESPACE, BatchJob, build, job_counts
 
     model = ModelLocation(args.model_base_path, args.prediction_service, args.model_name, args.model_version,
                           args.tf2_session, args.tf_session_direct_call)
@@ -113,17 +133,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     result.wait_until_finish()
     if getattr(result, "has_job", True) is False:
         # A Flex Template launcher runs this to write the job description: nothing ran here.
-        logging.getLogger("batch").info("job description written; no job ran here to count")
+        logging.getLogger("batch").info(
+            "job description written; no job ran here to count: the job's counters are on its Dataflow page "
+            "(%s: rows_in, rows_written, rows_dead_lettered; %s: dead letters by reason), its dead letters "
+            "in %s", NAMESPACE, REASONS_NAMESPACE, job.dead_letter_files)
+        if args.fail_on_dead_letters or args.max_dead_letter_fraction is not None:
+            logging.getLogger("batch").warning("--fail_on_dead_letters, --max_dead_letter_fraction: not checked, "
+                                               "as no job ran here")
         return {}
-    names = ["rows_in", "rows_written", "rows_dead_lettered"] + (["rows_stored"] if job.prediction_store else [])
-    counts = {name: 0 for name in names}
-    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
-    stored = f", stored: {counts['rows_stored']}" if job.prediction_store else ""
-    logging.getLogger("batch").info(
-        "rows in: %d, written: %d, dead-lettered: %d%s", counts["rows_in"], counts["rows_written"],
-        counts["rows_dead_lettered"], stored)
-    return counts
+    counts = job_counts(result, job)
+    tell(counts, job.dead_letter_files, args.fail_on_dead_letters, args.max_dead_letter_fraction)
+    return counts.as_dict()
 
 
 if __name__ == "__main__":

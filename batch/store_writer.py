@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 from apache_beam.metrics import Metrics
 
-from batch.chunks import DEAD_LETTER, ChunkResult, dead_letter_text
+from batch.chunks import DEAD_LETTER, ChunkResult
 from serving.errors import InvalidArgument
 from serving.precomputed import open_store
 from serving.precomputed.api import WRITE_TIMEOUT_S, PredictionStore, StoreError
@@ -50,8 +50,7 @@ from serving.precomputed.keys import store_key
 
 class WriteToStore(beam.DoFn):
     """ChunkResults -> their ok rows in the store; the results on (main output), rows with
-    bad keys -> dead letters. Counts ``rows_stored`` (and bad keys as ``rows_dead_lettered``)
-    in ``namespace``."""
+    bad keys -> dead letters, as (row, reason). Counts ``rows_stored`` in ``namespace``."""
 
     def __init__(self, url: str, model_name: str, key_field: str, namespace: str) -> None:
         self._url = url
@@ -59,7 +58,6 @@ class WriteToStore(beam.DoFn):
         self._key_field = key_field
         self._store: PredictionStore | None = None
         self._stored = Metrics.counter(namespace, "rows_stored")
-        self._refused = Metrics.counter(namespace, "rows_dead_lettered")
 
     def setup(self) -> None:
         self._store = open_store(self._url, timeout_s=WRITE_TIMEOUT_S)
@@ -82,10 +80,8 @@ class WriteToStore(beam.DoFn):
             raise type(error)(f"Could not store {len(items)} rows of model '{self._model}' version "
                               f"{result.model_version}: {error}") from error
         self._stored.inc(len(items))
-        self._refused.inc(len(refused))
         for position, reason in refused:
-            row = result.chunk.passthrough[result.ok_rows[position]]
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_text(row, reason))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, (result.chunk.passthrough[result.ok_rows[position]], reason))
         yield result.without([position for position, _ in refused]) if refused else result
 
 

@@ -66,19 +66,24 @@ class DecodeMessage(beam.DoFn):
         try:
             doc = orjson.loads(message.data)
         except orjson.JSONDecodeError as error:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, f"not JSON: {error}"))
+            yield self._refuse(message, f"not JSON: {error}")
             return
         rows = doc if isinstance(doc, list) else [doc]
         if not rows:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, "no rows"))
+            yield self._refuse(message, "no rows")
             return
         key = doc.get("id") if isinstance(doc, dict) else None
         origin = Origin(message, isinstance(doc, list), key)
         chunk, refused = rows_to_chunk(rows, self._signature, passthrough=[origin] * len(rows))
         if refused:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, refused[0][1]))
+            yield self._refuse(message, refused[0][1])
             return
         yield chunk
+
+    def _refuse(self, message: PubsubMessage, reason: str) -> beam.pvalue.TaggedOutput:
+        """The message's dead letter, counted."""
+        self._dead.inc()
+        return beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(message, reason))
 
 
 class FormatMessage(beam.DoFn):

@@ -4,26 +4,43 @@ projects/P/topics/T --dead_letter_topic projects/P/topics/D --model_base_path DI
 Enriches Pub/Sub messages (a JSON row or a list of rows each) with a SavedModel's
 predictions. Streaming by default; any Beam option passes through (``--runner
 DataflowRunner --project ... --region ... --temp_location gs://...``).
+
+A streaming job never finishes, so it has no summary: its start names its topics on stderr,
+and its counters (``tfgw_streaming``) and dead-letter topic tell how it goes. The batch job's
+``--fail_on_dead_letters`` and ``--max_dead_letter_fraction`` are refused here (exit 2).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from batch.job_options import add_tf2_session_flag, beam_options, describe_dry_run, is_dry_run
-from serving.logs import setup_logging
+from batch.job_options import (
+    add_tf2_session_flag,
+    beam_options,
+    describe_dry_run,
+    is_dry_run,
+    parse_job_flags,
+    setup_job_logging,
+)
+from batch.report import add_dead_letter_flags
+
+log = logging.getLogger("streaming")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(required: bool = True) -> argparse.ArgumentParser:
+    """The job's flags (``required=False``: none required, to sort flags with; see
+    ``batch.job_options.parse_job_flags``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--input_subscription", help="projects/P/subscriptions/S")
     source.add_argument("--input_topic", help="projects/P/topics/T (a temporary subscription is made)")
-    parser.add_argument("--output_topic", required=True)
-    parser.add_argument("--dead_letter_topic", required=True)
-    where = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--output_topic", required=required)
+    parser.add_argument("--dead_letter_topic", required=required,
+                        help="each message that fails goes here, with the reason in its 'error' attribute")
+    where = parser.add_mutually_exclusive_group(required=required)
     where.add_argument("--model_base_path", help="folder of numeric version folders (local or gs://)")
     where.add_argument("--prediction_service", metavar="HOST:PORT", help="call this PredictionService instead")
     parser.add_argument("--model_name", default="default", help="the model's name at --prediction_service")
@@ -33,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_wait_ms", type=float, default=10.0,
                         help="how long a message may wait to share a model call (0: no waiting)")
     parser.add_argument("--messages_per_call", type=int, default=256)
+    add_dead_letter_flags(parser, shown=False)  # to refuse them by name (main)
     return parser
 
 
@@ -41,18 +59,21 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return build_parser().parse_known_args(argv)
 
 
-def _options(parser: argparse.ArgumentParser, beam_args: list[str]) -> Any:
+def _options(beam_args: list[str]) -> Any:
     if "--streaming" not in beam_args:
         beam_args = ["--streaming", *beam_args]
-    return beam_options(parser, beam_args)
+    return beam_options(beam_args)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
     """Build and start the job; its result (a dry run has printed what it built)."""
-    parser = build_parser()
-    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    options = _options(parser, beam_args)  # a flag neither this job nor Beam knows: exit 2
-    setup_logging()
+    setup_job_logging()
+    parser, args, beam_args = parse_job_flags(build_parser, sys.argv[1:] if argv is None else argv)
+    if args.fail_on_dead_letters or args.max_dead_letter_fraction is not None:
+        parser.error("--fail_on_dead_letters and --max_dead_letter_fraction are the batch job's: a streaming "
+                     "job never finishes to be judged. Its dead letters go to --dead_letter_topic (watch its "
+                     "backlog) and count in the tfgw_streaming/messages_dead_lettered counter")
+    options = _options(beam_args)
     import apache_beam as beam
 
     from batch.model_handler import ModelLocation
@@ -67,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
         messages_per_call=args.messages_per_call)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job)
+    log.info("reading %s; answers to %s; dead letters (the reason in their 'error' attribute) to %s",
+             job.input_subscription or job.input_topic, job.output_topic, job.dead_letter_topic)
     result = pipeline.run()
     if is_dry_run(options):
         print(describe_dry_run(result, options), flush=True)

@@ -8,13 +8,12 @@ import shutil
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.metrics import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.model_handler import ModelLocation
 from loadtests.support.emulator import pubsub_emulator
 from serving.examples import natality
-from streaming.pipeline import NAMESPACE, StreamJob, build
+from streaming.pipeline import StreamJob, build
 from tests.conftest import require_pubsub_emulator, wait_until
 
 PROJECT = "demo-project"
@@ -95,11 +94,6 @@ def test_messages_are_answered_or_dead_lettered_one_for_one(emulator, models_dir
     assert reasons == ["inference failed", "missing input(s) ['gestation_weeks', 'mother_age', 'plurality']",
                        "no rows", "not JSON"]
     assert all(m.data == sent[m.attributes["input_message_id"]] for m in received["dead"])
-    counters = {c.key.metric.name: c.committed or c.attempted for c in result.metrics().query(
-        MetricsFilter().with_namespace(NAMESPACE))["counters"]}
-    assert counters["messages_out"] == len(good)
-    # every dead letter counted, refused at decoding or failed; stop()'s b"{}" may be one more
-    assert counters["messages_dead_lettered"] in (len(bad), len(bad) + 1), counters
 
 
 def test_a_new_version_is_picked_up_mid_stream(emulator, models_dir, tmp_path):
