@@ -405,7 +405,7 @@ def test_tiny_real_upstream_run(tmp_path, models_dir):
 
 
 def test_help_imports_no_tensorflow():
-    code = ("import sys; from loadtests import bench; "
+    code = ("import sys; from loadtests.benchmarks import bench; "
             "assert 'tensorflow' not in sys.modules, 'bench imports TensorFlow'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=bench.REPO,
                    env={**os.environ, "PYTHONPATH": str(bench.REPO)})
