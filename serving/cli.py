@@ -50,9 +50,8 @@ IGNORED_TFS_FLAGS = (
     "num_tflite_interpreters_per_pool", "num_tflite_pools", "num_unload_threads",
     "per_process_gpu_memory_fraction", "prefer_tflite_model",
     "remove_unused_fields_from_bundle_metagraph",
-    "rest_api_num_threads", "skip_initialize_tpu", "tensorflow_inter_op_parallelism",
-    "tensorflow_intra_op_parallelism", "tensorflow_session_config_file",
-    "tensorflow_session_parallelism", "thread_pool_factory_config_file",
+    "rest_api_num_threads", "skip_initialize_tpu", "tensorflow_session_config_file",
+    "thread_pool_factory_config_file",
     "xla_cpu_compilation_enabled", "xla_gpu_compilation_enabled",
 )
 
@@ -70,7 +69,8 @@ _SETTINGS_FLAGS = (
     "port", "rest_api_port", "host", "grpc_server", "grpc_compression", "enable_batching",
     "rest_api_timeout_in_ms",
     "model_config_file_poll_wait_seconds", "file_system_poll_wait_seconds", "upstream", "tf2_session",
-    "tf2_session_live_calls", "tf_session_direct_call",
+    "tf2_session_live_calls", "tf_session_direct_call", "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism", "tensorflow_session_parallelism",
     "max_request_bytes", "max_rows_per_request",
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
     "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
@@ -139,6 +139,9 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
      "retry a failed version load N times after the first attempt; 0: once"),
     ("tfs", "load_retry_interval_micros", int, "US",
      "time between load retries, in microseconds; negative: no wait"),
+    ("tfs", "tensorflow_intra_op_parallelism", int, "N", ""),
+    ("tfs", "tensorflow_inter_op_parallelism", int, "N", ""),
+    ("tfs", "tensorflow_session_parallelism", int, "N", ""),
     ("own", "host", str, "ADDR", "address both servers bind"),
     ("own", "grpc_server", str, "loop|aio", ""),
     ("own", "grpc_compression", str, "none|deflate|gzip", ""),
@@ -229,6 +232,10 @@ def build_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
                           "add --enable_batching (TF Serving refuses this too)")
     if settings.port and settings.port == settings.rest_api_port:
         raise ConfigError(f"--rest_api_port must differ from --port (both {settings.port})")
+    if settings.tensorflow_session_parallelism and (settings.tensorflow_intra_op_parallelism
+                                                    or settings.tensorflow_inter_op_parallelism):
+        log.warning("--tensorflow_session_parallelism is ignored: --tensorflow_intra_op_parallelism or "
+                    "--tensorflow_inter_op_parallelism is set (as in TF Serving)")
     return settings
 
 

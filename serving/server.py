@@ -30,6 +30,7 @@ from serving.grpc.contract import GrpcServer
 from serving.grpc.server import create_grpc_server
 from serving.metrics import Metrics
 from serving.rest.app import create_app
+from serving.runtime.parallelism import apply_to_eager
 from serving.settings import Settings
 from serving.tls import server_ssl_context
 
@@ -144,6 +145,7 @@ def rest_tls_options(settings: Settings) -> dict[str, Any]:
 
 def run(settings: Settings) -> None:
     """Serve until signalled. Blocks."""
+    apply_to_eager(*settings.op_parallelism)  # before any TensorFlow op: no model loaded yet
     service = InferenceService(settings, Metrics())
     app = create_app(settings, service)
     config = uvicorn.Config(

@@ -168,6 +168,15 @@ class Settings(BaseSettings):
         100, ge=0, description="a TF2 model without a recorded warm-up file serves from its "
         "functions while its first N model calls are compared with a TF1 Session in the "
         "background, then moves if they all agree; 0: decide at load on synthetic requests")
+    tensorflow_intra_op_parallelism: int = Field(
+        0, ge=0, description="threads one TensorFlow op may use to run in parallel (TF1 Sessions' "
+        "ConfigProto, and tf.config.threading for TF2 functions); 0: TensorFlow's default, one per core")
+    tensorflow_inter_op_parallelism: int = Field(
+        0, ge=0, description="TensorFlow ops that may run at once (as above); 0: TensorFlow's "
+        "default, one per core")
+    tensorflow_session_parallelism: int = Field(
+        0, ge=0, description="both of the above, when neither is set (TF Serving's older flag, "
+        "applied as TF Serving applies it); 0: TensorFlow's default")
     max_request_bytes: int = Field(64 << 20, ge=1, description="larger bodies get 413")
     max_rows_per_request: int = Field(100_000, ge=1, description="more rows get 413")
     drain_timeout_seconds: float = Field(30.0, ge=0, description="SIGTERM: time to finish")
@@ -258,6 +267,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(root.strip() for root in value.split(",") if root.strip())
         return value
+
+    @property
+    def op_parallelism(self) -> tuple[int, int]:
+        """(intra-op, inter-op) TensorFlow threads, 0 for TensorFlow's default, as TF Serving's
+        server.cc derives them: the two flags if either is set, else session_parallelism for both."""
+        if self.tensorflow_intra_op_parallelism or self.tensorflow_inter_op_parallelism:
+            return self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
+        return (self.tensorflow_session_parallelism,) * 2
+
+    @model_validator(mode="after")
+    def _check_parallelism(self) -> Settings:
+        if (self.tensorflow_intra_op_parallelism and self.tensorflow_inter_op_parallelism
+                and self.tensorflow_session_parallelism):
+            raise ValueError("either set tensorflow_session_parallelism or tensorflow_intra_op_parallelism "
+                             "and tensorflow_inter_op_parallelism, not all three (TF Serving refuses this too)")
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> Settings:

@@ -159,8 +159,8 @@ def test_ignored_tf_serving_flags_warn_once_each(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.WARNING, logger="serving.cli")
     settings = build(
         "--model_base_path=/m",
-        "--tensorflow_session_parallelism=4",
-        "--tensorflow_intra_op_parallelism=2",
+        "--tensorflow_session_config_file=/s.config",
+        "--num_load_threads=2",
         "--grpc_channel_arguments", "grpc.max_connection_age_ms=2000",
         "--enable_model_warmup", "--enable_model_warmup",
         "--allow_version_labels_for_unavailable_models=true",
@@ -168,7 +168,7 @@ def test_ignored_tf_serving_flags_warn_once_each(caplog: pytest.LogCaptureFixtur
     assert settings.models[0].base_path == "/m"  # the space-separated value was not a positional
     messages = [record.getMessage() for record in caplog.records]
     warned = [message for message in messages if "ignoring TF Serving flag" in message]
-    for flag in ("tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
+    for flag in ("tensorflow_session_config_file", "num_load_threads",
                  "grpc_channel_arguments", "enable_model_warmup",
                  "allow_version_labels_for_unavailable_models"):
         assert sum(f"--{flag}=" in message for message in warned) == 1, flag
@@ -227,6 +227,27 @@ def test_a_bad_prediction_store_is_refused(argv: list[str], env: dict[str, str],
     with pytest.raises(ConfigError, match=problem) as refused:
         build("--model_base_path=/m", *argv, env=env)
     assert "hunter2" not in str(refused.value)
+
+
+def test_parallelism_flags_are_applied_as_tf_serving_applies_them(caplog: pytest.LogCaptureFixture) -> None:
+    assert build("--model_base_path=/m").op_parallelism == (0, 0)  # TensorFlow's defaults
+    assert build("--model_base_path=/m", "--tensorflow_session_parallelism=3").op_parallelism == (3, 3)
+    assert build("--model_base_path=/m", "--tensorflow_intra_op_parallelism=1").op_parallelism == (1, 0)
+    assert build("--model_base_path=/m", "--tensorflow_intra_op_parallelism=1",
+                 "--tensorflow_inter_op_parallelism=2").op_parallelism == (1, 2)
+    assert build("--model_base_path=/m", env={"TFGW_TENSORFLOW_INTRA_OP_PARALLELISM": "1"}).op_parallelism == (1, 0)
+    assert not caplog.records
+    caplog.set_level(logging.WARNING, logger="serving.cli")
+    assert build("--model_base_path=/m", "--tensorflow_session_parallelism=3",
+                 "--tensorflow_inter_op_parallelism=2").op_parallelism == (0, 2)
+    assert "--tensorflow_session_parallelism is ignored" in caplog.text
+    with pytest.raises(ConfigError, match="not all three"):
+        build("--model_base_path=/m", "--tensorflow_session_parallelism=3",
+              "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2")
+    with pytest.raises(ConfigError, match="tensorflow_intra_op_parallelism"):
+        build("--model_base_path=/m", "--tensorflow_intra_op_parallelism=-1")
+    assert {"tensorflow_intra_op_parallelism", "tensorflow_inter_op_parallelism",
+            "tensorflow_session_parallelism"}.isdisjoint(IGNORED_TFS_FLAGS)
 
 
 def test_file_system_poll_wait_seconds_is_a_setting() -> None:

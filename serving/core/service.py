@@ -37,6 +37,7 @@ from serving.metrics import Metrics
 from serving.precomputed import open_store
 from serving.precomputed.lookup import FALLBACK, HIT, KEYS, MISS, OUTCOMES, Lookups, key_column
 from serving.runtime.choice import RunnerChoice
+from serving.runtime.parallelism import session_config
 from serving.runtime.signature import CLASSIFY, REGRESS, SignatureSpec
 from serving.settings import ModelConfig, Settings
 from serving.tfs_config import ConfigError, read_model_config_file
@@ -433,7 +434,8 @@ class _Tracked:
 def _source(settings: Settings, warmup_batch_sizes: tuple[int, ...], on_moved: Callable[[], None]) -> ModelSource:
     if settings.upstream is None:
         return LocalSource(warmup_batch_sizes, settings.tf2_session, settings.tf2_session_live_calls, on_moved,
-                           direct_call=settings.tf_session_direct_call)
+                           direct_call=settings.tf_session_direct_call,
+                           session_config=session_config(*settings.op_parallelism))
     from serving.upstream.client import UpstreamClient
     from serving.upstream.source import UpstreamSource
 

@@ -57,22 +57,25 @@ class LocalSource:
     ``s3://``: ``serving.runtime.storage``), loaded in process."""
 
     def __init__(self, warmup_batch_sizes: tuple[int, ...], tf2_session: bool = True, live_calls: int = 0,
-                 on_moved: Callable[[], None] = lambda: None, direct_call: bool = True) -> None:
+                 on_moved: Callable[[], None] = lambda: None, direct_call: bool = True,
+                 session_config: Any = None) -> None:
         """``tf2_session``, ``live_calls`` and ``direct_call`` (``tf_session_direct_call``): as
         the settings of those names (here
         ``live_calls`` defaults to 0, the runner chosen at load); ``on_moved`` runs (on a
-        comparison's thread) when a version moved to a Session after its live calls."""
+        comparison's thread) when a version moved to a Session after its live calls;
+        ``session_config``: every Session's ConfigProto (``serving.runtime.parallelism``)."""
         self._warmup_sizes = warmup_batch_sizes
         self._tf2_session = tf2_session
         self._live_calls = live_calls
         self._on_moved = on_moved
         self._direct_call = direct_call
+        self._session_config = session_config
 
     def versions(self, config: ModelConfig) -> dict[int, str]:
         return select_versions(config)
 
     def load(self, name: str, version: int, location: str) -> Model:
-        model = savedmodel.load(location, direct_call=self._direct_call)
+        model = savedmodel.load(location, direct_call=self._direct_call, session_config=self._session_config)
 
         def settled(choice: RunnerChoice) -> None:
             log.info("%s version %d %s", name, version, choice)

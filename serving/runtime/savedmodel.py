@@ -82,6 +82,8 @@ class LoadedModel:
     source: str = ""  # where the version lives (gs://, s3://, or ``path`` itself)
     direct_call: bool = True
     """A Session is called through TensorFlow's internal C entry (``_session_runner``)."""
+    session_config: Any = None
+    """The ConfigProto of its Sessions (``serving.runtime.parallelism``); None: TensorFlow's."""
     _observer: CallObserver | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # moving vs closing
     _closed: bool = field(default=False, repr=False)
@@ -159,7 +161,7 @@ class LoadedModel:
             return self._settle(RunnerChoice(FUNCTIONS, evidence, "not tried: the version was unloaded"))
         try:
             defs = {name: self.signature_defs[name] for name in self._runners}
-            session, candidates = _session_runners(self.path, defs, self.direct_call)
+            session, candidates = _session_runners(self.path, defs, self.direct_call, self.session_config)
         except Exception as error:  # noqa: BLE001 - any failure leaves the functions in place
             return self._settle(RunnerChoice(FUNCTIONS, evidence, f"TF1's loader failed: {error}"))
         adopted = False
@@ -224,9 +226,11 @@ def _translated(error: Exception) -> ServingError:
     return InvalidArgument(str(error))
 
 
-def load(path: str | os.PathLike, *, direct_call: bool = True) -> LoadedModel:
+def load(path: str | os.PathLike, *, direct_call: bool = True,
+         session_config: Any = None) -> LoadedModel:
     """Load the SavedModel in ``path`` (one version directory); ``direct_call``: how a TF1
-    Session is called (``_session_runner``, ``--tf_session_direct_call``).
+    Session is called (``_session_runner``, ``--tf_session_direct_call``); ``session_config``:
+    its Sessions' ConfigProto (``serving.runtime.parallelism.session_config``).
 
     TF2 SavedModels (``tf.saved_model.save``, Keras 3 export) run through their restored
     signature functions until ``prefer_session`` moves them. TF1 SavedModels run in a graph
@@ -238,7 +242,7 @@ def load(path: str | os.PathLike, *, direct_call: bool = True) -> LoadedModel:
     source = os.fspath(path)
     local = storage.local_copy(source)
     try:
-        model = _load_local(local, direct_call)
+        model = _load_local(local, direct_call, session_config)
     except BaseException:
         storage.remove_copy(local, source)
         raise
@@ -248,7 +252,7 @@ def load(path: str | os.PathLike, *, direct_call: bool = True) -> LoadedModel:
     return model
 
 
-def _load_local(path: str, direct_call: bool) -> LoadedModel:
+def _load_local(path: str, direct_call: bool, session_config: Any) -> LoadedModel:
     meta_graph = _serving_meta_graph(path)
     defs = dict(meta_graph.signature_def)  # all of them, for metadata (as TF Serving answers)
     callable_defs = {name: d for name, d in defs.items() if name != INIT_OP_KEY}
@@ -256,9 +260,11 @@ def _load_local(path: str, direct_call: bool) -> LoadedModel:
     if meta_graph.object_graph_def.nodes:
         root = tf.saved_model.load(path, tags=[SERVE_TAG])
         runners = {name: _function_runner(fn) for name, fn in root.signatures.items()}
-        return LoadedModel(path, specs, defs, runners, root, NOT_TRIED, direct_call=direct_call)
-    session, runners = _session_runners(path, callable_defs, direct_call)
-    return LoadedModel(path, specs, defs, runners, session, IN_TF1_SESSION, direct_call=direct_call)
+        return LoadedModel(path, specs, defs, runners, root, NOT_TRIED, direct_call=direct_call,
+                           session_config=session_config)
+    session, runners = _session_runners(path, callable_defs, direct_call, session_config)
+    return LoadedModel(path, specs, defs, runners, session, IN_TF1_SESSION, direct_call=direct_call,
+                       session_config=session_config)
 
 
 def _function_runner(function: Any) -> Runner:
@@ -270,9 +276,9 @@ def _function_runner(function: Any) -> Runner:
 
 
 def _session_runners(path: str, defs: Mapping[str, meta_graph_pb2.SignatureDef],
-                     direct_call: bool = True) -> tuple[Any, dict[str, Runner]]:
+                     direct_call: bool = True, config: Any = None) -> tuple[Any, dict[str, Runner]]:
     graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph)
+    session = tf.compat.v1.Session(graph=graph, config=config)
     try:
         with graph.as_default():
             tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)

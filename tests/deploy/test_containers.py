@@ -13,6 +13,7 @@ import pytest
 from batch.run import JUDGED_AFTER_THE_RUN
 from batch.run import parse as parse_batch_args
 from tests.conftest import REPO
+from tests.deploy.entrypoint import IMAGE_PATH, SCRIPT, command_line
 from tests.deploy.loadtest import ENTRY_POINT as LOADTEST_ENTRY_POINT
 from tests.deploy.manifests import DEPLOY, OVERLAYS, WITH_LOCUST, named, pod_spec
 from tests.deploy.workloads import flags
@@ -34,6 +35,16 @@ def last(dockerfile, instruction: str) -> str:
     return [rest for word, rest in instructions(dockerfile) if word == instruction][-1]
 
 
+def copied(dockerfile) -> list[tuple[str, str]]:
+    """(source, destination) of each COPY from the build context (its --options left out)."""
+    pairs = []
+    for word, rest in instructions(dockerfile):
+        words = [w for w in rest.split() if not w.startswith("--")]
+        if word == "COPY" and not rest.startswith("--from"):
+            pairs.extend((source, words[-1]) for source in words[:-1])
+    return pairs
+
+
 def _pins() -> dict[str, str]:
     """name -> version prefix of pyproject's `name==X.Y.*` dependencies, extras included."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -50,13 +61,18 @@ def _make_serve() -> list[str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_gateway_runs_the_entry_point_and_flags_of_make_serve(rendered, overlay):
+def test_gateway_runs_the_entry_point_and_flags_of_make_serve(rendered, overlay, tmp_path):
+    """The image's entry point script runs `make serve`'s program; the pods run that program
+    with their own flags (the script's TF Serving defaults would only be overridden)."""
     words = _make_serve()
     module = words[words.index("-m"):words.index("-m") + 2]
-    entry_point = json.loads(last(CONTAINERS / "gateway.Dockerfile", "ENTRYPOINT"))
-    assert entry_point == ["python", *module]
+    dockerfile = CONTAINERS / "gateway.Dockerfile"
+    assert json.loads(last(dockerfile, "ENTRYPOINT")) == [IMAGE_PATH]
+    assert (str(SCRIPT.relative_to(REPO)), IMAGE_PATH) in copied(dockerfile)
+    program = command_line(tmp_path, {})[:3]
+    assert program == ["python", *module]
     container = pod_spec(named(rendered[overlay], "Deployment", "gateway"))["containers"][0]
-    assert container["command"] == entry_point
+    assert container["command"] == program
     make_flags = {w[2:].partition("=")[0] for w in words if w.startswith("--")}
     assert make_flags <= set(flags(container))
 
@@ -106,13 +122,11 @@ def test_build_context_holds_what_each_dockerfile_copies(dockerfile):
     lines = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
     ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*"  # everything out, then what the build copies back in
-    for word, rest in instructions(dockerfile):
-        if word == "COPY" and not rest.startswith("--from"):
-            for source in rest.split()[:-1]:
-                assert (REPO / source).exists(), (
-                    f"{dockerfile.name}: COPY {source}: not in the repo (models/: `make models`)")
-                assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, (
-                    f"{dockerfile.name}: COPY {source} is excluded by its .dockerignore")
+    for source, _ in copied(dockerfile):
+        assert (REPO / source).exists(), (
+            f"{dockerfile.name}: COPY {source}: not in the repo (models/: `make models`)")
+        assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, (
+            f"{dockerfile.name}: COPY {source} is excluded by its .dockerignore")
 
 
 def test_flex_template_parameters_are_batch_run_options():
@@ -133,7 +147,7 @@ def test_flex_template_parameters_are_batch_run_options():
 
 
 @pytest.mark.parametrize("dockerfile, extras, packages", [
-    ("gateway.Dockerfile", "", {"serving"}),
+    ("gateway.Dockerfile", "", {"serving", str(SCRIPT.relative_to(REPO))}),
     ("beam-worker.Dockerfile", "[batch]", {"serving", "batch", "streaming"}),
     ("loadtest.Dockerfile", "[loadtest]", {"serving", "loadtests"}),
 ])
@@ -142,6 +156,4 @@ def test_each_image_installs_only_what_it_runs_at_the_locked_versions(dockerfile
     path = CONTAINERS / dockerfile
     runs = "\n".join(rest for word, rest in instructions(path) if word == "RUN")
     assert pip_installs(runs) == [PipInstall((f".{extras}",), (LOCK.name,))], dockerfile
-    copied = {source for word, rest in instructions(path) if word == "COPY" and not rest.startswith("--from")
-              for source in rest.split()[:-1]}
-    assert copied == packages | {"pyproject.toml", LOCK.name}
+    assert {source for source, _ in copied(path)} == packages | {"pyproject.toml", LOCK.name}
