@@ -13,7 +13,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-batch bench-streaming loadtest soak publish-results clean
+.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results clean
 
 # One venv; each target installs the extras it needs (pyproject.toml) at the lock's
 # versions, once per set and again when either file changes.
@@ -84,6 +84,9 @@ bench-codec: $(VENV)/.extras-examples
 
 bench-runners: $(VENV)/.extras-examples models
 	$(PY) -m loadtests.benchmarks.bench_runners
+
+bench-parallelism: $(VENV)/.extras-examples models
+	$(PY) -m loadtests.benchmarks.bench_parallelism
 
 bench-batch: $(VENV)/.extras-batch,loadtest models
 	$(PY) -m loadtests.benchmarks.bench_batch
