@@ -27,6 +27,21 @@ def setup_job_logging() -> None:
     logging.getLogger("apache_beam.typehints.native_type_compatibility").setLevel(logging.WARNING)
 
 
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``: TensorFlow's own start-up lines, left out by default (``serving.tf_noise``)."""
+    parser.add_argument("--verbose", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                        help="show TensorFlow's own start-up lines (GPU probing, CPU instructions, "
+                             "deprecations), left out by default")
+
+
+def quiet_tensorflow(args: argparse.Namespace) -> None:
+    """Import TensorFlow now, its start-up noise left out unless ``--verbose``: before the
+    pipeline runs, so its model loading finds it imported."""
+    from serving.tf_noise import import_tensorflow
+
+    import_tensorflow(args.verbose)
+
+
 def add_tf2_session_flag(parser: argparse.ArgumentParser) -> None:
     """The gateway's ``--tf2_session`` and ``--tf_session_direct_call``, for the pipelines'
     in-process models."""

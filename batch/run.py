@@ -21,10 +21,12 @@ from typing import Any
 
 from batch.job_options import (
     add_tf2_session_flag,
+    add_verbose_flag,
     beam_options,
     describe_dry_run,
     is_dry_run,
     parse_job_flags,
+    quiet_tensorflow,
     setup_job_logging,
 )
 from batch.report import add_dead_letter_flags, tell
@@ -60,6 +62,7 @@ def build_parser(required: bool = True) -> argparse.ArgumentParser:
                              "sqlite:///ABSOLUTE/PATH.db (a file: local runs) or "
                              "redis://[[USER]:PASSWORD@]HOST:PORT/DB (Memorystore); needs --key_field")
     add_dead_letter_flags(parser)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -115,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     where = _store_place(parser, args)
     options = _options(beam_args)
     _check_store_runner(parser, where, options)
+    quiet_tensorflow(args)
     import apache_beam as beam
 
     from batch.model_handler import ModelLocation

@@ -26,6 +26,7 @@ from serving.auth import read_token_file
 from serving.logs import setup_logging
 from serving.model_roots import ModelRoots
 from serving.settings import ModelConfig, Settings
+from serving.tf_noise import import_tensorflow
 from serving.tfs_config import (
     ConfigError,
     describe_validation_error,
@@ -75,7 +76,7 @@ _SETTINGS_FLAGS = (
     "drain_timeout_seconds", "max_num_load_retries", "load_retry_interval_micros",
     "rest_api_enable_cors_support", "rest_api_ssl", "enable_reload_config_api", "model_roots",
     "enable_serialization_as_tensor_content", "auth_exempt", "rest_api_docs", "rest_one_write",
-    "prediction_store", "prediction_key_field", "prediction_store_timeout_ms",
+    "prediction_store", "prediction_key_field", "prediction_store_timeout_ms", "verbose",
 )
 _COMPAT_PREFIX = "compat__"
 _FALSE_WORDS = ("", "false", "0", "no")
@@ -164,6 +165,7 @@ _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("own", "prediction_store", str, "URL", ""),
     ("own", "prediction_key_field", str, "NAME", ""),
     ("own", "prediction_store_timeout_ms", float, "MS", ""),
+    ("own", "verbose", parse_bool, "BOOL", ""),
 )
 
 
@@ -317,7 +319,8 @@ def _settings_reading(environ: Mapping[str, str]) -> type[Settings]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: exit 1 with ``error: ...`` on a bad configuration (2 on bad usage)."""
+    """Entry point: exit 1 with one ``error: ...`` line on a bad configuration or a port it
+    cannot listen on (2 on bad usage)."""
     setup_logging()
     try:
         settings = build_settings(sys.argv[1:] if argv is None else argv)
@@ -328,6 +331,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    from serving.server import run  # imports TensorFlow: only once the config is known good
+    import_tensorflow(settings.verbose)  # only once the config is known good
+    from serving.server import StartupError, run
 
-    run(settings)
+    try:
+        run(settings)
+    except StartupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -48,8 +49,13 @@ class DrainingServer(uvicorn.Server):
     is what the process should end with: 1 once the gRPC server has failed."""
 
     def __init__(self, config: uvicorn.Config, service: InferenceService, drain_timeout: float,
-                 grpc_factory: Callable[[], GrpcServer] | None = None) -> None:
+                 grpc_factory: Callable[[], GrpcServer] | None = None, grpc_where: str = "",
+                 metrics_path: str | None = None) -> None:
+        """``grpc_where``: the gRPC address, for its start-up line; ``metrics_path``: the
+        Prometheus path on the REST port (None: none), for its line."""
         super().__init__(config)
+        self._grpc_where = grpc_where
+        self._metrics_path = metrics_path
         self._service = service
         self._drain_timeout = drain_timeout
         self._grpc_factory = grpc_factory
@@ -65,10 +71,22 @@ class DrainingServer(uvicorn.Server):
             self._grpc = self._grpc_factory()  # created on this loop, which answers its calls
             self._grpc.on_failure(self._grpc_failed)
             await self._grpc.start()
+            log.info("gRPC API listening on %s (--port)", self._grpc_where)
         try:
             await super().serve(sockets)
         finally:
             await self._stop_grpc(grace=None)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn's exit status 3: the app's start-up failed (logged above)
+            raise StartupError("the server could not start (the lines above say why)") from None
+        urls = [f"{'https' if self.config.ssl else 'http'}://{_address(sock)}" for sock in sockets or ()]
+        for url in urls:
+            log.info("REST API listening on %s (--rest_api_port)", url)
+        if self._metrics_path and urls:
+            log.info("Prometheus metrics at %s%s (--monitoring_config_file)", urls[0], self._metrics_path)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._signalled:
@@ -143,8 +161,52 @@ def rest_tls_options(settings: Settings) -> dict[str, Any]:
     return {"ssl_context_factory": lambda _config, _default: context}
 
 
+class StartupError(Exception):
+    """The server cannot start: a port it cannot listen on, an app that failed to start. One
+    line (``main`` prints it), exit status 1."""
+
+
+def bind(host: str, port: int, flag: str) -> list[socket.socket]:
+    """Bound, not yet listening, sockets for ``host:port`` (as asyncio's ``create_server``
+    binds them: every address ``host`` resolves to, IPv6 ones IPv6-only), so a port in use
+    is found before any model loads, and named with its flag."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as error:
+        raise StartupError(f"cannot listen on {host}:{port} ({flag}={port}): {error}") from None
+    sockets = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as error:
+        for sock in sockets:
+            sock.close()
+        reason = error.strerror or str(error)
+        raise StartupError(f"cannot listen on {_host_port(host, port)} ({flag}={port}): {reason}") from None
+    return sockets
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return _host_port(host, port)
+
+
 def run(settings: Settings) -> None:
-    """Serve until signalled. Blocks."""
+    """Serve until signalled. Blocks. Ports are taken first (``StartupError`` if one is
+    in use); then models load in the background and each listener logs one line."""
+    rest_sockets = bind(settings.host, settings.rest_api_port, "--rest_api_port")
+    if settings.port:  # gRPC binds its own socket: only checked here, then released for it
+        for sock in bind(settings.host, settings.port, "--port"):
+            sock.close()
     apply_to_eager(*settings.op_parallelism)  # before any TensorFlow op: no model loaded yet
     service = InferenceService(settings, Metrics())
     app = create_app(settings, service)
@@ -156,12 +218,20 @@ def run(settings: Settings) -> None:
         http=http_protocol(settings),
         lifespan="on",
         access_log=False,
-        log_level="info",
+        log_level="warning",  # its start-up lines say what ours say (one per listener)
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_seconds)),
         **rest_tls_options(settings),
     )
-    grpc_factory = (lambda: create_grpc_server(settings, service)) if settings.port else None
-    server = DrainingServer(config, service, settings.drain_timeout_seconds, grpc_factory)
-    server.run()
+    grpc_where = _host_port(settings.host, settings.port) + (" over TLS" if settings.ssl_config else "")
+
+    def grpc_factory() -> GrpcServer:
+        try:
+            return create_grpc_server(settings, service)
+        except RuntimeError as error:  # grpcio's "Failed to bind to address ..." (taken since the check)
+            raise StartupError(f"cannot listen on {grpc_where} (--port={settings.port}): {error}") from None
+
+    server = DrainingServer(config, service, settings.drain_timeout_seconds,
+                            grpc_factory if settings.port else None, grpc_where, settings.metrics_path)
+    server.run(sockets=rest_sockets)
     if server.exit_code:
         sys.exit(server.exit_code)

@@ -206,6 +206,9 @@ class Settings(BaseSettings):
         "metrics path and gRPC health")
     rest_api_docs: bool = Field(
         True, description="serve /docs and /openapi.json: TF Serving's REST API as OpenAPI")
+    verbose: bool = Field(
+        False, description="show TensorFlow's own start-up lines (C++ INFO and warnings: GPU probing, "
+        "CPU instructions, deprecations), which are left out by default")
     rest_one_write: bool = Field(
         True, description="send each REST answer in one write (a subclass of uvicorn's "
         "httptools protocol, not its public API: ~2 -> 1 sends per answer); false: uvicorn's own")

@@ -19,10 +19,12 @@ from typing import Any
 
 from batch.job_options import (
     add_tf2_session_flag,
+    add_verbose_flag,
     beam_options,
     describe_dry_run,
     is_dry_run,
     parse_job_flags,
+    quiet_tensorflow,
     setup_job_logging,
 )
 from batch.report import add_dead_letter_flags
@@ -51,6 +53,7 @@ def build_parser(required: bool = True) -> argparse.ArgumentParser:
                         help="how long a message may wait to share a model call (0: no waiting)")
     parser.add_argument("--messages_per_call", type=int, default=256)
     add_dead_letter_flags(parser, shown=False)  # to refuse them by name (main)
+    add_verbose_flag(parser)
     return parser
 
 
@@ -74,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> Any:
                      "job never finishes to be judged. Its dead letters go to --dead_letter_topic (watch its "
                      "backlog) and count in the tfgw_streaming/messages_dead_lettered counter")
     options = _options(beam_args)
+    quiet_tensorflow(args)
     import apache_beam as beam
 
     from batch.model_handler import ModelLocation

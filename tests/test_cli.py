@@ -578,6 +578,7 @@ def test_main_runs_the_server_with_the_settings(monkeypatch: pytest.MonkeyPatch)
     received: list[Settings] = []
     fake_server = types.ModuleType("serving.server")
     fake_server.run = received.append  # type: ignore[attr-defined]
+    fake_server.StartupError = type("StartupError", (Exception,), {})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "serving.server", fake_server)
     monkeypatch.delenv("TFGW_PORT", raising=False)
     main(["--model_name=x", "--model_base_path=/m/x", "--port=8601"])

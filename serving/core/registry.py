@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from serving.batching.batcher import Batcher
 from serving.core.sources import Model, ModelSource
 from serving.errors import InvalidArgument, NotFound, ServingError
+from serving.logs import RecurringErrors
 from serving.settings import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,12 @@ class ModelRegistry:
     def __init__(self, configs: Iterable[ModelConfig], batcher_factory: BatcherFactory,
                  source: ModelSource, *, load_retries: int = 0, load_retry_interval_s: float = 0.0,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                 on_retry_loaded: Callable[[], None] = lambda: None) -> None:
+                 on_retry_loaded: Callable[[], None] = lambda: None,
+                 recurring: RecurringErrors | None = None) -> None:
         """``load_retries`` more attempts after a failed load, ``load_retry_interval_s``
         apart; ``sleep`` waits out that interval (tests pass their own); ``on_retry_loaded``
-        runs when a retry loaded a version (outside ``reconcile``, which reports changes)."""
+        runs when a retry loaded a version (outside ``reconcile``, which reports changes);
+        ``recurring`` logs what each poll finds wrong again (tests pass one with their clock)."""
         if load_retries < 0:
             raise ValueError("load_retries must be >= 0")
         self.configs = {config.name: config for config in configs}
@@ -80,6 +83,7 @@ class ModelRegistry:
         self._on_retry_loaded = on_retry_loaded
         self._versions: dict[str, dict[int, Servable]] = {name: {} for name in self.configs}
         self._errors: dict[str, str] = {}
+        self._recurring = recurring or RecurringErrors(log)
         self._lock = asyncio.Lock()
 
     # -- loading and unloading ---------------------------------------------------------
@@ -111,22 +115,25 @@ class ModelRegistry:
             return changed or any(results)
 
     async def _sync_model(self, config: ModelConfig) -> bool:
+        name = config.name
         try:
             selected = await asyncio.to_thread(self._source.versions, config)
         except (OSError, ServingError) as error:
-            self._errors[config.name] = f"Could not list the versions in {self._source.where(config)}: {error}"
-            log.error("model %s: %s", config.name, self._errors[config.name])
+            self._errors[name] = f"Could not list the versions in {self._source.where(config)}: {error}"
+            await self._report((name, "versions"), config, self._errors[name])
             return False
-        self._errors.pop(config.name, None)
-        if not selected and not self._versions[config.name]:
-            self._errors[config.name] = (
-                f"No versions of model {config.name} found under {self._source.where(config)}")
-            log.error("model %s: %s", config.name, self._errors[config.name])
-        versions = self._versions[config.name]
-        if config.version_policy.kind == "specific":
-            missing = set(config.version_policy.versions) - set(selected)
-            if missing:
-                log.error("model %s: specific versions %s not found", config.name, sorted(missing))
+        self._errors.pop(name, None)
+        if not selected and not self._versions[name]:
+            self._errors[name] = f"No versions of model {name} found under {self._source.where(config)}"
+            await self._report((name, "versions"), config, self._errors[name])
+        else:
+            self._recurring.clear((name, "versions"))
+        versions = self._versions[name]
+        missing = set(config.version_policy.versions) - set(selected)
+        if config.version_policy.kind == "specific" and missing:
+            self._recurring.error((name, "specific"), f"model {name}: specific versions {sorted(missing)} not found")
+        else:
+            self._recurring.clear((name, "specific"))
         new = [Servable(config.name, v, location)
                for v, location in selected.items()
                if v not in versions or (versions[v].state is State.END and not versions[v].error)]
@@ -147,10 +154,18 @@ class ModelRegistry:
             stale = []
         await self._unload(stale)
         for label, version in config.version_labels.items():
-            if self._available(config.name, version) is None:
-                log.error("model %s: label '%s' points at version %d, which is not loaded",
-                          config.name, label, version)
+            if self._available(name, version) is None:
+                self._recurring.error((name, "label", label), f"model {name}: label '{label}' points at "
+                                      f"version {version}, which is not loaded")
+            else:
+                self._recurring.clear((name, "label", label))
         return bool(new or stale)
+
+    async def _report(self, key: tuple[str, str], config: ModelConfig, error: str) -> None:
+        """Log a model's missing versions with what to check, once per change of the problem
+        and then at growing intervals (it is found again at every poll)."""
+        hint = await asyncio.to_thread(self._source.hint, config)
+        self._recurring.error(key, f"model {config.name}: {error}" + (f". Hint: {hint}" if hint else ""))
 
     async def _load_version(self, servable: Servable) -> None:
         servable.state = State.LOADING

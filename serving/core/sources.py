@@ -14,7 +14,7 @@ import numpy as np
 from serving.runtime import savedmodel, warmup
 from serving.runtime.choice import SESSION, RunnerChoice
 from serving.runtime.signature import SignatureSpec
-from serving.runtime.versions import version_dirs
+from serving.runtime.versions import layout_hint, version_dirs
 from serving.settings import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class ModelSource(Protocol):
 
     def where(self, config: ModelConfig) -> str:
         """Where ``config``'s versions are looked for, for messages."""
+
+    def hint(self, config: ModelConfig) -> str:
+        """What to check when no version of ``config`` is found (may be empty), for the log."""
 
 
 class LocalSource:
@@ -91,6 +94,9 @@ class LocalSource:
 
     def where(self, config: ModelConfig) -> str:
         return config.base_path
+
+    def hint(self, config: ModelConfig) -> str:
+        return layout_hint(config.base_path)
 
 
 def select_versions(config: ModelConfig) -> dict[int, str]:

@@ -138,8 +138,13 @@ def child_dirs(path: str) -> list[str]:
 def holds_saved_model(path: str) -> bool:
     """Whether the version directory ``path`` has its ``saved_model.pb`` (remote only: a
     local directory always counts, as in TF Serving)."""
+    return not is_remote(path) or has_saved_model_file(path)
+
+
+def has_saved_model_file(path: str) -> bool:
+    """Whether ``saved_model.pb`` (or ``.pbtxt``) is directly in ``path``."""
     if not is_remote(path):
-        return True
+        return any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_FILES)
     with _errors_as_oserror(path):
         fs, key = _remote(path)
         names = {posixpath.basename(e.rstrip("/")) for e in fs.ls(key, detail=False)}

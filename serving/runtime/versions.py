@@ -53,3 +53,26 @@ def _forget_removed(base: str, present: set[str]) -> None:
     """A version directory removed from the bucket is checked afresh if it comes back."""
     with _COMPLETE_LOCK:
         _COMPLETE.difference_update({p for p in _COMPLETE if posixpath.dirname(p) == base and p not in present})
+
+
+def layout_hint(base_path: str) -> str:
+    """What to change when ``base_path`` has no version folder, for the log; empty when the
+    listing itself fails (its error says why)."""
+    base = os.fspath(base_path).rstrip("/") or "/"
+    try:
+        names = storage.child_dirs(base)
+        if storage.has_saved_model_file(base):
+            parent = base.rsplit("/", 1)[0] if "/" in base.split("://")[-1] else "its parent folder"
+            return f"{base} is a version folder (it holds saved_model.pb): set the base path to {parent}; {LAYOUT}"
+    except FileNotFoundError:
+        return f"{base} does not exist or is empty; {LAYOUT}"
+    except OSError:
+        return ""
+    if names:
+        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        return f"none of its folders ({shown}) is named by a number; {LAYOUT}"
+    return f"put the SavedModel in {base}/1; {LAYOUT}"
+
+
+LAYOUT = ("the base path is the model's folder, with one numbered folder per version (TF Serving's layout: "
+          "BASE/1/saved_model.pb)")

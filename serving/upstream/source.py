@@ -89,3 +89,6 @@ class UpstreamSource:
 
     def where(self, config: ModelConfig) -> str:
         return f"the upstream {self.client.target}"
+
+    def hint(self, config: ModelConfig) -> str:
+        return ""  # the error names the upstream; what it serves is its operator's to check

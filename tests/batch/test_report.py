@@ -13,6 +13,7 @@ from batch.run import main
 from serving.examples import natality
 from tests.batch.test_cli import run_cli
 from tests.batch.test_pipeline import write_rows
+from tests.test_startup import NOISE
 
 REASONS = {  # MALFORMED's rows, by the reason kind each is counted under
     "not JSON": 1, "missing input(s) ['gestation_weeks', 'mother_age', 'plurality']": 1, "input 'mother_age'": 1,
@@ -52,6 +53,8 @@ def test_a_run_with_bad_rows_tells_its_counts_on_stderr_and_passes(tmp_path, mod
     assert len(list((tmp_path / "out").glob("pred-errors-*.jsonl"))) == 1
     assert "Converting string literal type hint" not in done.stderr  # Beam's chatter stays out
     assert " ERROR batch" not in done.stderr
+    for noise in NOISE:  # nor TensorFlow's start-up lines (serving/tf_noise.py)
+        assert noise not in done.stderr
 
 
 @pytest.mark.slow
