@@ -92,3 +92,28 @@ def test_only_tensorflows_known_start_up_lines_are_left_out(capsys):
     ]
     _write_back("\n".join(caught[:2] + kept[:1] + caught[2:] + kept[1:]) + "\n")
     assert capsys.readouterr().err.splitlines() == kept
+
+
+def test_an_app_that_fails_to_start_is_a_startup_error():
+    """uvicorn ends a failed lifespan start-up with its own exit status 3: here it becomes the
+    one-line StartupError, which ``main`` turns into exit status 1 (the app is a fault)."""
+    import asyncio
+
+    import uvicorn
+
+    from serving.server import DrainingServer, StartupError, bind
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "the store is unreachable"})
+
+    sockets = bind("127.0.0.1", 0, "--rest_api_port")
+    server = DrainingServer(uvicorn.Config(app, lifespan="on", log_level="critical"), service=None,
+                            drain_timeout=1)
+    try:
+        with pytest.raises(StartupError, match="could not start"):
+            asyncio.run(server.serve(sockets))
+    finally:
+        for sock in sockets:
+            sock.close()
