@@ -52,6 +52,25 @@ def flags(container: Obj) -> dict[str, str]:
     return {name: value if sep else "true" for name, sep, value in pairs}
 
 
+_ENV_REF = re.compile(r"\$\((\w+)\)")
+
+
+def expanded_args(container: Obj) -> list[str]:
+    """The container's arguments with ``$(VAR)`` replaced as the kubelet replaces it: by the
+    env var's ``value``, or a ``limits.cpu`` resourceFieldRef as whole cores (rounded up, as
+    with ``divisor: 1``); a reference it cannot resolve stays as written."""
+    values = {}
+    for env in container.get("env", []):
+        field = env.get("valueFrom", {}).get("resourceFieldRef", {})
+        limit = container.get("resources", {}).get("limits", {}).get("cpu")
+        if "value" in env:
+            values[env["name"]] = env["value"]
+        elif field.get("resource") == "limits.cpu" and str(field.get("divisor", "1")) == "1" and limit:
+            millis = int(limit[:-1]) if str(limit).endswith("m") else int(float(limit) * 1000)
+            values[env["name"]] = str(-(-millis // 1000))
+    return [_ENV_REF.sub(lambda m: values.get(m[1], m[0]), arg) for arg in container.get("args", [])]
+
+
 def mounted_files(objects: list[Obj], deployment: Obj, container: Obj) -> dict[str, str]:
     """Path -> content of every file the container sees from a rendered ConfigMap."""
     volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
@@ -96,7 +115,7 @@ class Workload:
     def settings(self) -> Settings:
         """The gateway's settings, built by its own CLI from these arguments and files."""
         args = [re.sub(r"^(--\w+_file=)(/.*)", lambda m: m[1] + str(self.local(m[2])), a)
-                for a in self.container.get("args", [])]
+                for a in expanded_args(self.container)]
         return cli.build_settings(args, environ={})
 
 
@@ -131,7 +150,7 @@ def command_lines_valid(objects: list[Obj], gateways: list[Workload], servers: l
         settings = w.settings()
         problems += _ports(w, {settings.port, settings.rest_api_port} - {0})
     for w in servers:
-        parsed = vars(cli.build_parser().parse_args(w.container["args"]))
+        parsed = vars(cli.build_parser().parse_args(expanded_args(w.container)))
         problems += [f"{w.where}: --{name} is the gateway's flag, not TF Serving's"
                      for name in parsed if name in _GATEWAY_ONLY_FLAGS]
         w.read("model_config_file", read_model_config_file)
