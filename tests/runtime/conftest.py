@@ -59,7 +59,7 @@ class Candidates:
         self.release.clear()
 
     def wrap(self, real):
-        def runners(path, defs, direct_call=True):
+        def runners(path, defs, direct_call=True, config=None):
             with self._lock:
                 self.active += 1
                 self.most_active = max(self.most_active, self.active)
@@ -68,7 +68,7 @@ class Candidates:
                 self.release.wait(TIMEOUT_S)
                 if self.fail is not None:
                     raise self.fail
-                session, found = real(path, defs, direct_call)
+                session, found = real(path, defs, direct_call, config)
             finally:
                 with self._lock:
                     self.active -= 1

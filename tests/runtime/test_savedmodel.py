@@ -206,7 +206,7 @@ def test_requests_both_refuse_prove_nothing(models_dir, sessions):
 
 
 def test_a_loader_failure_leaves_the_functions(models_dir, monkeypatch):
-    def refuse(path, defs, direct_call=True):
+    def refuse(path, defs, direct_call=True, config=None):
         raise RuntimeError("no")
 
     monkeypatch.setattr(savedmodel, "_session_runners", refuse)
