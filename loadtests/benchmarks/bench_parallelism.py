@@ -14,13 +14,14 @@ Per point: calls/s (wall clock), process CPU ms per call (TensorFlow's threads i
 the CPU the rest of the machine used meanwhile (``/proc/stat`` less this process: the shared
 host's load). natality (16-feature MLP) runs in a TF1 Session, so its ConfigProto matters;
 image_classifier (MobileNet with JPEG decoding) keeps its TF2 functions, so tf.config.threading
-does. The settings run ``--rounds`` times, interleaved; a point's figure is its best round
-(most calls/s, least CPU per call), and the default's round-to-round spread is printed as the
-noise to read the ratios against.
+does. The settings run ``--rounds`` times, interleaved; a point's figure is the median of its
+rounds (not the best: on the shared host other load moved single rounds by up to 2x, some
+settings' calls/s up), and the baseline's round-to-round spread is printed as the noise to read
+the ratios against.
 
     python -m loadtests.benchmarks.bench_parallelism [--settings 0:0,1:1,2:1,1:2]
         [--models natality,image_classifier] [--rows 1,64] [--duration 5] [--warmup 1]
-        [--rounds 2] [--out bench-results]
+        [--rounds 3] [--out bench-results]
 
 Results: a markdown table on stdout and ``OUT/parallelism-<time>.json``,
 ``OUT/parallelism-latest.json`` and ``OUT/parallelism-latest.md``; each subprocess's log under
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -264,17 +266,18 @@ def table(report: Report) -> str:
     base, others = report.settings[0], report.settings[1:]
     keys = list(dict.fromkeys((p.model, p.rows, p.callers) for r in report.runs for p in r.points))
 
-    def best(setting: Setting, key: tuple[str, int, int]) -> tuple[float, float] | None:
+    def median(setting: Setting, key: tuple[str, int, int]) -> tuple[float, float] | None:
         found = points_of(report, setting, key)
         if not found:
             return None
-        return max(p.calls_per_s for p in found), min(p.cpu_ms_per_call for p in found)
+        return (statistics.median(p.calls_per_s for p in found),
+                statistics.median(p.cpu_ms_per_call for p in found))
 
     lines = [
         f"## TensorFlow thread pools: model calls/s and CPU per call against {base.label}",
         "",
         f"{report.started}, commit {report.commit}, {report.cpus} cores; {report.duration:g} s per "
-        f"point after {report.warmup:g} s of warm-up, best of {report.rounds} interleaved rounds. "
+        f"point after {report.warmup:g} s of warm-up, median of {report.rounds} interleaved rounds. "
         "Other cells: calls/s ratio / CPU-per-call ratio against the first setting "
         "(calls/s above 1 is faster; CPU below 1 is cheaper). Spread: the first setting's most over "
         "least calls/s between rounds (the noise).",
@@ -284,13 +287,13 @@ def table(report: Report) -> str:
         "|---|---:|---:|---:|---:|---:|" + "---:|" * len(others),
     ]
     for key in keys:
-        baseline = best(base, key)
+        baseline = median(base, key)
         rates = [p.calls_per_s for p in points_of(report, base, key)]
         cells = [key[0], str(key[1]), str(key[2])]
         cells += (["—"] * 3 if baseline is None else
                   [f"{baseline[0]:,.1f}", f"{baseline[1]:,.2f}", f"{max(rates) / min(rates):.2f}x"])
         for setting in others:
-            measured = best(setting, key)
+            measured = median(setting, key)
             cells.append("—" if measured is None or baseline is None else
                          f"{measured[0] / baseline[0]:.2f}x / {measured[1] / baseline[1]:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
@@ -344,7 +347,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              + ", ".join(f"{m} {','.join(map(str, r))}" for m, r in DEFAULT_ROWS.items()) + ")")
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per point")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RUNS)
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--child", type=Setting.parse, default=None, help=argparse.SUPPRESS)
