@@ -1,18 +1,20 @@
 """TensorProto <-> numpy: the one module where TF Serving's tensor wire rules live.
 
 Protos -> numpy (``protos_to_numpy``, ``to_numpy``) reads what a client or an upstream sent,
-so nothing is allocated before the proto is checked: a supported dtype (the signature's,
-when one is given), a valid shape (no unknown rank, no negative dimension, no element count
-that overflows), the row and decoded-byte limits, and content that matches the shape
-(``tensor_content`` of exactly elements x dtype size bytes, or for DT_STRING TensorFlow's
-encoded string list filling it exactly; or exactly ``elements`` values in the dtype's
-``*_val`` field, or exactly one value broadcast to the shape; TensorFlow would also pad any
-shorter list with its last value, which hides a truncated tensor). Anything else is
-``InvalidArgument`` (``PayloadTooLarge`` for a limit), with the input's name. Only then is
-the array built, with numpy straight from the proto's fields (``np.frombuffer``; a long
-float field from the proto's packed bytes; ``np.fromiter`` for the rest); for valid protos
-the result equals ``tf.make_ndarray``'s (``half_val`` holds float16/bfloat16 bits, complex
-values are pairs, strings are an object array of bytes), which a test checks for every dtype.
+so nothing is allocated before the proto is checked: a supported dtype (the signature's, when
+one is given), a valid shape (no unknown rank, at most numpy's 64 dimensions, no negative
+dimension, no element count that overflows), the row and decoded-byte limits (the shape and
+limit rules are ``serving.runtime.shapes``', shared with the Open Inference Protocol), and
+content that matches the shape (``tensor_content`` of exactly elements x dtype size bytes, or
+for DT_STRING TensorFlow's encoded string list filling it exactly; or exactly ``elements``
+values in the dtype's ``*_val`` field, or exactly one value broadcast to the shape;
+TensorFlow would also pad any shorter list with its last value, which hides a truncated
+tensor). Anything else is ``InvalidArgument`` (``PayloadTooLarge`` for a limit), with the
+input's name. Only then is the array built, with numpy straight from the proto's fields
+(``np.frombuffer``; a long float field from the proto's packed bytes; ``np.fromiter`` for the
+rest); for valid protos the result equals ``tf.make_ndarray``'s (``half_val`` holds
+float16/bfloat16 bits, complex values are pairs, strings are an object array of bytes), which
+a test checks for every dtype.
 
 numpy -> proto (``to_proto``) writes what TensorFlow's C++ ``Tensor`` writes, since TF
 Serving answers with it (``predict_util.cc``): ``AsProtoField`` by default, every value in
@@ -27,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
-from math import prod
 from operator import attrgetter
 
 import numpy as np
@@ -35,27 +36,13 @@ import tensorflow as tf
 from google.protobuf.message import Message
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from serving.errors import InvalidArgument, PayloadTooLarge, ServingError
+from serving.errors import InvalidArgument, ServingError
+from serving.runtime.shapes import MAX_RANK, UNBOUNDED, TensorLimits, check_rank, check_total, elements
+from serving.runtime.shapes import what as _what
 from serving.runtime.signature import STRING, TensorSpec, shape_text
 
-_MAX_RANK = 254
-"""TensorFlow's ``TensorShape::MaxDimensions()``."""
-_MAX_ELEMENTS = ((1 << 63) - 1) // 16
-"""What numpy can index, in elements of the widest dtype (complex128)."""
 _POINTER_BYTES = np.dtype(object).itemsize
 """What one element of a DT_STRING tensor costs in its numpy array, beside the bytes."""
-_NAME_CHARS = 64
-
-
-@dataclass(frozen=True)
-class TensorLimits:
-    """What protos may decode to; ``None``: unbounded."""
-
-    max_rows: int | None = None
-    """Dimension 0 of each batched tensor (``--max_rows_per_request``)."""
-    max_bytes: int | None = None
-    """The decoded arrays together (``--max_request_bytes``); a DT_STRING element counts
-    its pointer (the strings themselves are in the message, which gRPC already bounds)."""
 
 
 def answer_limits(message: Message) -> TensorLimits:
@@ -91,6 +78,8 @@ class _Kind:
     """``field``'s values are wider on the wire than the element: range-checked."""
     view: bool = field(init=False)
     """The values read are viewed as ``dtype``."""
+    name: str = field(init=False, default="")
+    """The DataType's name (``DT_FLOAT``), set by ``_kinds``: for messages."""
 
     def __post_init__(self) -> None:
         string = self.dtype == STRING
@@ -128,14 +117,12 @@ def _kinds() -> dict[int, _Kind]:
     for enum, base in ((d.DT_QINT8, np.int8), (d.DT_QUINT8, np.uint8), (d.DT_QINT16, np.int16),
                        (d.DT_QUINT16, np.uint16), (d.DT_QINT32, np.int32)):
         kinds[enum] = _Kind(numpy_dtype(enum), "int_val", np.dtype(base))
+    for enum, kind in kinds.items():
+        object.__setattr__(kind, "name", types_pb2.DataType.Name(enum))
     return kinds
 
 
 _KINDS = _kinds()
-
-
-def _label(name: str) -> str:
-    return name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS] + "..."
 
 
 def _dt_name(enum: int) -> str:
@@ -143,11 +130,6 @@ def _dt_name(enum: int) -> str:
         return types_pb2.DataType.Name(enum)
     except ValueError:
         return f"data type {enum}"
-
-
-def _what(role: str, name: str) -> str:
-    """How messages call a tensor: "Input 'name'" (made only for a message)."""
-    return f"{role} '{_label(name)}'"
 
 
 class _Checked:
@@ -174,7 +156,7 @@ class _Checked:
         return _what(self.role, self.name)
 
 
-def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: TensorLimits = TensorLimits(),
+def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: TensorLimits = UNBOUNDED,
                     specs: Mapping[str, TensorSpec] | None = None, role: str = "Input",
                     ) -> dict[str, np.ndarray]:
     """Every proto checked (against ``specs``' dtypes where they name it) and the limits
@@ -182,17 +164,14 @@ def protos_to_numpy(protos: Mapping[str, tensor_pb2.TensorProto], limits: Tensor
     built; messages call each tensor ``role`` ('Input', 'Output')."""
     checked = [_check(name, proto, limits, specs.get(name) if specs else None, role)
                for name, proto in protos.items()]
-    max_bytes = limits.max_bytes
-    if max_bytes is not None and len(checked) > 1:
-        total = sum([c.nbytes for c in checked])
-        if total > max_bytes:
-            raise PayloadTooLarge(f"The tensors would take {total} bytes decoded; the limit is {max_bytes}")
+    if limits.max_bytes is not None and len(checked) > 1:
+        check_total(sum([c.nbytes for c in checked]), limits)
     for c in checked:
         _check_content(c)
     return {c.name: _build(c) for c in checked}
 
 
-def to_numpy(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits = TensorLimits(),
+def to_numpy(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits = UNBOUNDED,
              spec: TensorSpec | None = None) -> np.ndarray:
     """One proto, checked as in ``protos_to_numpy``."""
     return protos_to_numpy({name: proto}, limits, {name: spec} if spec else None)[name]
@@ -215,25 +194,11 @@ def _check(name: str, proto: tensor_pb2.TensorProto, limits: TensorLimits,
     if tensor_shape.unknown_rank:
         raise InvalidArgument(f"{_what(role, name)} has an unknown rank; a tensor needs a known shape")
     dims = tensor_shape.dim
-    if len(dims) > _MAX_RANK:
-        raise InvalidArgument(f"{_what(role, name)} has {len(dims)} dimensions; the most is {_MAX_RANK}")
+    if len(dims) > MAX_RANK:  # before a hostile million-dimension tuple is built
+        check_rank(len(dims), role, name)
     shape = tuple(map(_SIZE, dims))
-    if shape and min(shape) < 0:
-        raise InvalidArgument(f"{_what(role, name)} has a negative dimension in shape {shape_text(shape)}")
-    elements = prod(shape)
-    # numpy refuses a shape whose dimensions' product (zeros left out) overflows
-    if elements > _MAX_ELEMENTS or (not elements and prod(filter(None, shape)) > _MAX_ELEMENTS):
-        raise InvalidArgument(
-            f"{_what(role, name)}: the number of elements of shape {shape_text(shape)} overflows")
-    checked = _Checked(role, name, proto, kind, shape, elements)
-    max_rows = limits.max_rows
-    if max_rows is not None and shape and shape[0] > max_rows and (spec is None or spec.batched):
-        raise PayloadTooLarge(f"{checked.what} has {shape[0]} rows; the limit is {max_rows}")
-    if limits.max_bytes is not None and checked.nbytes > limits.max_bytes:
-        raise PayloadTooLarge(
-            f"{checked.what} of shape {shape_text(shape)} and {_dt_name(proto.dtype)} would take "
-            f"{checked.nbytes} bytes decoded; the limit is {limits.max_bytes}")
-    return checked
+    return _Checked(role, name, proto, kind, shape,
+                    elements(shape, kind.itemsize, limits, spec, role, name, kind.name))
 
 
 def _check_content(c: _Checked) -> None:

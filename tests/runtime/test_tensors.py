@@ -104,6 +104,8 @@ MALFORMED = [
     ("overflowing dims", proto(D.DT_FLOAT, [2**40, 2**40], float_val=[1]), "overflows"),
     ("overflowing dims beside a zero", proto(D.DT_FLOAT, [0, 2**62, 2**62]), "overflows"),
     ("too many dims", proto(D.DT_FLOAT, [1] * 300, float_val=[1]), "dimensions"),
+    ("more dims than numpy's 64, fewer than TF's 254", proto(D.DT_FLOAT, [1] * 65, float_val=[1]),
+     "65 dimensions; the most is 64"),
     ("no values", proto(D.DT_FLOAT, [3]), "no values"),
     ("no strings", proto(D.DT_STRING, [2]), "no values"),
     ("too few values", proto(D.DT_FLOAT, [3], float_val=[1, 2]), "has 2 values"),
