@@ -36,6 +36,7 @@ from serving.tfs_config import (
     read_ssl_config_file,
     resolve_base_path,
 )
+from serving.version import version
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,6 @@ def _prog() -> str:
     return "python -m serving" if name in ("", "__main__.py", "-c") else name
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tf-gateway")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 #: (group, flag, type, metavar, help); help of a ``Settings`` field gets its default and env name.
 _FLAGS: tuple[tuple[str, str, Any, str, str], ...] = (
     ("tfs", "port", int, "N", "gRPC port; 0: no gRPC"),
@@ -179,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         argument_default=argparse.SUPPRESS,  # absent flags stay absent: env vars can fill them
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     groups = {
         "tfs": parser.add_argument_group("TF Serving flags"),
         "own": parser.add_argument_group("gateway flags"),

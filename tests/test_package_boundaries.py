@@ -83,6 +83,26 @@ def test_no_transport_in_the_core():
                       ("fastapi", "starlette", "uvicorn", "serving.rest", "serving.grpc")) == []
 
 
+def test_the_open_inference_protocol_types_need_no_tensorflow_or_transport():
+    """``serving.v2`` is the protocol's rules for both adapters: no TensorFlow, web framework
+    or gRPC in it (protobuf is allowed: its messages are data), and the layers below the
+    adapters never reach up into it."""
+    assert violations(SERVING, ("serving.v2",), ("tensorflow", "fastapi", "starlette", "uvicorn", "grpc",
+                                                 "serving.rest", "serving.grpc", "serving.server")) == []
+    assert violations(SERVING, ("serving.core", "serving.runtime", "serving.batching"), ("serving.v2",)) == []
+
+
+def test_the_open_inference_protocol_types_load_no_tensorflow_or_transport():
+    """The same at run time, through everything ``serving.v2`` imports."""
+    modules = sorted(module_name(p) for p in (REPO / "serving" / "v2").rglob("*.py"))
+    probe = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('tensorflow', 'fastapi', 'starlette', 'uvicorn', 'grpc')))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout[-2000:]
+
+
 def test_chunk_decoding_is_beam_free_and_pipelines_share_one_handler():
     assert violations(PIPELINES, ("batch.chunks", "batch.columnar", "batch.records"), ("apache_beam",)) == []
     assert "batch.model_handler" in PIPELINES["streaming.pipeline"]

@@ -34,10 +34,14 @@ class TensorLimits:
 UNBOUNDED = TensorLimits()
 
 
+def label(name: str) -> str:
+    """A client's name for messages, quoted, a hostile long one cut short: 'name'."""
+    return f"'{name}'" if len(name) <= _NAME_CHARS else f"'{name[:_NAME_CHARS]}...'"
+
+
 def what(role: str, name: str) -> str:
-    """How messages call a tensor: "Input 'name'", a hostile long name cut short."""
-    label = name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS] + "..."
-    return f"{role} '{label}'"
+    """How messages call a tensor: "Input 'name'"."""
+    return f"{role} {label(name)}"
 
 
 def elements(shape: tuple[int, ...], itemsize: int, limits: TensorLimits, spec: TensorSpec | None,
