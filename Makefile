@@ -13,7 +13,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results clean
+.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results v2-protos clean
 
 # One venv; each target installs the extras it needs (pyproject.toml) at the lock's
 # versions, once per set and again when either file changes.
@@ -37,6 +37,16 @@ lock:
 	  --custom-compile-command 'make lock' $(LOCK_FLAGS) --output-file $(LOCK)
 
 venv: $(VENV)/.extras-test
+
+# serving/v2/open_inference.binpb: serving/v2/open_inference.proto compiled to a descriptor set
+# (serving/v2/protos.py loads it; no generated code). Run after editing the .proto. grpcio-tools
+# needs a newer protobuf than our pin, so it gets a throwaway venv of its own under build/.
+V2_PROTOC := build/v2-protos
+v2-protos:
+	test -x $(V2_PROTOC)/bin/python || $(PYTHON) -m venv $(V2_PROTOC)
+	$(V2_PROTOC)/bin/python -m pip install --quiet 'grpcio-tools==1.85.*'
+	$(V2_PROTOC)/bin/python -m grpc_tools.protoc --proto_path=serving/v2 \
+	  --descriptor_set_out=serving/v2/open_inference.binpb serving/v2/open_inference.proto
 
 models: $(MODELS)/.built
 
