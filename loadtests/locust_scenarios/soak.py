@@ -32,7 +32,7 @@ from loadtests.locust_scenarios import scenario as locust_scenario
 from loadtests.locust_scenarios.scenario import Scenario
 from loadtests.locust_scenarios.slo import SearchPlan, search
 from loadtests.support.outputs import RUNS
-from loadtests.support.processes import REPO, Pinning, Server, free_port, log, wait_until
+from loadtests.support.processes import REPO, Pinning, Server, free_port, log, rss_kb, wait_until
 
 MODEL = "natality"
 BATCHING = REPO / "serving" / "examples" / "batching.config"
@@ -73,10 +73,7 @@ class SoakResult:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return rss_kb(pid) / 1024
 
 
 def served_versions(server: Server) -> set[int]:

@@ -47,6 +47,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def rss_kb(pid: int | str = "self") -> int:
+    """A process's resident memory now (``/proc/PID/status`` VmRSS), in kB; "self": ours."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "a condition",
                interval: float = 0.02) -> T:
     """Call ``predicate`` until it returns something truthy and return that; TimeoutError

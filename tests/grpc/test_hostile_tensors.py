@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -18,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from loadtests.support.processes import Server, free_port
+from loadtests.support.processes import Server, free_port, rss_kb
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -26,13 +25,6 @@ DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 FUZZ_CASES = 400
 FUZZ_SECONDS = 120.0
 RSS_SLACK_KB = 8 * 1024
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _request(tensor: tensor_pb2.TensorProto, name: str = "x", model: str = "half_plus_two"
@@ -172,7 +164,7 @@ def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
             raw(body, timeout=30)
         except grpc.RpcError:
             pass
-    before = _rss_kb(server.proc.pid)
+    before = rss_kb(server.proc.pid)
     codes: dict[str, int] = {}
     bad: list[str] = []
     started = time.monotonic()
@@ -187,7 +179,7 @@ def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
                 bad.append(f"{name}: {code.name} {error.details()}")
         codes[code.name] = codes.get(code.name, 0) + 1
     server.check_alive("after the fuzz requests")
-    after = _rss_kb(server.proc.pid)
+    after = rss_kb(server.proc.pid)
     print(f"fuzz: {len(corpus)} requests, codes {codes}, VmRSS {before} kB -> {after} kB")
     assert not bad, "\n".join(bad[:20])
     assert codes.get("INVALID_ARGUMENT", 0) > len(corpus) // 2

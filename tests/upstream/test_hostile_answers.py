@@ -10,7 +10,6 @@ gigabytes (2**31 strings), far beyond the noise of threads and caches allowed he
 from __future__ import annotations
 
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import httpx
@@ -26,17 +25,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from loadtests.support.processes import rss_kb
 from serving.settings import ModelConfig
 from tests.conftest import free_port
 
 RSS_SLACK_KB = 64 * 1024
-
-
-def _rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 class _Upstream:
@@ -103,7 +96,7 @@ def test_a_hostile_upstream_answer_is_a_clear_error_not_an_allocation(front, nam
     upstream, gateway = front
     upstream.answer = predict_pb2.PredictResponse()
     upstream.answer.outputs["y"].CopyFrom(tensor)
-    before = _rss_kb()
+    before = rss_kb()
     response = httpx.post(gateway.url + "/v1/models/default:predict", json={"instances": [2.0]}, timeout=60)
     assert response.status_code == 502, response.text
     assert "answered a malformed tensor" in response.json()["error"] and reason in response.json()["error"]
@@ -115,7 +108,7 @@ def test_a_hostile_upstream_answer_is_a_clear_error_not_an_allocation(front, nam
             prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
         assert raised.value.code() == grpc.StatusCode.INTERNAL
         assert "Output 'y'" in raised.value.details() and reason in raised.value.details()
-        assert _rss_kb() - before < RSS_SLACK_KB
+        assert rss_kb() - before < RSS_SLACK_KB
         # The same upstream, answering well again: served.
         upstream.answer = predict_pb2.PredictResponse()
         upstream.answer.outputs["y"].CopyFrom(tf.make_tensor_proto(np.array([3.0], np.float32)))
