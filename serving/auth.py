@@ -6,7 +6,8 @@ Tokens are compared in constant time (``hmac.compare_digest``, against every con
 token, so neither the token nor which one matched shows in the timing). Paths exempt from
 the check (``--auth_exempt``): REST paths and gRPC method names, an entry ending in ``/``
 exempting everything under it; by default the probes Kubernetes and Prometheus call
-without credentials (``/healthz``, ``/readyz``, the metrics path, gRPC health).
+without credentials (``/healthz``, ``/readyz``, the metrics path, gRPC health, the
+Open Inference Protocol's server live/ready over REST and gRPC).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from serving.errors import Unauthenticated
 from serving.settings import Settings
 
 GRPC_HEALTH = "/grpc.health.v1.Health/"
+V2_PROBES = ("/v2/health/live", "/v2/health/ready",
+             "/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady")
+"""The Open Inference Protocol's liveness and readiness probes (KServe's probes call them)."""
 _SCHEME = b"bearer "
 
 
@@ -58,7 +62,7 @@ def exempt_paths(settings: Settings) -> tuple[str, ...]:
     """``--auth_exempt`` if given, else the probes' paths."""
     if settings.auth_exempt is not None:
         return settings.auth_exempt
-    probes = ("/healthz", "/readyz", GRPC_HEALTH)
+    probes = ("/healthz", "/readyz", GRPC_HEALTH, *V2_PROBES)
     return (*probes, settings.metrics_path) if settings.metrics_path else probes
 
 

@@ -41,7 +41,7 @@ class Metrics:
         r = self.registry
         self.request_duration = Histogram(
             "tfgw_request_duration_seconds", "Time from a request's arrival to its answer.",
-            ["model", "method"], buckets=_LATENCY, registry=r)
+            ["model", "method", "api"], buckets=_LATENCY, registry=r)
         self.queue_wait = Histogram(
             "tfgw_queue_wait_seconds", "Time a request waited in the batch queue.",
             ["model"], buckets=_LATENCY, registry=r)
@@ -56,7 +56,7 @@ class Metrics:
         self.in_flight = Gauge(
             "tfgw_in_flight_requests", "Requests being handled (queued or running).", registry=r)
         self.requests = Counter(
-            "tfgw_requests", "Requests answered, by outcome.", ["model", "method", "code"],
+            "tfgw_requests", "Requests answered, by outcome.", ["model", "method", "code", "api"],
             registry=r)
         self.rejections = Counter(
             "tfgw_rejections", "Requests refused or dropped, by reason.", ["model", "reason"],
@@ -74,7 +74,7 @@ class Metrics:
             "by reason: error (the store failed), timeout (slower than its time budget), "
             "skipped (not tried: the store failed just before, or the deadline left no time).",
             ["model", "reason"], registry=r)
-        self._answered: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._answered: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self._queued: dict[str, _Count] = {}
         self._precomputed: dict[str, tuple[Counter, Counter, Counter]] = {}
         self.tfs = TFServingMetrics()
@@ -83,18 +83,20 @@ class Metrics:
         GCCollector(registry=r)
         PlatformCollector(registry=r)
 
-    def answered(self, model: str, method: str, code: str, seconds: float) -> None:
-        """One request answered: ``tfgw_requests_total`` and ``tfgw_request_duration_seconds``.
+    def answered(self, model: str, method: str, code: str, seconds: float, api: str = "tfserving") -> None:
+        """One request answered: ``tfgw_requests_total`` and ``tfgw_request_duration_seconds``;
+        ``api`` is the protocol it came in by: ``tfserving`` or ``v2`` (the Open Inference
+        Protocol).
 
         The labelled children are looked up once per label set (``labels()`` validates and
         locks on every call, a few microseconds a request); model labels are only ever
         configured names, so the cache stays small.
         """
-        key = (model, method, code)
+        key = (model, method, code, api)
         children = self._answered.get(key)
         if children is None:
-            children = self._answered[key] = (self.requests.labels(model, method, code),
-                                              self.request_duration.labels(model, method))
+            children = self._answered[key] = (self.requests.labels(model, method, code, api),
+                                              self.request_duration.labels(model, method, api))
         children[0].inc()
         children[1].observe(seconds)
 

@@ -217,5 +217,5 @@ def test_metrics_at_the_monitoring_config_path(gateway_factory, tfserving_dir):
         metrics_path="/monitoring/prometheus/metrics")
     httpx.post(gateway.url + "/v1/models/default:predict", json={"instances": [1.0]}, timeout=30)
     text = httpx.get(gateway.url + "/monitoring/prometheus/metrics", timeout=30).text
-    assert 'tfgw_requests_total{code="OK",method="predict",model="default"} 1.0' in text
+    assert 'tfgw_requests_total{api="tfserving",code="OK",method="predict",model="default"} 1.0' in text
     assert httpx.get(gateway.url + "/metrics", timeout=30).status_code == 404

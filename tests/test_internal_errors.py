@@ -45,7 +45,7 @@ def test_rest_answers_500_json_and_logs_once(failing_gateway, caplog):
     assert response.json() == {"error": INTERNAL_ERROR}
     assert len(_logged_failures(caplog)) == 1
     assert failing_gateway.metric("tfgw_requests_total", model="natality", method="predict",
-                                  code="INTERNAL") == 1
+                                  code="INTERNAL", api="tfserving") == 1
 
 
 def test_grpc_answers_internal_and_logs_once(failing_gateway, caplog):

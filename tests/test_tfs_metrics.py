@@ -77,7 +77,7 @@ def test_tf_serving_metrics_after_rest_and_grpc_requests(gateway_factory, tfserv
     assert httpx.post(predict, json={"instances": [1.0, 2.0]}, timeout=30).json() == {
         "predictions": [2.5, 3.0]}
     _, families = scrape(gateway)
-    ours = gateway.metric("tfgw_request_duration_seconds_sum", model="half", method="predict")
+    ours = gateway.metric("tfgw_request_duration_seconds_sum", model="half", method="predict", api="tfserving")
     tfs_us = value(families[TFS + "request_latency"], "_sum",
                    model_name="half", API="predict", entrypoint="REST")
     assert tfs_us == pytest.approx(ours * 1e6, rel=1e-9)  # the same interval, in microseconds

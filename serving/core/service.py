@@ -60,11 +60,16 @@ _REJECTION_REASONS = {
 
 #: TF Serving's ``API`` label of request_latency, per entrypoint and our method name:
 #: its REST handler uses the URL's verb, its gRPC service the RPC's name; it counts
-#: MultiInference in neither request_count nor request_latency.
+#: MultiInference in neither request_count nor request_latency. ``infer`` is the Open
+#: Inference Protocol's (REST ``.../infer``, gRPC ``ModelInfer``), by the same convention.
 _TFS_API = {
-    "REST": {"predict": "predict", "classify": "classify", "regress": "regress"},
-    "GRPC": {"predict": "Predict", "classify": "Classify", "regress": "Regress"},
+    "REST": {"predict": "predict", "classify": "classify", "regress": "regress", "infer": "infer"},
+    "GRPC": {"predict": "Predict", "classify": "Classify", "regress": "Regress", "infer": "ModelInfer"},
 }
+#: The ``api`` label of ``tfgw_requests_total`` / ``tfgw_request_duration_seconds``: which
+#: protocol a method belongs to (every method not listed is TF Serving's).
+_API = {"infer": "v2"}
+TFSERVING_API = "tfserving"
 
 
 class InferenceService:
@@ -176,11 +181,30 @@ class InferenceService:
             return "models not yet available"
         return None
 
-    def model_ready(self, name: str) -> bool:
-        """Whether ``name`` can answer now (some version AVAILABLE); NotFound if not configured."""
+    def model_ready(self, name: str, version: int | None = None, label: str | None = None) -> bool:
+        """Whether ``name`` (its ``version``, or the one ``label`` names; else any version)
+        can answer now: that version AVAILABLE, the server neither draining nor failed.
+        NotFound if the model is not configured, InvalidArgument for an unknown label (as
+        ``resolve``)."""
+        config = self.registry.configs.get(name)
+        if config is None:
+            raise NotFound(f"Servable not found for request: Latest({name})")
+        if label is not None:
+            if label not in config.version_labels:
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
+            version = config.version_labels[label]
+        if self.draining or self.failure is not None:
+            return False
+        if version is None:
+            return self.registry.model_ready(name)
+        return version in self.versions(name)
+
+    def versions(self, name: str) -> list[int]:
+        """The AVAILABLE versions of model ``name``, ascending (the v2 metadata's
+        ``versions``); NotFound if the model is not configured."""
         if name not in self.registry.configs:
             raise NotFound(f"Servable not found for request: Latest({name})")
-        return not self.draining and self.failure is None and self.registry.model_ready(name)
+        return [s.version for s in self.registry.available() if s.name == name]
 
     def fail(self, reason: str) -> None:
         """A part the process cannot serve without has failed (its gRPC server): not ready
@@ -209,7 +233,9 @@ class InferenceService:
         """Account one request (``with service.track(...):``): refuse it while draining,
         count it, time it, label its outcome.
 
-        ``entrypoint`` is "REST" or "GRPC", as TF Serving's metrics label it.
+        ``entrypoint`` is "REST" or "GRPC", as TF Serving's metrics label it; ``method`` is
+        TF Serving's verb (``predict``, ``classify``, ``regress``, ``multi_inference``) or
+        ``infer`` (the Open Inference Protocol's).
         """
         label = model if model in self.registry.configs else ""
         tfs_api = _TFS_API[entrypoint].get(method)  # None: TF Serving does not count it
@@ -226,7 +252,7 @@ class InferenceService:
     def _exit(self, label: str, method: str, entrypoint: str, tfs_api: str | None, code: str,
               elapsed: float) -> None:
         self._in_flight -= 1
-        self.metrics.answered(label, method, code, elapsed)
+        self.metrics.answered(label, method, code, elapsed, _API.get(method, TFSERVING_API))
         if tfs_api is not None:
             self.metrics.tfs.request(label, tfs_api, entrypoint, code, elapsed)
         if self.draining and self._in_flight == 0:
@@ -242,21 +268,24 @@ class InferenceService:
         return servable.model.signature(name)
 
     async def predict(self, servable: Servable, signature_name: str, tensors: Tensors,
-                      deadline: float, keys: Sequence[object] | np.ndarray | None = None) -> Tensors:
+                      deadline: float, keys: Sequence[object] | np.ndarray | None = None,
+                      api: str = "Predict") -> Tensors:
         """The model's outputs for ``tensors``; with a prediction store, ``keys`` (one per
         instance, as the request carried them: ``--prediction_key_field``) lets instances
-        whose key is stored be answered from it (``serving.precomputed.lookup``)."""
+        whose key is stored be answered from it (``serving.precomputed.lookup``). ``api`` is
+        runtime_latency's ``API`` label: ``Predict``, or ``ModelInfer`` for the Open Inference
+        Protocol (both share the model's batches)."""
         spec = self.signature(servable, signature_name)
         rows = spec.validate(tensors)
         self._check_rows(rows)
         if self._lookups is None or rows is None or KEYS in spec.inputs:
             # rows None: the inputs share no instance dimension for keys to follow
-            return await self._submit(servable, signature_name, "Predict", tensors, rows, deadline)
+            return await self._submit(servable, signature_name, api, tensors, rows, deadline)
         field = self.settings.prediction_key_field
         assert field is not None  # Settings: no store without a key field
         # Unkeyed requests carry the column too (all None), so they merge with keyed ones.
         keyed = {**tensors, KEYS: key_column(keys, rows, field)}
-        outputs = await self._submit(servable, signature_name, "Predict", keyed, rows, deadline)
+        outputs = await self._submit(servable, signature_name, api, keyed, rows, deadline)
         outcomes = outputs.pop(OUTCOMES)
         if keys is not None:
             counts = np.bincount(outcomes, minlength=4)

@@ -140,7 +140,7 @@ def test_microservice_approach_calls_the_gateway_instead(tmp_path, models_dir, g
     for record in read_jsonl(str(tmp_path / "out-0*.jsonl")):
         assert record["model_version"] == 1
         assert abs(record["weight_pounds"] - expected(rows[record["id"]])) < natality.TOLERANCE_POUNDS
-    assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK") >= 4
+    assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK", api="tfserving") >= 4
 
 
 def test_csv_and_tfrecord_inputs(tmp_path, models_dir):

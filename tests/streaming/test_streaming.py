@@ -215,4 +215,4 @@ def test_the_microservice_approach_answers_through_the_gateway_over_grpc(emulato
     expected = natality.expected_weight(**columns)
     assert sorted(answers) == list(range(6))
     assert all(abs(answers[i] - expected[i]) < natality.TOLERANCE_POUNDS for i in range(6))
-    assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK") >= 1
+    assert gateway.metric("tfgw_requests_total", model="natality", method="predict", code="OK", api="tfserving") >= 1

@@ -61,7 +61,7 @@ def fleet(gateway_factory, tfserving_dir, tmp_path):
 
 
 def predicts(gateway, code: str = "OK") -> float:
-    return gateway.metric("tfgw_requests_total", model="default", method="predict", code=code)
+    return gateway.metric("tfgw_requests_total", model="default", method="predict", code=code, api="tfserving")
 
 
 def versions(gateway) -> dict[str, str]:

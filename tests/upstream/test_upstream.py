@@ -31,7 +31,8 @@ def pair(gateway_factory, tfserving_dir):
 
 
 def upstream_predicts(upstream: Gateway) -> float:
-    return upstream.metric("tfgw_requests_total", model="default", method="predict", code="OK")
+    return upstream.metric("tfgw_requests_total", model="default", method="predict", code="OK",
+                           api="tfserving")
 
 
 @pytest.mark.slow
