@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from serving.errors import InvalidArgument
-from serving.runtime.shapes import what
+from serving.runtime.shapes import label, what
 from serving.runtime.signature import STRING, TensorSpec
 
 
@@ -68,10 +68,12 @@ BOOL = BY_NAME["BOOL"]
 def by_name(value: object, name: str, role: str = "Input") -> Datatype:
     """The datatype a client declared for tensor ``name``; InvalidArgument naming the tensor
     if ``value`` is not a v2 datatype's name."""
-    datatype = BY_NAME.get(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what(role, name)}: 'datatype' must be a string, one of {', '.join(BY_NAME)}; "
+                              f"got {type(value).__name__}")
+    datatype = BY_NAME.get(value)
     if datatype is None:
-        shown = value if isinstance(value, str) and len(value) <= 32 else type(value).__name__
-        raise InvalidArgument(f"{what(role, name)} has datatype {shown!r}, which is not one of the "
+        raise InvalidArgument(f"{what(role, name)} has datatype {label(value)}, which is not one of the "
                               f"Open Inference Protocol's: {', '.join(BY_NAME)}")
     return datatype
 
