@@ -1,4 +1,5 @@
-"""The gRPC server: TF Serving's two services and gRPC health checking, one core; TLS
+"""The gRPC server: TF Serving's two services, gRPC health checking and the Open Inference
+Protocol's ``inference.GRPCInferenceService`` (``serving.grpc.v2_servicer``), one core; TLS
 (mutual with ``client_verify``) when ``--ssl_config_file`` is given, as in TF Serving.
 
 Served by the server ``--grpc_server`` names, both on the event loop that runs the core:
@@ -30,7 +31,9 @@ from serving.grpc.auth import BearerInterceptor
 from serving.grpc.contract import CallContext, GrpcServer
 from serving.grpc.interceptors import Interceptor
 from serving.grpc.servicers import ModelServicer, PredictionServicer, Undecodable, add_to_server
+from serving.grpc.v2_servicer import InferenceServicer
 from serving.settings import Settings, TLSConfig
+from serving.v2 import protos
 
 WATCH_PERIOD_S = 0.5
 """How often a health Watch looks at the status it watches (the core has no change events)."""
@@ -125,6 +128,7 @@ def create_grpc_server(settings: Settings, service: InferenceService,
         (PredictionServicer(service), prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]),
         (ModelServicer(service), model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]),
         (HealthServicer(service), health_pb2.DESCRIPTOR.services_by_name["Health"]),
+        (InferenceServicer(service), protos.SERVICE),
     ):
         add_to_server(server, servicer, descriptor, interceptors)
     address = f"{settings.host}:{settings.port}"

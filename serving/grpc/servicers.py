@@ -1,7 +1,7 @@
 """TF Serving's gRPC services, translated onto the core service.
 
 Each method only converts protos to numpy and back and delegates to
-``InferenceService``; ``ServingError`` becomes a gRPC status in one place (``_rpc``).
+``InferenceService``; ``ServingError`` becomes a gRPC status in one place (``rpc``).
 The client's deadline is the request's deadline; a client that cancels leaves the queue.
 Methods are coroutines run on the core's event loop; the gRPC server (``--grpc_server``:
 ``serving.grpc.contract``) hands them the calls, each its own ``CallContext``.
@@ -49,8 +49,11 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any, Any, CallContext], Awaitable[Any]]
 
 
-def _rpc(method: str | None) -> Callable[[Handler], Handler]:
-    """Map ServingError to its gRPC status; account inference calls as ``method``."""
+def rpc(method: str | None, model_name: Callable[[Any], str] | None = None) -> Callable[[Handler], Handler]:
+    """Map ServingError to its gRPC status; account inference calls as ``method`` of the
+    model ``model_name(request)`` names (default: TF Serving's ``model_spec.name``). For the
+    methods of any servicer whose ``_service`` is the ``InferenceService``."""
+    name_of = _model_name if model_name is None else model_name
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -60,7 +63,7 @@ def _rpc(method: str | None) -> Callable[[Handler], Handler]:
                     raise InvalidArgument(request.message)
                 if method is None:
                     return await handler(self, request, context)
-                with self._service.track(_model_name(request), method, "GRPC"):
+                with self._service.track(name_of(request), method, "GRPC"):
                     return await handler(self, request, context)
             except ServingError as error:
                 await context.abort(grpc.StatusCode[error.grpc_code], error.message)
@@ -127,10 +130,16 @@ class _Base:
         return self._service.resolve(spec.name, version, label)
 
     def _deadline(self, context: CallContext) -> float:
-        remaining = context.time_remaining()
-        if remaining is None:
-            remaining = self._service.settings.rest_api_timeout_in_ms / 1000.0
-        return time.monotonic() + remaining
+        return deadline(context, self._service)
+
+
+def deadline(context: CallContext, service: InferenceService) -> float:
+    """When a call must be answered (``time.monotonic()``): the client's deadline, else the
+    server's ``--rest_api_timeout_in_ms`` as for REST."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        remaining = service.settings.rest_api_timeout_in_ms / 1000.0
+    return time.monotonic() + remaining
 
 
 def _echo_spec(target: model_pb2.ModelSpec, servable: Servable, signature_name: str) -> None:
@@ -161,7 +170,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         self._key_field = settings.prediction_key_field
         self._content = settings.enable_serialization_as_tensor_content
 
-    @_rpc("predict")
+    @rpc("predict")
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         servable = self._resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -186,21 +195,21 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
             to_proto(outputs[name], into=response.outputs[name], content=self._content)
         return response
 
-    @_rpc("classify")
+    @rpc("classify")
     async def Classify(self, request: classification_pb2.ClassificationRequest, context):
         response = classification_pb2.ClassificationResponse()
         await self._run_examples(CLASSIFY, request.model_spec, _examples(request),
                                  self._deadline(context), response.model_spec, response.result)
         return response
 
-    @_rpc("regress")
+    @rpc("regress")
     async def Regress(self, request: regression_pb2.RegressionRequest, context):
         response = regression_pb2.RegressionResponse()
         await self._run_examples(REGRESS, request.model_spec, _examples(request),
                                  self._deadline(context), response.model_spec, response.result)
         return response
 
-    @_rpc("multi_inference")
+    @rpc("multi_inference")
     async def MultiInference(self, request: inference_pb2.MultiInferenceRequest, context):
         if not request.tasks:
             raise InvalidArgument("Tasks are empty")
@@ -234,7 +243,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         else:
             _fill_regressions(result, await self._service.regress(servable, signature_name, examples, deadline))
 
-    @_rpc(None)
+    @rpc(None)
     async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
         fields = list(request.metadata_field)  # TF Serving's clients ask for signature_def alone
         if fields != [SIGNATURE_DEF] and not (RUNNER in fields and set(fields) <= {SIGNATURE_DEF, RUNNER}):
@@ -245,7 +254,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
-    @_rpc(None)
+    @rpc(None)
     async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
         spec = request.model_spec
         version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
@@ -253,7 +262,7 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
             version = self._resolve(spec).version
         return self._service.model_status(spec.name, version)
 
-    @_rpc(None)
+    @rpc(None)
     async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, context):
         """Serve exactly the request's models, if the operator allows reloads and every base
         path lies within the model roots (``serving.model_roots``); otherwise PERMISSION_DENIED

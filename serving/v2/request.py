@@ -58,6 +58,17 @@ class Output:
     binary: bool
 
 
+def version_choice(version: str) -> tuple[int | None, str | None]:
+    """A v2 model version (a string; empty: none) as TF Serving's choice of a version:
+    (number, None) for digits, (None, label) for anything else (a version label, as
+    ``stable``), (None, None) for the newest."""
+    if not version:
+        return None, None
+    if version.isascii() and version.isdigit():
+        return int(version), None
+    return None, version
+
+
 def parameters(params: object) -> Parameters:
     """A request's ``parameters`` (None: absent) read, or InvalidArgument naming the one at
     fault."""

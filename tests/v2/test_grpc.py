@@ -1,0 +1,263 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``) on the gateway's
+gRPC port, on each gRPC server (``grpc_server``): every method through tritonclient (which
+sends every input in ``raw_input_contents`` and reads ``raw_output_contents``), and through a
+plain channel with our own protos for typed contents and the error codes."""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+from serving.settings import ModelConfig, Settings, VersionPolicy
+from serving.v2 import protos
+from tests.conftest import MODELS, Gateway, free_port
+
+SERVICE = "/inference.GRPCInferenceService/"
+HALF_PLUS_TWO = "saved_model_half_plus_two_cpu"
+Tensor = protos.ModelInferRequest.InferInputTensor
+
+
+@pytest.fixture(scope="module")
+def gateway(tfserving_dir, grpc_server) -> Gateway:
+    models = (
+        ModelConfig(name="half_plus_two", base_path=str(tfserving_dir / HALF_PLUS_TWO)),
+        ModelConfig(name="two_versions", base_path=str(tfserving_dir / "saved_model_half_plus_two_2_versions"),
+                    version_policy=VersionPolicy(kind="all"), version_labels={"stable": 123, "canary": 124}),
+        ModelConfig(name="text", base_path=str(MODELS / "shapes" / "text")),
+        ModelConfig(name="vec16", base_path=str(MODELS / "shapes" / "vec16")),
+    )
+    settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, grpc_server=grpc_server,
+                        max_rows_per_request=100)
+    with Gateway(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    with triton.InferenceServerClient(gateway.grpc_target) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def channel(gateway):
+    with grpc.insecure_channel(gateway.grpc_target) as channel:
+        yield channel
+
+
+def call(channel: grpc.Channel, method: str, request, response_class=None):
+    """``method`` of the service called with our protos (the response parsed with ours)."""
+    response_class = response_class or getattr(protos, type(request).DESCRIPTOR.name.replace("Request", "Response"))
+    stub = channel.unary_unary(SERVICE + method, request_serializer=type(request).SerializeToString,
+                               response_deserializer=response_class.FromString)
+    return stub(request, timeout=30)
+
+
+def refused(channel: grpc.Channel, method: str, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(channel, method, request)
+    return info.value.code(), info.value.details()
+
+
+def infer_input(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
+    tensor = triton.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def x(values=(2.0, 3.0, 4.0)) -> np.ndarray:
+    return np.array(values, np.float32).reshape(-1, 1)
+
+
+# --- tritonclient ---------------------------------------------------------------------------
+
+def test_health_through_tritonclient(client):
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("half_plus_two")
+    assert client.is_model_ready("two_versions", "124")
+    assert client.is_model_ready("two_versions", "stable")
+    assert not client.is_model_ready("two_versions", "7")
+    assert not client.is_model_ready("two_versions", "no_such_label")
+    assert not client.is_model_ready("nope")
+
+
+def test_metadata_through_tritonclient(client):
+    server = client.get_server_metadata(as_json=True)
+    assert server["name"] == "tf-gateway" and "binary_tensor_data" in server["extensions"]
+    model = client.get_model_metadata("two_versions", as_json=True)
+    assert (model["name"], model["versions"], model["platform"]) == (
+        "two_versions", ["123", "124"], "tensorflow_savedmodel")
+    assert model["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "1"]}]
+    assert model["outputs"] == [{"name": "y", "datatype": "FP32", "shape": ["-1", "1"]}]
+    text = client.get_model_metadata("text", "1", as_json=True)
+    assert text["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": ["-1"]}]
+    with pytest.raises(InferenceServerException) as info:
+        client.get_model_metadata("nope")
+    assert info.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_infer_through_tritonclient(client):
+    result = client.infer("half_plus_two", [infer_input("x", x(), "FP32")], request_id="r-1")
+    np.testing.assert_array_equal(result.as_numpy("y"), x((3.0, 3.5, 4.0)))
+    response = result.get_response()
+    assert (response.model_name, response.model_version, response.id) == ("half_plus_two", "123", "r-1")
+
+
+def test_infer_bytes_and_selected_outputs_through_tritonclient(client):
+    words = np.array(["ünïcode".encode(), b"", b"a b"], dtype=object)
+    result = client.infer("text", [infer_input("text", words, "BYTES")],
+                          outputs=[triton.InferRequestedOutput("upper")])
+    assert result.as_numpy("upper").tolist() == ["ÜNÏCODE".encode(), b"", b"A B"]
+    assert result.as_numpy("length") is None
+    both = client.infer("text", [infer_input("text", words, "BYTES")])
+    assert both.as_numpy("length").tolist() == [7, 0, 3]
+    rows = np.arange(32, dtype=np.float32).reshape(2, 16)
+    vec = client.infer("vec16", [infer_input("x", rows, "FP32")])
+    np.testing.assert_array_equal(vec.as_numpy("total"), rows.sum(axis=1))
+    np.testing.assert_array_equal(vec.as_numpy("scaled"), 2 * rows)
+
+
+def test_infer_by_version_and_label_through_tritonclient(client):
+    for version in ("123", "124", "stable", "canary"):
+        result = client.infer("two_versions", [infer_input("x", x((2.0,)), "FP32")], model_version=version)
+        np.testing.assert_array_equal(result.as_numpy("y"), x((3.0,)))
+    assert client.infer("two_versions", [infer_input("x", x((2.0,)), "FP32")],
+                        model_version="canary").get_response().model_version == "124"
+
+
+def test_infer_errors_through_tritonclient(client):
+    cases = [
+        (("nope", [infer_input("x", x(), "FP32")]), "StatusCode.NOT_FOUND", "nope"),
+        (("half_plus_two", [infer_input("x", x().astype(np.float64), "FP64")]), "StatusCode.INVALID_ARGUMENT",
+         "FP64"),
+        (("half_plus_two", [infer_input("z", x(), "FP32")]), "StatusCode.INVALID_ARGUMENT", "Missing input"),
+        (("half_plus_two", [infer_input("x", np.zeros((101, 1), np.float32), "FP32")]),
+         "StatusCode.INVALID_ARGUMENT", "limit is 100"),
+    ]
+    for (model, inputs), status, words in cases:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(model, inputs)
+        assert (info.value.status(), words in info.value.message()) == (status, True), info.value.message()
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("half_plus_two", [infer_input("x", x(), "FP32")], outputs=[triton.InferRequestedOutput("w")])
+    assert "unexpected inference output 'w'" in info.value.message()
+
+
+def test_methods_we_lack_are_unimplemented_through_tritonclient(client):
+    for ask in (lambda: client.get_model_config("half_plus_two"), client.get_inference_statistics,
+                client.get_model_repository_index, lambda: client.load_model("half_plus_two")):
+        with pytest.raises(InferenceServerException) as info:
+            ask()
+        assert info.value.status() == "StatusCode.UNIMPLEMENTED"
+
+
+# --- our protos on a plain channel ----------------------------------------------------------
+
+def test_typed_contents_are_answered_typed(channel):
+    request = protos.ModelInferRequest(model_name="half_plus_two", inputs=[
+        Tensor(name="x", datatype="FP32", shape=[3, 1], contents=protos.InferTensorContents(fp32_contents=[2, 3, 4]))])
+    response = call(channel, "ModelInfer", request)
+    assert not response.raw_output_contents
+    (output,) = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("y", "FP32", [3, 1])
+    assert list(output.contents.fp32_contents) == [3.0, 3.5, 4.0]
+    words = protos.ModelInferRequest(model_name="text", inputs=[
+        Tensor(name="text", datatype="BYTES", shape=[2], contents=protos.InferTensorContents(
+            bytes_contents=[b"ab", "é".encode()]))])
+    answer = {o.name: o for o in call(channel, "ModelInfer", words).outputs}
+    assert list(answer["upper"].contents.bytes_contents) == [b"AB", "É".encode()]
+    assert list(answer["length"].contents.int_contents) == [2, 1]
+
+
+def test_raw_contents_are_answered_raw(channel):
+    request = protos.ModelInferRequest(model_name="half_plus_two", inputs=[
+        Tensor(name="x", datatype="FP32", shape=[2, 1])], raw_input_contents=[x((2.0, 3.0)).tobytes()])
+    response = call(channel, "ModelInfer", request)
+    assert not response.outputs[0].HasField("contents")
+    np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], "<f4"), [3.0, 3.5])
+
+
+def _infer(model="half_plus_two", raw=(), **fields) -> protos.ModelInferRequest:
+    return protos.ModelInferRequest(model_name=model, raw_input_contents=list(raw), **fields)
+
+
+FP32_X = Tensor(name="x", datatype="FP32", shape=[1, 1], contents=protos.InferTensorContents(fp32_contents=[1]))
+RAW_X = Tensor(name="x", datatype="FP32", shape=[1, 1])
+ONE = np.float32(1).tobytes()
+
+
+@pytest.mark.parametrize("request_, code, words", [
+    (_infer(inputs=[RAW_X], raw=[ONE, ONE]), "INVALID_ARGUMENT", "raw_input_contents has 2 entries for 1 inputs"),
+    (_infer(inputs=[FP32_X], raw=[ONE]), "INVALID_ARGUMENT", "sets contents while the request uses raw"),
+    (_infer(inputs=[RAW_X], raw=[ONE * 2]), "INVALID_ARGUMENT", "8 bytes of binary data"),
+    (_infer(inputs=[Tensor(name="x", datatype="FP32", shape=[2, 1], contents=protos.InferTensorContents(
+        fp32_contents=[1]))]), "INVALID_ARGUMENT", "has 1 values in contents.fp32_contents"),
+    (_infer(inputs=[Tensor(name="x", datatype="FP32", shape=[1, 1], contents=protos.InferTensorContents(
+        fp64_contents=[1]))]), "INVALID_ARGUMENT", "sets contents.fp64_contents"),
+    (_infer(inputs=[Tensor(name="x", datatype="FP16", shape=[1, 1])], raw=[b"\0\0"]), "INVALID_ARGUMENT",
+     "the model expects FP32"),
+    (_infer(inputs=[Tensor(name="x", datatype="FLOAT", shape=[1, 1])], raw=[ONE]), "INVALID_ARGUMENT",
+     "not one of the Open Inference Protocol's"),
+    (_infer(inputs=[RAW_X, RAW_X], raw=[ONE, ONE]), "INVALID_ARGUMENT", "is given twice"),
+    (_infer(inputs=[Tensor(name="x", datatype="FP32", shape=[2**40, 1])], raw=[ONE]), "INVALID_ARGUMENT",
+     "rows; the limit is 100"),
+    (_infer(inputs=[Tensor(name="x", datatype="FP32", shape=[-1, 1])], raw=[ONE]), "INVALID_ARGUMENT",
+     "negative dimension"),
+    (_infer(inputs=[]), "INVALID_ARGUMENT", "Missing input(s) ['x']"),
+    (_infer(inputs=[RAW_X], raw=[ONE], parameters={"sequence_id": protos.InferParameter(int64_param=3)}),
+     "INVALID_ARGUMENT", "sequence batching is not supported"),
+    (_infer(inputs=[RAW_X], raw=[ONE], parameters={"signature_name": protos.InferParameter(string_param="no")}),
+     "INVALID_ARGUMENT", "not found in signature def"),
+    (_infer("text", inputs=[Tensor(name="text", datatype="BYTES", shape=[1])], raw=[b"\xff\xff\xff\xff"]),
+     "INVALID_ARGUMENT", "claims 4294967295 bytes"),
+    (_infer(inputs=[RAW_X], raw=[ONE], model_version="9"), "NOT_FOUND", "Servable not found"),
+    (_infer(inputs=[RAW_X], raw=[ONE], model_version="beta"), "INVALID_ARGUMENT",
+     "Unrecognized servable version label"),
+], ids=["raw-count", "mixed", "raw-size", "few-values", "other-field", "datatype", "unknown-datatype", "twice",
+        "rows", "negative", "no-inputs", "sequence", "signature", "bytes-prefix", "version", "label"])
+def test_bad_infer_requests_get_their_code(channel, request_, code, words):
+    got, details = refused(channel, "ModelInfer", request_)
+    assert (got.name, words in details) == (code, True), details
+
+
+def test_health_and_metadata_with_our_protos(channel):
+    assert call(channel, "ServerLive", protos.ServerLiveRequest()).live
+    assert call(channel, "ServerReady", protos.ServerReadyRequest()).ready
+    assert not call(channel, "ModelReady", protos.ModelReadyRequest(name="nope")).ready
+    meta = call(channel, "ModelMetadata", protos.ModelMetadataRequest(name="vec16"))
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
+        ("scaled", "FP32", [-1, 16]), ("total", "FP32", [-1])]
+    code, details = refused(channel, "ModelMetadata", protos.ModelMetadataRequest(name="nope"))
+    assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
+
+
+def test_undecodable_and_unregistered_methods(channel):
+    garbage = channel.unary_unary(SERVICE + "ModelInfer")
+    with pytest.raises(grpc.RpcError) as info:
+        garbage(b"\xff\xff\xff", timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for method in ("ModelStreamInfer", "ModelConfig", "ModelStatistics"):
+        stub = channel.unary_unary(SERVICE + method)
+        with pytest.raises(grpc.RpcError) as info:
+            stub(b"", timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
+    code, _ = refused(channel, "RepositoryIndex", protos.RepositoryIndexRequest())
+    assert code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_infer_is_counted_as_tf_servings_grpc_methods_are(channel, gateway):
+    labels = {"model": "half_plus_two", "method": "infer", "api": "v2"}
+    before = gateway.metric("tfgw_requests_total", **labels, code="OK")
+    latency = {"model_name": "half_plus_two", "API": "ModelInfer", "entrypoint": "GRPC"}
+    runtime = {"model_name": "half_plus_two", "API": "ModelInfer", "runtime": "TF1"}
+    tfs_before = [gateway.metric(":tensorflow:serving:request_latency_count", **latency),
+                  gateway.metric(":tensorflow:serving:runtime_latency_count", **runtime)]
+    call(channel, "ModelInfer", _infer(inputs=[RAW_X], raw=[ONE]))
+    refused(channel, "ModelInfer", _infer(inputs=[RAW_X], raw=[ONE * 2]))
+    assert gateway.metric("tfgw_requests_total", **labels, code="OK") == before + 1
+    assert gateway.metric("tfgw_requests_total", **labels, code="INVALID_ARGUMENT") >= 1
+    assert [gateway.metric(":tensorflow:serving:request_latency_count", **latency),
+            gateway.metric(":tensorflow:serving:runtime_latency_count", **runtime)] == [
+        tfs_before[0] + 1, tfs_before[1] + 1]  # as TF Serving: successful calls
