@@ -55,6 +55,7 @@ TIMEOUT_HEADER = b"x-request-timeout-ms"
 WATCH_AFTER_S = 0.05  # requests waiting longer than this (up to 1.5x) are watched for disconnects
 T = TypeVar("T")
 MODELS_PATH = "/v1/models/{path:path}"
+V2_MODELS_PATH = "/v2/models/{path:path}"  # the Open Inference Protocol's (serving.rest.v2)
 
 _TARGET = re.compile(
     r"(?P<name>[^/:]+)"
@@ -151,12 +152,15 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
             doc = _to_dict(service.model_status(target.name, version))
         return Response(orjson.dumps(doc), media_type=JSON)
 
+    from serving.rest import v2  # it builds on this module's endpoint pieces
+
     posts = Endpoint(post_model)
     app.add_route(MODELS_PATH, posts, methods=["POST"])
     app.add_route(MODELS_PATH, Endpoint(get_model), methods=["GET"])
     app.add_route(MODELS_PATH, cors.preflight, methods=["OPTIONS"])
+    v2_posts = v2.install(app, service, settings, watches)
     # Innermost first: each add_middleware wraps what was added before it.
-    app.add_middleware(ModelPosts, endpoint=posts)
+    app.add_middleware(ModelPosts, endpoints=(posts, v2_posts))
     if settings.auth_tokens:
         app.add_middleware(BearerAuth, tokens=BearerTokens.from_settings(settings))
     if settings.rest_api_enable_cors_support:
@@ -191,11 +195,12 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
 
 
 class ModelPosts:
-    """The innermost middleware: a POST to ``MODELS_PATH`` (predict, classify, regress) goes
-    straight to its ``Endpoint``, past the inner layers (exception handlers, FastAPI's exit
-    stack) and the route search, which it does not need: an ``Endpoint`` answers every
-    failure itself. They cost a quarter of the gateway's CPU on a 1-row predict (py-spy, 64
-    connections). Every other request goes on to them as usual.
+    """The innermost middleware: a POST to ``MODELS_PATH`` (predict, classify, regress) or
+    ``V2_MODELS_PATH`` (the Open Inference Protocol's infer) goes straight to its
+    ``Endpoint``, past the inner layers (exception handlers, FastAPI's exit stack) and the
+    route search, which it does not need: an ``Endpoint`` answers every failure itself.
+    They cost a quarter of the gateway's CPU on a 1-row predict (py-spy, 64 connections).
+    Every other request goes on to them as usual.
 
     Being middleware (added first, so innermost), it runs inside whatever middleware the
     app is given (``app.add_middleware``) or wrapped in: authentication, tracing and CORS
@@ -203,20 +208,27 @@ class ModelPosts:
     route table (and the ``Allow`` header of a 405) as it was.
     """
 
-    path = compile_path(MODELS_PATH)[0]
+    paths = (compile_path(MODELS_PATH)[0], compile_path(V2_MODELS_PATH)[0])
 
-    def __init__(self, app: ASGIApp, endpoint: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, endpoints: tuple[ASGIApp, ASGIApp]) -> None:
+        """``endpoints``: the POST endpoints of ``paths``, in that order."""
         self.app = app
-        self.endpoint = endpoint
+        self.routes = tuple(zip(self.paths, endpoints))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = self.path.match(route_path(scope))
-            if match is not None:
-                scope["path_params"] = match.groupdict()
-                await self.endpoint(scope, receive, send)
-                return
+            path = route_path(scope)
+            for pattern, endpoint in self.routes:
+                match = pattern.match(path)
+                if match is not None:
+                    scope["path_params"] = match.groupdict()
+                    await endpoint(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+    @classmethod
+    def matches(cls, path: str) -> bool:
+        return any(pattern.match(path) is not None for pattern in cls.paths)
 
 
 class GatewayApp(FastAPI):
@@ -245,7 +257,7 @@ class GatewayApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         direct = self._direct
         if (direct is not None and scope["type"] == "http" and scope["method"] == "POST"
-                and ModelPosts.path.match(route_path(scope)) is not None):
+                and ModelPosts.matches(route_path(scope))):
             await direct(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -246,6 +246,28 @@ def _column_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
     return _assemble(flat, shape, spec.dtype)
 
 
+def json_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
+    """A JSON value (a scalar or nested lists) as an array of ``spec``'s dtype, by the
+    columnar input's rules and fast paths; the Open Inference Protocol's JSON ``data``
+    (``serving.rest.v2``) shares them."""
+    return _column_tensor(value, spec, name)
+
+
+def flat_json(value: np.ndarray) -> Any:
+    """A numeric or boolean tensor's values, row-major and flat, as orjson (with
+    ``OPT_SERIALIZE_NUMPY``) writes them: floats shortest, non-finite ones as the NaN and
+    Infinity tokens, 16-bit floats (half, bfloat16) as float32."""
+    flat = value.ravel()
+    if flat.dtype.kind == "f" or flat.dtype.name == "bfloat16":
+        if flat.dtype.itemsize < 4:
+            flat = flat.astype(np.float32)
+        if not np.isfinite(flat).all():
+            return _float_json(flat)
+    elif flat.dtype.kind not in "biu":
+        raise InvalidArgument(f"Failed to write JSON value for tensor type: {dtype_name(value.dtype)}")
+    return flat
+
+
 def _shape_mismatch(expected: tuple[int, ...], got: tuple[int, ...]) -> None:
     if math.prod(expected) != math.prod(got):
         raise InvalidArgument(
