@@ -13,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 from serving.settings import ModelConfig, Settings, VersionPolicy
 from serving.v2 import protos
 from tests.conftest import MODELS, Gateway, free_port
+from tests.test_tls import pki as certificates
 
 SERVICE = "/inference.GRPCInferenceService/"
 HALF_PLUS_TWO = "saved_model_half_plus_two_cpu"
@@ -261,3 +262,31 @@ def test_infer_is_counted_as_tf_servings_grpc_methods_are(channel, gateway):
     assert [gateway.metric(":tensorflow:serving:request_latency_count", **latency),
             gateway.metric(":tensorflow:serving:runtime_latency_count", **runtime)] == [
         tfs_before[0] + 1, tfs_before[1] + 1]  # as TF Serving: successful calls
+
+
+# --- TLS and bearer tokens, as for TF Serving's methods --------------------------------------
+
+TOKEN = "v2-grpc-token"
+pki = certificates  # the fixture of the TLS tests: a CA and a certificate for localhost
+
+
+def test_tls_and_bearer_tokens_guard_the_v2_methods(tfserving_dir, pki):
+    settings = Settings(port=free_port(), rest_api_port=free_port(), auth_tokens=(TOKEN,), ssl_config=pki.tls(),
+                        models=(ModelConfig(name="half_plus_two", base_path=str(tfserving_dir / HALF_PLUS_TWO)),))
+    with Gateway(settings) as gateway, triton.InferenceServerClient(
+            gateway.grpc_target.replace("127.0.0.1", "localhost"), ssl=True,
+            root_certificates=str(pki.path("ca.crt"))) as client:
+        assert client.is_server_live() and client.is_server_ready()  # the probes need no token
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("half_plus_two", [infer_input("x", x(), "FP32")])
+        assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+        with pytest.raises(InferenceServerException) as info:
+            client.get_model_metadata("half_plus_two", headers={"authorization": "Bearer wrong"})
+        assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+        result = client.infer("half_plus_two", [infer_input("x", x(), "FP32")],
+                              headers={"authorization": f"Bearer {TOKEN}"})
+        np.testing.assert_array_equal(result.as_numpy("y"), x((3.0, 3.5, 4.0)))
+        with grpc.insecure_channel(gateway.grpc_target) as plaintext:
+            with pytest.raises(grpc.RpcError) as raised:
+                call(plaintext, "ServerLive", protos.ServerLiveRequest())
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
