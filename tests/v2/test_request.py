@@ -129,3 +129,11 @@ def test_an_output_v2_cannot_carry_is_refused_with_a_way_out():
     with pytest.raises(InvalidArgument, match="carries$"):
         request.select_outputs(spec, [Wanted("c")], "m")
     assert request.select_outputs(spec, [Wanted("a")], "m") == [Output("a", FP32, False)]
+
+
+@pytest.mark.parametrize("version,choice", [
+    ("", (None, None)), ("1", (1, None)), ("007", (7, None)), ("stable", (None, "stable")),
+    ("-1", (None, "-1")), ("1.0", (None, "1.0")), ("\u0663", (None, "\u0663")),  # an Arabic-Indic 3 is no version
+])
+def test_a_version_string_is_a_number_a_label_or_the_newest(version, choice):
+    assert request.version_choice(version) == choice
