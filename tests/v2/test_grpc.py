@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
-from serving.settings import ModelConfig, Settings, VersionPolicy
-from serving.v2 import protos
-from tests.conftest import MODELS, Gateway, free_port
+from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolicy
+from serving.v2 import datatypes, protos
+from tests.conftest import MODELS, Gateway, free_port, wait_until
 from tests.test_tls import pki as certificates
 
 SERVICE = "/inference.GRPCInferenceService/"
@@ -20,17 +20,48 @@ HALF_PLUS_TWO = "saved_model_half_plus_two_cpu"
 Tensor = protos.ModelInferRequest.InferInputTensor
 
 
+@pytest.fixture(scope="session")
+def dtypes_model(tmp_path_factory):
+    """A real SavedModel for the datatypes the example models lack: ``serving_default`` x FP32 ->
+    half FP16, bf BF16, y FP32 (x); ``narrow`` i8 INT8, u16 UINT16, b BOOL -> sum INT32, flipped
+    BOOL; ``from_half`` h FP16 -> y FP32 (2h)."""
+    import tensorflow as tf
+
+    class Dtypes(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def halves(self, x):
+            return {"half": tf.cast(x, tf.float16), "bf": tf.cast(x, tf.bfloat16), "y": x}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int8, name="i8"),
+                                      tf.TensorSpec([None], tf.uint16, name="u16"),
+                                      tf.TensorSpec([None], tf.bool, name="b")])
+        def narrow(self, i8, u16, b):
+            return {"sum": tf.cast(i8, tf.int32) + tf.cast(u16, tf.int32), "flipped": tf.logical_not(b)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float16, name="h")])
+        def from_half(self, h):
+            return {"y": tf.cast(h, tf.float32) * 2}
+
+    module = Dtypes()
+    base = tmp_path_factory.mktemp("dtypes") / "dtypes"
+    tf.saved_model.save(module, str(base / "1"), signatures={
+        "serving_default": module.halves, "narrow": module.narrow, "from_half": module.from_half})
+    return base
+
+
 @pytest.fixture(scope="module")
-def gateway(tfserving_dir, grpc_server) -> Gateway:
+def gateway(tfserving_dir, grpc_server, dtypes_model, held_model) -> Gateway:
     models = (
         ModelConfig(name="half_plus_two", base_path=str(tfserving_dir / HALF_PLUS_TWO)),
         ModelConfig(name="two_versions", base_path=str(tfserving_dir / "saved_model_half_plus_two_2_versions"),
                     version_policy=VersionPolicy(kind="all"), version_labels={"stable": 123, "canary": 124}),
         ModelConfig(name="text", base_path=str(MODELS / "shapes" / "text")),
         ModelConfig(name="vec16", base_path=str(MODELS / "shapes" / "vec16")),
+        ModelConfig(name="dtypes", base_path=str(dtypes_model)),
+        ModelConfig(name="held", base_path=str(held_model[0])),
     )
     settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, grpc_server=grpc_server,
-                        max_rows_per_request=100)
+                        max_rows_per_request=100, batching=BatchingConfig(num_batch_threads=1))
     with Gateway(settings) as running:
         yield running
 
@@ -263,6 +294,66 @@ def test_infer_is_counted_as_tf_servings_grpc_methods_are(channel, gateway):
             gateway.metric(":tensorflow:serving:runtime_latency_count", **runtime)] == [
         tfs_before[0] + 1, tfs_before[1] + 1]  # as TF Serving: successful calls
 
+
+
+# --- datatypes without an example model, deadlines ----------------------------------------
+
+def test_fp16_and_bf16_outputs_are_answered_raw_even_to_typed_requests(channel, client):
+    values = [1.5, -2.25, 65504.0]
+    request = _infer("dtypes", inputs=[Tensor(name="x", datatype="FP32", shape=[3], contents=protos.InferTensorContents(
+        fp32_contents=values))])
+    response = call(channel, "ModelInfer", request)
+    assert [(o.name, o.datatype, o.HasField("contents")) for o in response.outputs] == [
+        ("bf", "BF16", False), ("half", "FP16", False), ("y", "FP32", False)]
+    got = dict(zip(("bf", "half", "y"), response.raw_output_contents))
+    expected = np.array(values, np.float32)
+    assert got["half"] == expected.astype("<f2").tobytes()
+    assert got["bf"] == expected.astype(datatypes.BY_NAME["BF16"].dtype).tobytes()
+    assert got["y"] == expected.tobytes()
+    result = client.infer("dtypes", [infer_input("x", expected, "FP32")])
+    np.testing.assert_array_equal(result.as_numpy("half"), expected.astype(np.float16))
+    halves = client.infer("dtypes", [infer_input("h", np.array([0.5, 3.0], np.float16), "FP16")],
+                          parameters={"signature_name": "from_half"})
+    np.testing.assert_array_equal(halves.as_numpy("y"), [1.0, 6.0])
+
+
+def test_narrow_integers_and_bools_in_typed_contents(channel):
+    def narrow(i8, u16, b):
+        return _infer("dtypes", parameters={"signature_name": protos.InferParameter(string_param="narrow")}, inputs=[
+            Tensor(name="i8", datatype="INT8", shape=[len(i8)], contents=protos.InferTensorContents(int_contents=i8)),
+            Tensor(name="u16", datatype="UINT16", shape=[len(u16)],
+                   contents=protos.InferTensorContents(uint_contents=u16)),
+            Tensor(name="b", datatype="BOOL", shape=[len(b)], contents=protos.InferTensorContents(bool_contents=b))])
+
+    answer = {o.name: o for o in call(channel, "ModelInfer", narrow([-128, 127], [65535, 0], [True, False])).outputs}
+    assert list(answer["sum"].contents.int_contents) == [65407, 127]
+    assert list(answer["flipped"].contents.bool_contents) == [False, True]
+    for request_, words in ((narrow([128], [0], [True]), "outside INT8's range [-128, 127]"),
+                            (narrow([0], [65536], [True]), "outside UINT16's range [0, 65535]")):
+        code, details = refused(channel, "ModelInfer", request_)
+        assert (code, words in details) == (grpc.StatusCode.INVALID_ARGUMENT, True), details
+    typed_half = _infer("dtypes", parameters={"signature_name": protos.InferParameter(string_param="from_half")},
+                        inputs=[Tensor(name="h", datatype="FP16", shape=[1])])
+    code, details = refused(channel, "ModelInfer", typed_half)
+    assert (code, "FP16 has no typed contents" in details) == (grpc.StatusCode.INVALID_ARGUMENT, True), details
+
+
+def test_the_timeout_parameter_is_the_request_deadline(client, gateway, gate):
+    def held(hold: bool):
+        return [infer_input("x", np.array([1.0], np.float32), "FP32"),
+                infer_input("hold", np.array([int(hold)], np.int64), "INT64")]
+
+    outcome = {}
+    client.async_infer("held", held(True), lambda result, error: outcome.update(result=result, error=error),
+                       client_timeout=120)
+    wait_until(lambda: gate.waiting == 1, what="the held request to reach the gate")
+    with pytest.raises(InferenceServerException) as info:  # waits behind it for the one slot
+        client.infer("held", held(False), timeout=300_000, client_timeout=60)  # microseconds
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    gate.open()
+    wait_until(lambda: outcome, what="the held request's answer")
+    assert outcome["error"] is None
+    np.testing.assert_array_equal(outcome["result"].as_numpy("y"), [2.0])
 
 # --- TLS and bearer tokens, as for TF Serving's methods --------------------------------------
 
