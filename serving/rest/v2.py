@@ -123,9 +123,10 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
             ready = service.model_ready(target.name, target.version, target.label)
             if ready:
                 return _json({"name": target.name, "ready": True})
-            what_ = target.name if target.version is None and target.label is None else \
-                f"version {target.version if target.label is None else target.label} of {target.name}"
-            return _json({"name": target.name, "ready": False, "error": f"not ready: {what_}"}, 503)
+            version = target.label or target.version
+            reason = (f"model {label(target.name)} has no AVAILABLE version" if version is None
+                      else f"version {version} of model {label(target.name)} is not AVAILABLE")
+            return _json({"name": target.name, "ready": False, "error": f"not ready: {reason}"}, 503)
         servable = service.resolve(target.name, target.version, target.label)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         signature_name = (query.get("signature_name") or [DEFAULT_SIGNATURE])[0]

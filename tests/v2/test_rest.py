@@ -311,3 +311,14 @@ def test_a_v2_and_a_tf_serving_request_merge_into_one_batch(gateway, gate):
     assert results["tfs"].json() == {"outputs": [3.0]}
     assert gateway.metric("tfgw_batch_size_rows_count", model="held") == batches + 2
     assert gateway.metric("tfgw_batch_size_rows_sum", model="held") == rows + 3
+
+
+def test_not_ready_is_503_with_an_error(gateway_factory, tfserving_dir):
+    failing = gateway_factory(models=(ModelConfig(name="half_plus_two",
+                                                  base_path=str(tfserving_dir / HALF_PLUS_TWO)),))
+    failing.service.fail("the gRPC server stopped")
+    ready = httpx.get(failing.url + "/v2/health/ready", timeout=30)
+    assert (ready.status_code, ready.json()) == (503, {"ready": False, "error": "not ready: the gRPC server stopped"})
+    model = httpx.get(failing.url + "/v2/models/half_plus_two/ready", timeout=30)
+    assert (model.status_code, model.json()["ready"]) == (503, False)
+    assert httpx.get(failing.url + "/v2/health/live", timeout=30).json() == {"live": True}
