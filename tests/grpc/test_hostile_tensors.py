@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -150,18 +151,18 @@ def test_known_hostile_requests_are_refused_by_name(gateway):
     _predict_ok(channel)
 
 
-@pytest.mark.slow
-def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
-    server, channel = gateway
-    raw = channel.unary_unary(PREDICT, request_serializer=None, response_deserializer=None)
-    valid = _valid_request().SerializeToString()
-    corpus = _fuzz_corpus(valid)
-    # Warm the server's allocator and caches on both paths before the first reading.
+def fuzz(server: Server, call: Callable[..., bytes], corpus: list[tuple[str, bytes]],
+         valid_call: Callable[[], None], what: str) -> None:
+    """Send every ``(name, body)`` of ``corpus`` to the raw method ``call`` of the gateway
+    process ``server``, after warming its allocator and caches on both paths (``valid_call``
+    20 times, the first 40 cases): each answer must be OK (a mutation that still parses and
+    fits) or a deliberate code, most INVALID_ARGUMENT, the process alive, its VmRSS grown by
+    under ``RSS_SLACK_KB``, and ``valid_call`` still answered. Prints the codes and VmRSS."""
     for _ in range(20):
-        _predict_ok(channel)
+        valid_call()
     for _, body in corpus[:40]:
         try:
-            raw(body, timeout=30)
+            call(body, timeout=30)
         except grpc.RpcError:
             pass
     before = rss_kb(server.proc.pid)
@@ -171,8 +172,8 @@ def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
     for name, body in corpus:
         assert time.monotonic() - started < FUZZ_SECONDS, f"fuzzing took over {FUZZ_SECONDS} s"
         try:
-            raw(body, timeout=30)
-            code = grpc.StatusCode.OK  # a mutation that still parses and fits the signature
+            call(body, timeout=30)
+            code = grpc.StatusCode.OK
         except grpc.RpcError as error:
             code = error.code()
             if code not in DELIBERATE:
@@ -180,8 +181,16 @@ def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
         codes[code.name] = codes.get(code.name, 0) + 1
     server.check_alive("after the fuzz requests")
     after = rss_kb(server.proc.pid)
-    print(f"fuzz: {len(corpus)} requests, codes {codes}, VmRSS {before} kB -> {after} kB")
+    print(f"{what}: {len(corpus)} requests, codes {codes}, VmRSS {before} kB -> {after} kB")
     assert not bad, "\n".join(bad[:20])
     assert codes.get("INVALID_ARGUMENT", 0) > len(corpus) // 2
     assert after - before < RSS_SLACK_KB, f"VmRSS grew from {before} to {after} kB"
-    _predict_ok(channel)
+    valid_call()
+
+
+@pytest.mark.slow
+def test_fuzzed_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
+    server, channel = gateway
+    raw = channel.unary_unary(PREDICT, request_serializer=None, response_deserializer=None)
+    corpus = _fuzz_corpus(_valid_request().SerializeToString())
+    fuzz(server, raw, corpus, lambda: _predict_ok(channel), "fuzz")

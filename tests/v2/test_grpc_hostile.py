@@ -2,21 +2,20 @@
 gateway process over gRPC, on each gRPC server: every one is refused by name with a deliberate
 code, nothing is allocated for a size the data does not back, and the process's resident
 memory stays flat (the method and limits of ``tests/grpc/test_hostile_tensors.py``, whose
-constants this shares)."""
+helpers this shares)."""
 from __future__ import annotations
 
 import random
 import sys
-import time
 
 import grpc
 import numpy as np
 import pytest
 
-from loadtests.support.processes import Server, free_port, rss_kb
+from loadtests.support.processes import Server, free_port
 from serving.v2 import protos
 from tests.conftest import MODELS
-from tests.grpc.test_hostile_tensors import DELIBERATE, FUZZ_CASES, FUZZ_SECONDS, RSS_SLACK_KB
+from tests.grpc.test_hostile_tensors import FUZZ_CASES, fuzz
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 Tensor = protos.ModelInferRequest.InferInputTensor
@@ -188,33 +187,4 @@ def test_known_hostile_v2_requests_are_refused_by_name(gateway):
 @pytest.mark.slow
 def test_fuzzed_v2_requests_get_deliberate_codes_and_memory_stays_flat(gateway):
     server, infer = gateway
-    corpus = _fuzz_corpus()
-    # Warm the server's allocator and caches on every path before the first reading.
-    for _ in range(20):
-        _infer_ok(infer)
-    for _, body in corpus[:40]:
-        try:
-            infer(body, timeout=30)
-        except grpc.RpcError:
-            pass
-    before = rss_kb(server.proc.pid)
-    codes: dict[str, int] = {}
-    bad: list[str] = []
-    started = time.monotonic()
-    for name, body in corpus:
-        assert time.monotonic() - started < FUZZ_SECONDS, f"fuzzing took over {FUZZ_SECONDS} s"
-        try:
-            infer(body, timeout=30)
-            code = grpc.StatusCode.OK  # a mutation that still parses and fits the signature
-        except grpc.RpcError as error:
-            code = error.code()
-            if code not in DELIBERATE:
-                bad.append(f"{name}: {code.name} {error.details()}")
-        codes[code.name] = codes.get(code.name, 0) + 1
-    server.check_alive("after the fuzz requests")
-    after = rss_kb(server.proc.pid)
-    print(f"v2 gRPC fuzz: {len(corpus)} requests, codes {codes}, VmRSS {before} kB -> {after} kB")
-    assert not bad, "\n".join(bad[:20])
-    assert codes.get("INVALID_ARGUMENT", 0) > len(corpus) // 2
-    assert after - before < RSS_SLACK_KB, f"VmRSS grew from {before} to {after} kB"
-    _infer_ok(infer)
+    fuzz(server, infer, _fuzz_corpus(), lambda: _infer_ok(infer), "v2 gRPC fuzz")
