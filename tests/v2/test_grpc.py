@@ -7,7 +7,9 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
 import tritonclient.grpc as triton
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolicy
@@ -61,7 +63,8 @@ def gateway(tfserving_dir, grpc_server, dtypes_model, held_model) -> Gateway:
         ModelConfig(name="held", base_path=str(held_model[0])),
     )
     settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, grpc_server=grpc_server,
-                        max_rows_per_request=100, batching=BatchingConfig(num_batch_threads=1))
+                        max_rows_per_request=100, enable_batching=True,
+                        batching=BatchingConfig(max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=1))
     with Gateway(settings) as running:
         yield running
 
@@ -354,6 +357,36 @@ def test_the_timeout_parameter_is_the_request_deadline(client, gateway, gate):
     wait_until(lambda: outcome, what="the held request's answer")
     assert outcome["error"] is None
     np.testing.assert_array_equal(outcome["result"].as_numpy("y"), [2.0])
+
+
+def test_a_v2_and_a_tf_serving_grpc_request_merge_into_one_batch(client, channel, gateway, gate):
+    """The held call takes the one batch thread; a ModelInfer and a TF Serving Predict then
+    queue behind it and run together: one batch of 2 rows."""
+    def held(value: float, hold: int):
+        return [infer_input("x", np.array([value], np.float32), "FP32"),
+                infer_input("hold", np.array([hold], np.int64), "INT64")]
+
+    batches = gateway.metric("tfgw_batch_size_rows_count", model="held")
+    rows = gateway.metric("tfgw_batch_size_rows_sum", model="held")
+    answers: dict[str, object] = {}
+    client.async_infer("held", held(0.0, 1), lambda result, error: answers.update(held=(result, error)),
+                       client_timeout=120)
+    wait_until(lambda: gate.waiting == 1, what="the held request to reach the gate")
+    client.async_infer("held", held(1.0, 0), lambda result, error: answers.update(v2=(result, error)),
+                       client_timeout=120)
+    predict = predict_pb2.PredictRequest()
+    predict.model_spec.name = "held"
+    predict.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([2.0], np.float32)))
+    predict.inputs["hold"].CopyFrom(tf.make_tensor_proto(np.array([0], np.int64)))
+    tfs = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(predict, timeout=120)
+    wait_until(lambda: gateway.metric("tfgw_queue_depth_rows", model="held") == 2, what="both requests queued")
+    gate.open()
+    wait_until(lambda: len(answers) == 2, what="the v2 answers")
+    assert [error for _, error in answers.values()] == [None, None]
+    np.testing.assert_array_equal(answers["v2"][0].as_numpy("y"), [2.0])
+    np.testing.assert_array_equal(tf.make_ndarray(tfs.result().outputs["y"]), [3.0])
+    assert gateway.metric("tfgw_batch_size_rows_count", model="held") == batches + 2  # the held one, the pair
+    assert gateway.metric("tfgw_batch_size_rows_sum", model="held") == rows + 3
 
 # --- TLS and bearer tokens, as for TF Serving's methods --------------------------------------
 
