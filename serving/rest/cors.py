@@ -12,6 +12,8 @@
   ``X-Request-Timeout-Ms``, so a browser may send it, and ``Authorization`` when bearer
   tokens are required (``--auth_token_file``), without which no browser could send one.
 
+The Open Inference Protocol's paths (``/v2`` and under it, ``serving.rest.v2``) are treated
+the same way: preflight answered on them, and the headers on every answer with the flag.
 Other paths (``/healthz``, ``/readyz``, the metrics path) get neither, as TF Serving's
 metrics handler gets none.
 """
@@ -52,7 +54,7 @@ class CORSHeaders:
         self.headers = cors_headers(authorization)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"][:4].lower() != "/v1/":
+        if scope["type"] != "http" or not _api_path(scope["path"]):
             await self.app(scope, receive, send)
             return
 
@@ -62,3 +64,9 @@ class CORSHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _api_path(path: str) -> bool:
+    """TF Serving's REST paths (``/v1/...``) and the Open Inference Protocol's (``/v2``, ``/v2/...``)."""
+    head = path[:4].lower()
+    return head == "/v1/" or head == "/v2/" or path.lower() == "/v2"

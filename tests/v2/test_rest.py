@@ -322,3 +322,46 @@ def test_not_ready_is_503_with_an_error(gateway_factory, tfserving_dir):
     model = httpx.get(failing.url + "/v2/models/half_plus_two/ready", timeout=30)
     assert (model.status_code, model.json()["ready"]) == (503, False)
     assert httpx.get(failing.url + "/v2/health/live", timeout=30).json() == {"live": True}
+
+
+def test_cors_on_v2_paths(gateway_factory, tfserving_dir):
+    on = gateway_factory(models=(ModelConfig(name="half_plus_two", base_path=str(tfserving_dir / HALF_PLUS_TWO)),),
+                         rest_api_enable_cors_support=True)
+    with httpx.Client(base_url=on.url, timeout=30) as client:
+        answers = {
+            "infer": client.post("/v2/models/half_plus_two/infer", json={
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}),
+            "server": client.get("/v2"),
+            "ready": client.get("/v2/health/ready"),
+            "unknown": client.get("/v2/nothing"),
+            "preflight": client.options("/v2/models/half_plus_two/infer",
+                                        headers={"Origin": "https://app.example",
+                                                 "Access-Control-Request-Method": "POST"}),
+            "preflight without origin": client.options("/v2/models/half_plus_two/infer"),
+        }
+        healthz = client.get("/healthz")
+    assert {name: r.status_code for name, r in answers.items()} == {
+        "infer": 200, "server": 200, "ready": 200, "unknown": 404, "preflight": 200, "preflight without origin": 400}
+    for name, response in answers.items():
+        assert response.headers.get("access-control-allow-origin") == "*", name
+    assert "access-control-allow-origin" not in healthz.headers
+
+
+def test_the_timeout_parameter_is_the_deadline(gateway, gate):
+    """A request behind a held call, with parameters.timeout of 0.2 s (in microseconds, as
+    tritonclient sends it), is answered 504 while the held call still waits."""
+    held = threading.Thread(target=httpx.post, args=(gateway.url + "/v2/models/held/infer",),
+                            kwargs={"timeout": 120, "json": {"inputs": [
+                                {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]},
+                                {"name": "hold", "datatype": "INT64", "shape": [1], "data": [1]}]}})
+    held.start()
+    wait_until(lambda: gate.waiting == 1, what="the held request to reach the gate")
+    doc = {"parameters": {"timeout": 200_000}, "inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]},
+        {"name": "hold", "datatype": "INT64", "shape": [1], "data": [0]}]}
+    response = post(gateway, "/v2/models/held/infer", doc)
+    assert response.status_code == 504, response.text
+    assert set(response.json()) == {"error"}
+    assert gate.waiting == 1
+    gate.open()
+    held.join(timeout=120)
