@@ -27,6 +27,7 @@ from serving.grpc.servicers import deadline, rpc
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.shapes import TensorLimits, check_total, what
 from serving.runtime.signature import SignatureSpec, shape_text
+from serving.runtime.tensors import packed_values
 from serving.v2 import datatypes, metadata, protos, raw, shapes
 from serving.v2 import request as v2
 from serving.v2.datatypes import BYTES, Datatype
@@ -219,7 +220,11 @@ def _typed(item: _Input) -> np.ndarray:
                                   f"{datatype.name}'s range [{info.min}, {info.max}]")
         array = wide.astype(dtype)
     else:
-        array = np.fromiter(values, dtype=dtype, count=count)
+        array = None
+        if dtype.kind == "f":  # bit for bit (a Python float would quiet a signalling NaN), and fast
+            array = packed_values(contents, contents.DESCRIPTOR.fields_by_name[field].number, datatype.wire, count)
+        if array is None:
+            array = np.fromiter(values, dtype=dtype, count=count)
     return array.reshape(item.shape)
 
 

@@ -326,7 +326,7 @@ def _read(c: _Checked, repeated) -> np.ndarray:
     else:
         values = None
         if kind.wire.kind == "f":  # bit for bit (a Python float would quiet a signalling NaN)
-            values = _unpacked(c.proto, kind.number, kind.wire, count)
+            values = packed_values(c.proto, kind.number, kind.wire, count)
         if values is None:
             values = np.fromiter(repeated, dtype=kind.wire, count=count)
     if kind.view:
@@ -334,12 +334,13 @@ def _read(c: _Checked, repeated) -> np.ndarray:
     return values
 
 
-def _unpacked(proto: tensor_pb2.TensorProto, number: int, wire: np.dtype, count: int) -> np.ndarray | None:
-    """The ``count`` values of packed fixed-width field ``number``, bit for bit, read from the
-    proto's own serialization (protobuf's wire format: one packed run per field, as protobuf
-    writes it): ~2 us at any size, where ``np.fromiter`` over the field takes 22 us at 512
-    values and 350 us at 8192. None if it is not there as expected (the caller then reads
-    the field)."""
+def packed_values(proto: Message, number: int, wire: np.dtype, count: int) -> np.ndarray | None:
+    """The ``count`` values of packed fixed-width field ``number`` of any message (a
+    TensorProto's ``float_val``, a v2 ``InferTensorContents``' ``fp32_contents``), bit for
+    bit, read from the proto's own serialization (protobuf's wire format: one packed run per
+    field, as protobuf writes it): ~2 us at any size, where ``np.fromiter`` over the field
+    takes 22 us at 512 values and 350 us at 8192. None if it is not there as expected (the
+    caller then reads the field)."""
     data = proto.SerializeToString()
     i, end = 0, len(data)
     while i < end:
