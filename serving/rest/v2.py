@@ -16,12 +16,15 @@ JSON header (``Inference-Header-Content-Length`` bytes) then each binary input's
 checked against the limits before any data is decoded (``serving.v2``). Outputs are JSON
 (``data`` flat) unless ``binary_data`` / ``binary_data_output`` ask for binary, which
 answers ``application/octet-stream`` with the same header. BYTES in JSON are UTF-8 text.
+A body may come gzip or deflate compressed (``Content-Encoding``), inflated to at most
+``--max_request_bytes``; answers are never compressed (identity is always acceptable).
 """
 from __future__ import annotations
 
 import functools
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,7 +37,7 @@ from starlette.datastructures import URL
 from starlette.types import Receive, Scope
 
 from serving.core.service import InferenceService
-from serving.errors import InvalidArgument, NotFound
+from serving.errors import InvalidArgument, NotFound, PayloadTooLarge
 from serving.rest import codec, cors
 from serving.rest.app import V2_MODELS_PATH as MODELS_PATH
 from serving.rest.app import Endpoint, _deadline, _DisconnectWatches, _read_body
@@ -53,6 +56,8 @@ _FP32 = datatypes.BY_NAME["FP32"]
 _BF16 = datatypes.BY_NAME["BF16"]
 _TARGET = re.compile(r"(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer))?")
 _MAX_VERSION_DIGITS = 18  # TF Serving's versions are int64
+_ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+"""zlib's window bits for each Content-Encoding: gzip's header and trailer, deflate's zlib ones."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,8 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
         with service.track(target.name, "infer", "REST"):
             headers = scope["headers"]
             due = _deadline(headers, settings.rest_api_timeout_in_ms)
-            _refuse_encoding(headers)
-            body = await _read_body(headers, receive, settings.max_request_bytes)
+            limit = settings.max_request_bytes
+            body = _decoded(headers, await _read_body(headers, receive, limit), limit)
             head, binary = _split(body, header(headers, HEADER_LENGTH))
             doc = codec.parse_json(head)
             request_id = doc.get("id")
@@ -170,11 +175,27 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
 
 
-def _refuse_encoding(headers: list[tuple[bytes, bytes]]) -> None:
+def _decoded(headers: list[tuple[bytes, bytes]], body: bytes, limit: int) -> bytes:
+    """The body as sent before ``Content-Encoding`` (gzip or deflate, as tritonclient's
+    ``request_compression_algorithm`` sends them), at most ``limit`` bytes once inflated: a
+    bomb is refused (413) after ``limit`` bytes, never inflated whole."""
     encoding = header(headers, b"content-encoding")
-    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+    if encoding is None or encoding.strip().lower() in (b"", b"identity"):
+        return body
+    wbits = _ENCODINGS.get(encoding.strip().lower())
+    if wbits is None:
         raise InvalidArgument(f"Content-Encoding {encoding[:32].decode('latin-1')!r} is not supported: "
-                              "send the body uncompressed")
+                              "send gzip, deflate or an uncompressed body")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidArgument(f"The {encoding.decode('latin-1')} body does not decompress: {error}") from None
+    if len(inflated) > limit:
+        raise PayloadTooLarge(f"Request body is over the limit of {limit} bytes once decompressed")
+    if not inflater.eof or inflater.unused_data:
+        raise InvalidArgument(f"The {encoding.decode('latin-1')} body is cut short or has data after its end")
+    return inflated
 
 
 def _split(body: bytes, length: bytes | None) -> tuple[bytes, memoryview]:

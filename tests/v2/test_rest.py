@@ -5,9 +5,11 @@ status codes, error bodies), accounting, and a v2 and a TF Serving request mergi
 batch."""
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 import threading
+import zlib
 
 import httpx
 import numpy as np
@@ -220,7 +222,11 @@ def test_binary_bytes_input_is_length_prefixed(gateway):
     (b"{}", {"Inference-Header-Content-Length": "x"}, 400, "Inference-Header-Content-Length must be"),
     (b"{}", {"Inference-Header-Content-Length": "3"}, 400, "Inference-Header-Content-Length must be"),
     (b"{}", {"Inference-Header-Content-Length": "0"}, 400, "Raw binary requests"),
-    (b"{}", {"Content-Encoding": "gzip"}, 400, "Content-Encoding 'gzip' is not supported"),
+    (b"{}", {"Content-Encoding": "br"}, 400, "Content-Encoding 'br' is not supported"),
+    (b"{}", {"Content-Encoding": "gzip"}, 400, "The gzip body does not decompress"),
+    (gzip.compress(b"{}")[:-3], {"Content-Encoding": "gzip"}, 400, "cut short"),
+    (gzip.compress(b" " * (MAX_REQUEST_BYTES + 1)), {"Content-Encoding": "gzip"}, 413, "once decompressed"),
+    (zlib.compress(b'{"inputs": 3}'), {"Content-Encoding": "deflate"}, 400, "'inputs' must be a list"),
     (b"[1]", {}, 400, "Is not object"),
     (b'{"inputs": 3}', {}, 400, "'inputs' must be a list"),
     (b'{"id": 3, "inputs": []}', {}, 400, "'id' must be a string"),
@@ -365,3 +371,10 @@ def test_the_timeout_parameter_is_the_deadline(gateway, gate):
     assert gate.waiting == 1
     gate.open()
     held.join(timeout=120)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_from_tritonclient(client, algorithm):
+    result = client.infer("half_plus_two", [infer_input("x", x(), "FP32")], request_compression_algorithm=algorithm,
+                          response_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("y"), x((3.0, 3.5, 4.0)))
