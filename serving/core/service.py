@@ -21,6 +21,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from serving.batching.batcher import Batcher, RunFn
 from serving.batching.rows import Tensors
 from serving.core.registry import ModelRegistry, Servable
+from serving.core.repository import Repository
 from serving.core.results import Classifications, classifications, regressions
 from serving.core.sources import LocalSource, ModelSource
 from serving.errors import (
@@ -92,6 +93,8 @@ class InferenceService:
             load_retries=settings.max_num_load_retries,
             load_retry_interval_s=settings.load_retry_interval_micros / 1e6,
             on_retry_loaded=_refreeze)
+        self.repository = Repository(self)
+        """The Open Inference Protocol's model repository extension (index, load, unload)."""
         self.draining = False
         self.failure: str | None = None
         """Why the process can no longer serve (``fail``), or None."""

@@ -2,7 +2,9 @@
 
 Routes (``install``): ``GET /v2`` (server metadata), ``GET /v2/health/live``,
 ``GET /v2/health/ready``, ``GET /v2/models/{m}[/versions/{v}]`` (metadata),
-``GET .../ready``, ``POST .../infer``; every other path under ``/v2`` answers 404 with
+``GET .../ready``, ``POST .../infer``, the model repository extension's
+``POST /v2/repository/index`` and ``POST /v2/repository/models/{m}/load|unload``
+(``serving.core.repository``); every other path under ``/v2`` answers 404 with
 ``{"error": ...}`` (Starlette's ``{"detail"}`` is not something tritonclient can read). A
 version is a number, or else one of TF Serving's version labels (``/versions/stable``).
 
@@ -154,6 +156,32 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
             return _json({"ready": True})
         return _json({"ready": False, "error": f"not ready: {reason}"}, 503)
 
+    async def repository_index(scope: Scope, receive: Receive) -> Response:
+        doc = await _optional_json(scope, receive, settings.max_request_bytes)
+        ready = doc.get("ready", False)
+        if type(ready) is not bool:
+            raise InvalidArgument("'ready' must be a boolean")
+        _refuse_named_repository(doc.get("repository_name"))
+        return _json([{k: v for k, v in vars(entry).items() if v is not None}
+                      for entry in service.repository.index(ready)])
+
+    async def repository_load(scope: Scope, receive: Receive) -> Response:
+        doc = await _optional_json(scope, receive, settings.max_request_bytes)
+        params = doc.get("parameters") or {}
+        if type(params) is not dict:
+            raise InvalidArgument("'parameters' must be an object")
+        refused = next((key for key in params if key == "config" or key.startswith("file:")), None)
+        if refused is not None:
+            raise InvalidArgument(f"Parameter {label(refused)} is not supported: a model is loaded from its "
+                                  "folder under the model roots")
+        await service.repository.load(scope["path_params"]["name"])
+        return _json({})
+
+    async def repository_unload(scope: Scope, receive: Receive) -> Response:
+        await _optional_json(scope, receive, settings.max_request_bytes)  # unload_dependents: nothing depends
+        await service.repository.unload(scope["path_params"]["name"])
+        return _json({})
+
     async def unknown(scope: Scope, _: Receive) -> Response:
         raise NotFound(f"Malformed request: {scope['method']} {URL(scope=scope).path}")
 
@@ -164,11 +192,25 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
     add("/v2/health/ready", Endpoint(ready), methods=["GET"])
     add(MODELS_PATH, posts, methods=["POST"])
     add(MODELS_PATH, Endpoint(get_model), methods=["GET"])
+    add("/v2/repository/index", Endpoint(repository_index), methods=["POST"])
+    add("/v2/repository/models/{name}/load", Endpoint(repository_load), methods=["POST"])
+    add("/v2/repository/models/{name}/unload", Endpoint(repository_unload), methods=["POST"])
     add("/v2/{path:path}", cors.preflight, methods=["OPTIONS"])
     catch_all = Endpoint(unknown)  # any other method or path under /v2: {"error"}, not {"detail"}
     add("/v2", catch_all)
     add("/v2/{path:path}", catch_all)
     return posts
+
+
+async def _optional_json(scope: Scope, receive: Receive, limit: int) -> dict[str, Any]:
+    """A repository request's body: a JSON object, or nothing (tritonclient's index sends none)."""
+    body = await _read_body(scope["headers"], receive, limit)
+    return codec.parse_json(body) if body.strip() else {}
+
+
+def _refuse_named_repository(name: object) -> None:
+    if name:
+        raise InvalidArgument("Named repositories are not supported: leave 'repository_name' empty")
 
 
 def _json(doc: Any, status: int = 200) -> Response:

@@ -256,7 +256,7 @@ def test_body_over_the_limit_is_413(gateway):
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/v2/models/half_plus_two/config"), ("GET", "/v2/models/half_plus_two/stats"),
     ("POST", "/v2/models/half_plus_two"), ("GET", "/v2/models/half_plus_two/infer"),
-    ("PUT", "/v2/models/half_plus_two/infer"), ("POST", "/v2/repository/index"), ("POST", "/v2"),
+    ("PUT", "/v2/models/half_plus_two/infer"), ("GET", "/v2/repository/index"), ("POST", "/v2"),
     ("GET", "/v2/trace/setting"), ("DELETE", "/v2/health/live"),
 ])
 def test_every_other_v2_path_is_404_with_an_error(gateway, method, path):
