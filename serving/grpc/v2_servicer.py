@@ -149,8 +149,11 @@ class InferenceServicer:
         tensors = request.inputs
         names = [t.name for t in tensors]
         if len(set(names)) != len(names):
-            duplicate = next(name for name in names if names.count(name) > 1)
-            raise InvalidArgument(f"{what('Input', duplicate)} is given twice")
+            seen: set[str] = set()
+            for name in names:  # one pass: a hostile request may list 100,000 inputs
+                if name in seen:
+                    raise InvalidArgument(f"{what('Input', name)} is given twice")
+                seen.add(name)
         given = [name for name in names if name in spec.inputs or name != self._key_field]
         if len(given) != len(spec.inputs) or any(name not in spec.inputs for name in given):
             spec.check_names(given)

@@ -98,9 +98,23 @@ class SignatureSpec:
         extra = [name for name in names if name not in self.inputs]
         if extra:
             raise InvalidArgument(
-                f"Unknown input(s) {sorted(extra)} for signature '{self.name}'; "
+                f"Unknown input(s) {_some(extra)} for signature '{self.name}'; "
                 f"expected {sorted(self.inputs)}"
             )
+
+
+_LISTED = 10
+"""A client's names a message lists at most: a gRPC status travels in a trailer that
+clients refuse over 16 KB (a request listing 100,000 unknown inputs made the whole call
+RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT)."""
+
+
+def _some(names: Collection[str]) -> str:
+    """A client's names for a message: the first ``_LISTED`` sorted, long ones cut short."""
+    ordered = sorted(names)
+    shown = [name if len(name) <= 64 else name[:64] + "..." for name in ordered[:_LISTED]]
+    more = len(ordered) - len(shown)
+    return f"{shown}" + (f" and {more} more" if more else "")
 
 
 def dtype_name(dtype: np.dtype) -> str:

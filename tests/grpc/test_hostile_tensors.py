@@ -62,7 +62,17 @@ def _known_hostile() -> list[tuple[str, predict_pb2.PredictRequest]]:
         ("DT_VARIANT", _request(t(dtype=D.DT_VARIANT, tensor_shape=_shape([1])))),
         ("unknown input", _request(t(dtype=D.DT_FLOAT, tensor_shape=_shape([2**31]), float_val=[1]), "nope")),
         ("unknown model", _request(t(dtype=D.DT_FLOAT, tensor_shape=_shape([1]), float_val=[1]), model="nope")),
+        ("100000 unknown inputs beside x", _many_inputs(100_000)),
     ]
+
+
+def _many_inputs(count: int) -> predict_pb2.PredictRequest:
+    """x and ``count`` inputs the model lacks, some with long names: the refusal must still fit
+    the 16 KB trailer gRPC clients accept."""
+    request = _request(tf.make_tensor_proto(np.array([1.0], np.float32)))
+    for i in range(count):
+        request.inputs[f"unknown_input_{i}" + "z" * (i % 2) * 500].dtype = types_pb2.DT_FLOAT
+    return request
 
 
 def _random_tensor(rng: random.Random) -> tensor_pb2.TensorProto:

@@ -68,6 +68,11 @@ def _known_hostile() -> list[tuple[str, protos.ModelInferRequest]]:
         ("typed FP16", _request("half_plus_two", _x([1, 1], "FP16", contents=Contents(fp32_contents=[1])))),
         ("long garbage datatype", _request("half_plus_two", _x([1, 1], "Z" * 10_000), raw=[four])),
         ("duplicate inputs", _request("half_plus_two", _x([1, 1]), _x([1, 1]), raw=[four, four])),
+        ("100000 inputs, the last a duplicate", _request("half_plus_two", *[
+            Tensor(name=f"in{i}", datatype="FP32", shape=[1]) for i in range(100_000)], _x([1]), _x([1]))),
+        ("100000 unknown inputs beside x", _request("half_plus_two", _x([1]), *[
+            Tensor(name=f"unknown_input_{i}" + "z" * (i % 2) * 500, datatype="FP32", shape=[1])
+            for i in range(100_000)])),
         ("parameter without a value", _request("half_plus_two", _x([1, 1]), raw=[four],
                                                parameters={"p": protos.InferParameter()})),
         ("shared memory input", _request("half_plus_two", _x([1, 1], parameters={
