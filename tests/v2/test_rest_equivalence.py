@@ -18,6 +18,7 @@ import tritonclient.http as triton
 from serving.examples import natality
 from serving.settings import ModelConfig, Settings, VersionPolicy
 from tests.conftest import MODELS, Gateway, free_port
+from tests.v2.test_rest import client  # noqa: F401 - the fixture, on this module's gateway
 
 TFSERVING = MODELS / "tfserving"
 
@@ -65,13 +66,6 @@ def gateway(tfserving_dir, models_dir) -> Gateway:
         yield running
 
 
-@pytest.fixture(scope="module")
-def client(gateway):
-    client = triton.InferenceServerClient(gateway.url.removeprefix("http://"))
-    yield client
-    client.close()
-
-
 def _tf_serving(gateway: Gateway, model: str, version: str, inputs: dict[str, np.ndarray],
                 names: list[str]) -> dict[str, np.ndarray]:
     columns = {name: [{"b64": base64.b64encode(v).decode()} for v in value.tolist()] if value.dtype == object
@@ -99,7 +93,7 @@ def _same(v2: np.ndarray, tfs: object, name: str) -> None:
 @pytest.mark.parametrize(("case", "binary"), [
     pytest.param(case, binary, id=f"{case}-{'binary' if binary else 'json'}")
     for case in sorted(CASES) for binary in (True, False) if binary or case not in NOT_UTF8])
-def test_v2_answers_equal_tf_serving_predict(gateway, client, case, binary):
+def test_v2_answers_equal_tf_serving_predict(gateway, client, case, binary):  # noqa: F811
     model, _, version = case.partition("@")
     inputs = CASES[case]
     tensors = []
