@@ -30,7 +30,7 @@ from serving.grpc.aio_server import AioServer
 from serving.grpc.auth import BearerInterceptor
 from serving.grpc.contract import CallContext, GrpcServer
 from serving.grpc.interceptors import Interceptor
-from serving.grpc.servicers import ModelServicer, PredictionServicer, Undecodable, add_to_server
+from serving.grpc.servicers import ModelServicer, PredictionServicer, Undecodable, add_to_server, status_details
 from serving.grpc.v2_servicer import InferenceServicer
 from serving.settings import Settings, TLSConfig
 from serving.v2 import protos
@@ -57,7 +57,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         try:
             return health_pb2.HealthCheckResponse(status=self._status(request.service))
         except NotFound:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, status_details(f"unknown service {request.service}"))
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: CallContext
                     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
@@ -87,7 +87,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 async def _check_decoded(request: health_pb2.HealthCheckRequest | Undecodable, context: CallContext) -> None:
     if isinstance(request, Undecodable):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(request.message))
 
 
 def new_server(kind: str, options: Sequence[tuple[str, Any]] = ()) -> GrpcServer:

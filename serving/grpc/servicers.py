@@ -66,7 +66,7 @@ def rpc(method: str | None, model_name: Callable[[Any], str] | None = None) -> C
                 with self._service.track(name_of(request), method, "GRPC"):
                     return await handler(self, request, context)
             except ServingError as error:
-                await context.abort(grpc.StatusCode[error.grpc_code], error.message)
+                await context.abort(grpc.StatusCode[error.grpc_code], status_details(error.message))
             except Exception:
                 log.exception("unexpected error answering %s", type(request).__name__)
                 await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
@@ -74,6 +74,20 @@ def rpc(method: str | None, model_name: Callable[[Any], str] | None = None) -> C
         return call
 
     return wrap
+
+
+MAX_DETAILS_BYTES = 2048
+"""A status message's most UTF-8 bytes. It travels in a trailer, percent-encoded outside
+printable ASCII (up to 3 bytes a byte), and clients refuse trailers over 8-16 KB: a message
+quoting a client's 100 KB model name failed the whole call RESOURCE_EXHAUSTED."""
+
+
+def status_details(message: str) -> str:
+    """``message`` as a status's details: cut to ``MAX_DETAILS_BYTES``, ending "..." if cut."""
+    data = message.encode()
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    return data[:MAX_DETAILS_BYTES - 3].decode(errors="ignore") + "..."
 
 
 class Undecodable:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from serving.grpc.servicers import MAX_DETAILS_BYTES
 from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolicy
 from serving.v2 import datatypes, protos
 from tests.conftest import MODELS, Gateway, free_port, wait_until
@@ -414,3 +416,18 @@ def test_tls_and_bearer_tokens_guard_the_v2_methods(tfserving_dir, pki):
             with pytest.raises(grpc.RpcError) as raised:
                 call(plaintext, "ServerLive", protos.ServerLiveRequest())
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_refusal_quoting_a_huge_name_still_fits_a_grpc_trailer(channel):
+    """Clients refuse a status over 16 KB (non-ASCII is percent-encoded, 3 bytes a byte): the
+    details are cut short rather than the call failing RESOURCE_EXHAUSTED."""
+    for name in ("m" * 100_000, "é" * 50_000):
+        code, details = refused(channel, "ModelInfer", _infer(name, inputs=[RAW_X], raw=[ONE]))
+        assert code == grpc.StatusCode.NOT_FOUND and details.startswith("Servable not found for request")
+        assert details.endswith("...") and len(details.encode()) <= MAX_DETAILS_BYTES
+        code, details = refused(channel, "ModelInfer", _infer(
+            inputs=[RAW_X], raw=[ONE], parameters={"signature_name": protos.InferParameter(string_param=name)}))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "not found in signature def" not in details
+        with pytest.raises(grpc.RpcError) as info:  # gRPC health, beside
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=30)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND and info.value.details().endswith("...")
