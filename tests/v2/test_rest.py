@@ -378,3 +378,12 @@ def test_compressed_requests_from_tritonclient(client, algorithm):
     result = client.infer("half_plus_two", [infer_input("x", x(), "FP32")], request_compression_algorithm=algorithm,
                           response_compression_algorithm=algorithm)
     np.testing.assert_array_equal(result.as_numpy("y"), x((3.0, 3.5, 4.0)))
+
+
+def test_metadata_of_another_signature(gateway):
+    doc = httpx.get(gateway.url + "/v2/models/half_plus_two/versions/123?signature_name=regress_x2_to_y3",
+                    timeout=30).json()
+    assert (doc["inputs"], doc["outputs"]) == ([{"name": "inputs", "datatype": "FP32", "shape": [-1, 1]}],
+                                               [{"name": "outputs", "datatype": "FP32", "shape": [-1, 1]}])
+    unknown = httpx.get(gateway.url + "/v2/models/half_plus_two?signature_name=nope", timeout=30)
+    assert unknown.status_code == 400 and set(unknown.json()) == {"error"}
