@@ -10,7 +10,8 @@ range-checked; FP16/BF16 have no typed field), never mixed. Every input's dataty
 checked, and the request's limits applied to all of them together, before any is decoded
 (``serving.v2``). It answers in ``raw_output_contents`` when the request used raw inputs or an
 output is FP16/BF16 (KServe's rule; tritonclient reads outputs only from there), in typed
-``contents`` otherwise. The model repository methods are not implemented yet: UNIMPLEMENTED.
+``contents`` otherwise. The model repository extension's methods are ``serving.core.repository``'s,
+as over REST.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from serving.core.service import InferenceService
-from serving.errors import InvalidArgument, NotFound, Unimplemented
+from serving.errors import InvalidArgument, NotFound
 from serving.grpc.contract import CallContext
 from serving.grpc.servicers import deadline, rpc
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
@@ -31,6 +32,7 @@ from serving.runtime.tensors import packed_values
 from serving.v2 import datatypes, metadata, protos, raw, shapes
 from serving.v2 import request as v2
 from serving.v2.datatypes import BYTES, Datatype
+from serving.v2.repository import check_load_parameters, check_repository_name
 
 _INFER = "infer"
 """The method ``InferenceService.track`` counts ModelInfer as."""
@@ -63,7 +65,7 @@ class _Input:
 
 
 class InferenceServicer:
-    """inference.GRPCInferenceService: health, metadata and inference."""
+    """inference.GRPCInferenceService: health, metadata, inference and the model repository."""
 
     def __init__(self, service: InferenceService) -> None:
         self._service = service
@@ -179,18 +181,29 @@ class InferenceServicer:
             check_total(sum(i.elements * i.datatype.dtype.itemsize for i in checked), self._limits)
         return checked
 
-    # Not implemented yet: the same UNIMPLEMENTED a method never registered gets, by name.
     @rpc(None)
     async def RepositoryIndex(self, request: Any, context: CallContext) -> Any:
-        raise Unimplemented("RepositoryIndex is not implemented on this server")
+        """Every configured model version and unloaded model (``ready``: READY ones only)."""
+        check_repository_name(request.repository_name)
+        entry = protos.RepositoryIndexResponse.ModelIndex
+        return protos.RepositoryIndexResponse(models=[
+            entry(name=e.name, version=e.version or "", state=e.state, reason=e.reason)
+            for e in self._service.repository.index(request.ready)])
 
     @rpc(None)
     async def RepositoryModelLoad(self, request: Any, context: CallContext) -> Any:
-        raise Unimplemented("RepositoryModelLoad is not implemented on this server")
+        """Serve the model (again) from its folder under the model roots (``serving.core.repository``)."""
+        check_repository_name(request.repository_name)
+        check_load_parameters(request.parameters)
+        await self._service.repository.load(request.model_name)
+        return protos.RepositoryModelLoadResponse()
 
     @rpc(None)
     async def RepositoryModelUnload(self, request: Any, context: CallContext) -> Any:
-        raise Unimplemented("RepositoryModelUnload is not implemented on this server")
+        """Stop serving the model (``unload_dependents``: nothing depends on a model here)."""
+        check_repository_name(request.repository_name)
+        await self._service.repository.unload(request.model_name)
+        return protos.RepositoryModelUnloadResponse()
 
 
 def _typed(item: _Input) -> np.ndarray:

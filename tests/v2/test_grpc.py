@@ -184,7 +184,7 @@ def test_infer_errors_through_tritonclient(client):
 
 def test_methods_we_lack_are_unimplemented_through_tritonclient(client):
     for ask in (lambda: client.get_model_config("half_plus_two"), client.get_inference_statistics,
-                client.get_model_repository_index, lambda: client.load_model("half_plus_two")):
+                client.get_system_shared_memory_status, client.get_trace_settings):
         with pytest.raises(InferenceServerException) as info:
             ask()
         assert info.value.status() == "StatusCode.UNIMPLEMENTED"
@@ -280,8 +280,6 @@ def test_undecodable_and_unregistered_methods(channel):
         with pytest.raises(grpc.RpcError) as info:
             stub(b"", timeout=30)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
-    code, _ = refused(channel, "RepositoryIndex", protos.RepositoryIndexRequest())
-    assert code == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_infer_is_counted_as_tf_servings_grpc_methods_are(channel, gateway):
