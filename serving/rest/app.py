@@ -104,7 +104,7 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
         openapi.install(app)
     app.state.service = service
     key_field = settings.prediction_key_field  # instances' keys in the prediction store
-    watches = _DisconnectWatches()
+    watches = DisconnectWatches()
 
     async def post_model(scope: Scope, receive: Receive) -> Response:
         target = parse_target(scope["path_params"]["path"], "POST")
@@ -112,8 +112,8 @@ def create_app(settings: Settings, service: InferenceService) -> FastAPI:
             raise NotFound(f"Malformed request: POST {URL(scope=scope).path}")
         with service.track(target.name, target.verb, "REST"):
             headers = scope["headers"]
-            deadline = _deadline(headers, settings.rest_api_timeout_in_ms)
-            doc = codec.parse_json(await _read_body(headers, receive, settings.max_request_bytes))
+            deadline = request_deadline(headers, settings.rest_api_timeout_in_ms)
+            doc = codec.parse_json(await read_body(headers, receive, settings.max_request_bytes))
             servable = service.resolve(target.name, target.version, target.label)
             signature_name = doc.get("signature_name") or DEFAULT_SIGNATURE
             if not isinstance(signature_name, str):
@@ -306,7 +306,7 @@ class JSONBody(Response):
 _JSON_CONTENT_TYPE = (b"content-type", JSON.encode())
 
 
-def _deadline(headers: Headers, default_ms: int) -> float:
+def request_deadline(headers: Headers, default_ms: int) -> float:
     """Monotonic deadline from the request header, else the server's REST timeout."""
     raw = header(headers, TIMEOUT_HEADER)
     timeout_ms = default_ms
@@ -320,7 +320,7 @@ def _deadline(headers: Headers, default_ms: int) -> float:
     return time.monotonic() + timeout_ms / 1000.0
 
 
-async def _read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
+async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
     """The body, refusing more than ``limit`` bytes before reading them where possible."""
     length = header(headers, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -341,7 +341,7 @@ async def _read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class _DisconnectWatches:
+class DisconnectWatches:
     """Cancels a request's work when its client disconnects first (it leaves the queue).
 
     Watching a client costs a task, so it starts only once the request has waited

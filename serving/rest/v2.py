@@ -42,7 +42,7 @@ from serving.core.service import InferenceService
 from serving.errors import InvalidArgument, NotFound, PayloadTooLarge
 from serving.rest import codec, cors
 from serving.rest.app import V2_MODELS_PATH as MODELS_PATH
-from serving.rest.app import Endpoint, _deadline, _DisconnectWatches, _read_body
+from serving.rest.app import DisconnectWatches, Endpoint, read_body, request_deadline
 from serving.rest.asgi import JSON, header
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
 from serving.runtime.shapes import TensorLimits, check_total, label, what
@@ -51,6 +51,7 @@ from serving.settings import Settings
 from serving.v2 import datatypes, metadata, raw, shapes
 from serving.v2 import request as v2
 from serving.v2.datatypes import BYTES, Datatype
+from serving.v2.repository import check_load_parameters, check_repository_name
 
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = "application/octet-stream"
@@ -87,7 +88,7 @@ def parse_target(path: str, method: str) -> Target:
 
 
 def install(app: FastAPI, service: InferenceService, settings: Settings,
-            watches: _DisconnectWatches) -> Endpoint:
+            watches: DisconnectWatches) -> Endpoint:
     """Add the v2 routes to ``app``; return the infer POST endpoint, for ``ModelPosts``."""
     limits = TensorLimits(settings.max_rows_per_request, settings.max_request_bytes)
     key_field = settings.prediction_key_field
@@ -98,9 +99,9 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
             raise NotFound(f"Malformed request: POST {URL(scope=scope).path}")
         with service.track(target.name, "infer", "REST"):
             headers = scope["headers"]
-            due = _deadline(headers, settings.rest_api_timeout_in_ms)
+            due = request_deadline(headers, settings.rest_api_timeout_in_ms)
             limit = settings.max_request_bytes
-            body = _decoded(headers, await _read_body(headers, receive, limit), limit)
+            body = _decoded(headers, await read_body(headers, receive, limit), limit)
             head, binary = _split(body, header(headers, HEADER_LENGTH))
             doc = codec.parse_json(head)
             request_id = doc.get("id")
@@ -161,7 +162,7 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
         ready = doc.get("ready", False)
         if type(ready) is not bool:
             raise InvalidArgument("'ready' must be a boolean")
-        _refuse_named_repository(doc.get("repository_name"))
+        check_repository_name(doc.get("repository_name"))
         return _json([{k: v for k, v in vars(entry).items() if v is not None}
                       for entry in service.repository.index(ready)])
 
@@ -170,10 +171,7 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
         params = doc.get("parameters") or {}
         if type(params) is not dict:
             raise InvalidArgument("'parameters' must be an object")
-        refused = next((key for key in params if key == "config" or key.startswith("file:")), None)
-        if refused is not None:
-            raise InvalidArgument(f"Parameter {label(refused)} is not supported: a model is loaded from its "
-                                  "folder under the model roots")
+        check_load_parameters(params)
         await service.repository.load(scope["path_params"]["name"])
         return _json({})
 
@@ -204,13 +202,8 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
 
 async def _optional_json(scope: Scope, receive: Receive, limit: int) -> dict[str, Any]:
     """A repository request's body: a JSON object, or nothing (tritonclient's index sends none)."""
-    body = await _read_body(scope["headers"], receive, limit)
+    body = await read_body(scope["headers"], receive, limit)
     return codec.parse_json(body) if body.strip() else {}
-
-
-def _refuse_named_repository(name: object) -> None:
-    if name:
-        raise InvalidArgument("Named repositories are not supported: leave 'repository_name' empty")
 
 
 def _json(doc: Any, status: int = 200) -> Response:
