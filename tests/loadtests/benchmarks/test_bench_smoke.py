@@ -204,10 +204,10 @@ def _exposition(predicts: int, batches: tuple[int, ...] = (), waits: tuple[float
 
     metrics = Metrics()
     if predicts:  # a counter with no increment yet is not exported
-        metrics.requests.labels("natality", "predict", "OK").inc(predicts)
-    metrics.requests.labels("natality", "predict", "INVALID_ARGUMENT").inc(3)
-    metrics.requests.labels("natality", "classify", "OK").inc(5)
-    metrics.requests.labels("other", "predict", "OK").inc(7)
+        metrics.requests.labels("natality", "predict", "OK", "tfserving").inc(predicts)
+    metrics.requests.labels("natality", "predict", "INVALID_ARGUMENT", "tfserving").inc(3)
+    metrics.requests.labels("natality", "classify", "OK", "tfserving").inc(5)
+    metrics.requests.labels("other", "predict", "OK", "tfserving").inc(7)
     per_model = metrics.for_model("natality")
     for rows in batches:
         per_model.batch(rows, 0.001)
