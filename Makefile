@@ -13,7 +13,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results v2-protos clean
+.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-v2 bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results v2-protos clean
 
 # One venv; each target installs the extras it needs (pyproject.toml) at the lock's
 # versions, once per set and again when either file changes.
@@ -88,6 +88,11 @@ bench-grpc: $(VENV)/.extras-loadtest models
 
 bench-large: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.benchmarks.bench_large
+
+# The Open Inference Protocol (v2 REST JSON and binary, v2 gRPC; tritonclient's aio clients)
+# against TF Serving's REST on one gateway: natality and the image model, concurrency 1-64.
+bench-v2: $(VENV)/.extras-loadtest,test models
+	$(PY) -m loadtests.benchmarks.bench_v2
 
 bench-codec: $(VENV)/.extras-examples
 	$(PY) -m loadtests.benchmarks.bench_codec

@@ -1,0 +1,387 @@
+"""The Open Inference Protocol (KServe v2) against TF Serving's REST on one gateway: req/s,
+p50/p99 and server CPU per request for natality and the image model, a closed-loop
+concurrency sweep over each protocol (``make bench-v2``).
+
+One gateway (``python -m serving --model_config_file models/models.config --enable_batching
+...``, as ``bench_grpc``) serves both models over every protocol, pinned to one core; the
+load runs on the other. Per model, protocol and concurrency, one driver process (pinned to the
+load core) keeps ``concurrency`` requests in flight with the client people use for it:
+
+  v2-json    tritonclient.http.aio, JSON tensors in and out (not the image model: JPEG bytes
+             are not UTF-8, and v2 JSON carries BYTES as text)
+  v2-binary  tritonclient.http.aio, binary tensors in and out (its default)
+  v2-grpc    tritonclient.grpc.aio (raw contents)
+  tfs-rest   aiohttp (what tritonclient.http.aio runs on), TF Serving's row-format JSON
+             ``:predict`` (JPEGs as ``{"b64": ...}``)
+
+Every protocol sends the same rows (``--rows`` per request, from the models' samplers), and
+each driver checks its first answers against the model's known answer before any load. After
+a warm-up the driver says so, and the server's CPU seconds (``/proc``) are read around the
+measured run; a closed loop has nothing in flight when the driver ends, so its answers are the
+requests the server answered. The goal of issue 24: v2-binary and v2-grpc each within 10% of
+tfs-rest's server CPU per request (the ratio lines, from one run; compare ratios, not
+absolute numbers, across machines).
+
+    python -m loadtests.benchmarks.bench_v2 [--duration 10] [--warmup 3]
+        [--concurrency 1,4,16,64] [--models natality,image_classifier]
+        [--protocols v2-json,v2-binary,v2-grpc,tfs-rest] [--rows 1]
+
+Writes ``OUT/v2-<stamp>.json``, ``v2-latest.json`` and ``v2-latest.md`` (``OUT``: bench-results/).
+"""
+from __future__ import annotations
+
+import abc
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.support.outputs import RUNS
+from loadtests.support.payloads import MODELS, check, columns, instances, predict_body
+from loadtests.support.processes import (
+    REPO,
+    Pinning,
+    Server,
+    free_port,
+    git_commit,
+    log,
+    machine,
+    terminate_on_sigterm,
+)
+
+BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
+MODELS_CONFIG = REPO / "models" / "models.config"
+PROTOCOLS = ("v2-json", "v2-binary", "v2-grpc", "tfs-rest")
+BASELINE = "tfs-rest"
+GOAL = 1.10
+"""v2-binary and v2-grpc: server CPU per request at most this times tfs-rest's."""
+JSON_ONLY_TEXT = {"image_classifier"}
+"""Models whose inputs v2 JSON cannot carry (BYTES that are not UTF-8)."""
+DISTINCT = 64
+"""Distinct requests each driver cycles through."""
+MEASURING = "measuring"
+
+
+# --- the driver (a subprocess on the load core) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drive:
+    protocol: str
+    model: str
+    rows: int
+    rest: str
+    """``host:port`` of the REST API."""
+    grpc: str
+    concurrency: int
+    warmup_s: float
+    duration_s: float
+
+
+def _bytes_columns(model: str, rows: list) -> dict[str, np.ndarray]:
+    return {name: np.array([v.encode() if isinstance(v, str) else v for v in array], dtype=object)
+            if array.dtype == object else array for name, array in columns(model, rows).items()}
+
+
+def _predictions(outputs: dict[str, np.ndarray]) -> list:
+    """v2 output tensors in TF Serving's row format, for ``payloads.check``."""
+    if len(outputs) == 1:
+        return next(iter(outputs.values())).tolist()
+    count = len(next(iter(outputs.values())))
+    return [{name: array[i].tolist() for name, array in outputs.items()} for i in range(count)]
+
+
+class Client(abc.ABC):
+    """One protocol's client: ``call(i)`` sends the i-th request (cycling) and returns its
+    answer's outputs, or raises."""
+
+    def __init__(self, job: Drive, bodies: list[list]) -> None:
+        self.job = job
+        self.bodies = bodies
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        ...
+
+    @abc.abstractmethod
+    async def call(self, index: int) -> dict[str, np.ndarray] | list:
+        ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        ...
+
+
+class Triton(Client):
+    async def open(self) -> None:
+        job = self.job
+        if job.protocol == "v2-grpc":
+            import tritonclient.grpc.aio as triton
+
+            self.client = triton.InferenceServerClient(job.grpc)
+        else:
+            import tritonclient.http.aio as triton
+
+            self.client = triton.InferenceServerClient(job.rest, conn_limit=job.concurrency)
+        binary = job.protocol != "v2-json"
+        metadata = await self.client.get_model_metadata(job.model)
+        names = [o["name"] if isinstance(o, dict) else o.name
+                 for o in (metadata["outputs"] if isinstance(metadata, dict) else metadata.outputs)]
+        self.names = names
+        self.outputs = None if binary else [triton.InferRequestedOutput(n, binary_data=False) for n in names]
+        self.requests = []
+        for rows in self.bodies:
+            inputs = []
+            for name, array in _bytes_columns(job.model, rows).items():
+                tensor = triton.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
+                if job.protocol == "v2-grpc":
+                    tensor.set_data_from_numpy(array)
+                else:
+                    tensor.set_data_from_numpy(array, binary_data=binary)
+                inputs.append(tensor)
+            self.requests.append(inputs)
+
+    async def call(self, index: int) -> dict[str, np.ndarray]:
+        result = await self.client.infer(self.job.model, self.requests[index % len(self.requests)],
+                                         outputs=self.outputs)
+        return {name: result.as_numpy(name) for name in self.names}
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class TfsRest(Client):
+    async def open(self) -> None:
+        import aiohttp
+        import orjson
+
+        self.loads = orjson.loads
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.job.concurrency))
+        self.url = f"http://{self.job.rest}/v1/models/{self.job.model}:predict"
+        self.requests = [orjson.dumps(predict_body(rows)) for rows in self.bodies]
+
+    async def call(self, index: int) -> list:
+        async with self.session.post(self.url, data=self.requests[index % len(self.requests)],
+                                     headers={"Content-Type": "application/json"}) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+        return self.loads(body)["predictions"]
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _answered(answer: dict[str, np.ndarray] | list) -> list:
+    return _predictions(answer) if isinstance(answer, dict) else answer
+
+
+async def _closed_loop(client: Client, concurrency: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    end = time.perf_counter() + seconds
+    rows = client.job.rows
+
+    async def loop(offset: int) -> None:
+        index = offset
+        while (started := time.perf_counter()) < end:
+            try:
+                answered = len(_answered(await client.call(index)))
+                why = None if answered == rows else f"{answered} answers for {rows} rows"
+            except Exception as error:  # noqa: BLE001 - counted, by kind
+                why = type(error).__name__
+            if why is None:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors[why] = errors.get(why, 0) + 1
+            index += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    return {"ok": len(latencies), "errors": errors, "seconds": time.perf_counter() - started,
+            "latencies_us": sorted(round(x * 1e6) for x in latencies)}
+
+
+async def _drive(job: Drive) -> dict[str, Any]:
+    data = instances(job.model, DISTINCT * job.rows if job.model == "natality" else 100, 2024)
+    bodies = [[data[(i * job.rows + k) % len(data)] for k in range(job.rows)] for i in range(DISTINCT)]
+    client: Client = TfsRest(job, bodies) if job.protocol == "tfs-rest" else Triton(job, bodies)
+    await client.open()
+    try:
+        for index in range(3):  # the right answers before any load
+            problem = check(job.model, predict_body(bodies[index]),
+                            {"predictions": _answered(await client.call(index))})
+            if problem:
+                raise RuntimeError(f"{job.protocol} answered wrongly: {problem}")
+        if job.warmup_s:
+            await _closed_loop(client, job.concurrency, job.warmup_s)
+        print(MEASURING, flush=True)
+        return await _closed_loop(client, job.concurrency, job.duration_s)
+    finally:
+        await client.close()
+
+
+def drive_main(job_json: str) -> None:
+    result = asyncio.run(_drive(Drive(**json.loads(job_json))))
+    print(json.dumps(result), flush=True)
+
+
+# --- the orchestrator -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    model: str
+    protocol: str
+    concurrency: int
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    errors: dict[str, int]
+    server_cpu_s: float
+    loadgen_cpu: float
+    """CPU seconds per second of the driver (warm-up and start-up included)."""
+    seconds: float
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_s / self.ok * 1e3 if self.ok else float("nan")
+
+
+def measure(job: Drive, server: Server, pinning: Pinning) -> Run:
+    label = f"{job.model} {job.protocol} x{job.concurrency}"
+    log(f"{label}: warm-up {job.warmup_s:g} s, measuring {job.duration_s:g} s")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen([*pinning.loadgen, sys.executable, "-m", "loadtests.benchmarks.bench_v2", "drive",
+                             json.dumps(asdict(job))], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    cpu_before = None
+    lines = []
+    for line in proc.stdout:  # the server's CPU window opens when the driver starts measuring
+        if line.strip() == MEASURING:
+            cpu_before = server.cpu_seconds()
+        else:
+            lines.append(line)
+    proc.wait(timeout=60)
+    cpu_after = server.cpu_seconds()
+    server.check_alive(f"during {label}")
+    if proc.returncode != 0 or cpu_before is None or cpu_after is None:
+        raise RuntimeError(f"the {label} driver failed ({proc.returncode}): {''.join(lines[-5:])}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(lines[-1])
+    latencies = np.array(result["latencies_us"] or [0]) / 1e3
+    return Run(job.model, job.protocol, job.concurrency, qps=result["ok"] / result["seconds"],
+               p50_ms=float(np.percentile(latencies, 50)), p99_ms=float(np.percentile(latencies, 99)),
+               ok=result["ok"], errors=result["errors"], server_cpu_s=cpu_after - cpu_before,
+               loadgen_cpu=((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+               / (result["seconds"] + job.warmup_s),
+               seconds=result["seconds"])
+
+
+def ratios(runs: Sequence[Run]) -> list[str]:
+    """Each protocol's server CPU per request over tfs-rest's, same model and concurrency."""
+    base = {(r.model, r.concurrency): r for r in runs if r.protocol == BASELINE}
+    lines = []
+    for r in runs:
+        ref = base.get((r.model, r.concurrency))
+        if r.protocol == BASELINE or ref is None or not ref.ok or not r.ok:
+            continue
+        ratio = r.cpu_ms_per_request / ref.cpu_ms_per_request
+        goal = f" (goal <= {GOAL:.2f}: {'met' if ratio <= GOAL else 'NOT met'})" \
+            if r.protocol in ("v2-binary", "v2-grpc") else ""
+        lines.append(f"{r.model} x{r.concurrency}: {r.protocol}/{BASELINE} server CPU per request "
+                     f"{ratio:.2f}{goal}")
+    return lines
+
+
+def table(runs: Sequence[Run], title: str) -> str:
+    lines = [title, "",
+             "| model | protocol | concurrency | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
+             "| server CPU share | loadgen CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in runs:
+        lines.append(f"| {r.model} | {r.protocol} | {r.concurrency} | {r.qps:.0f} | {r.p50_ms:.2f} "
+                     f"| {r.p99_ms:.2f} | {sum(r.errors.values())} | {r.cpu_ms_per_request:.3f} "
+                     f"| {r.server_cpu_s / r.seconds:.2f} | {r.loadgen_cpu:.2f} |")
+    return "\n".join([*lines, "", *ratios(runs)])
+
+
+def main(argv: Sequence[str] | None = None) -> list[Run]:
+    args = parse_args(argv)
+    terminate_on_sigterm()
+    pinning = Pinning.detect()
+    log(pinning.note)
+    rest_port, grpc_port = free_port(), free_port()
+    argv = [*pinning.server, sys.executable, "-m", "serving", f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}", f"--model_config_file={args.model_config_file}",
+            "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    with Server("gateway", argv, args.out / "logs" / "bench-v2-gateway.log", rest_port) as server:
+        for model in args.models:
+            for protocol in args.protocols:
+                if protocol == "v2-json" and model in JSON_ONLY_TEXT:
+                    continue
+                runs += [measure(Drive(protocol, model, args.rows, f"127.0.0.1:{rest_port}",
+                                       f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration),
+                                 server, pinning)
+                         for concurrency in args.concurrency]
+    title = (f"Open Inference Protocol vs TF Serving REST, {args.rows}-row requests, closed loop, one gateway "
+             f"(commit {git_commit()}, {machine()}; {pinning.note})")
+    text = table(runs, title)
+    print(text, flush=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report = json.dumps({"title": title, "runs": [{**asdict(r), "cpu_ms_per_request": r.cpu_ms_per_request}
+                                                  for r in runs], "ratios": ratios(runs)}, indent=2)
+    (args.out / f"v2-{stamp}.json").write_text(report)
+    (args.out / "v2-latest.json").write_text(report)
+    (args.out / "v2-latest.md").write_text(text + "\n")
+    log(f"wrote {args.out}/v2-{stamp}.json, v2-latest.json, v2-latest.md")
+    return runs
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.benchmarks.bench_v2",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10, help="measured seconds per point")
+    parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per point (0: none)")
+    parser.add_argument("--concurrency", default="1,4,16,64", help="requests in flight, comma-separated",
+                        type=lambda text: tuple(int(c) for c in _listed(text)))
+    parser.add_argument("--models", default=",".join(MODELS), type=_listed)
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), type=_listed)
+    parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
+                        help="the gateway's models (must include --models)")
+    parser.add_argument("--out", type=Path, default=RUNS)
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0 or not args.concurrency or min(args.concurrency) < 1 \
+            or args.rows < 1 or not set(args.models) <= set(MODELS) or not args.models \
+            or not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
+        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rows >= 1, --models from "
+                     f"{','.join(MODELS)}, --protocols from {','.join(PROTOCOLS)}")
+    return args
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["drive"]:
+        drive_main(sys.argv[2])
+    else:
+        try:
+            main()
+        except KeyboardInterrupt:
+            log("interrupted; servers stopped")
+            sys.exit(130)

@@ -1,0 +1,42 @@
+"""Smoke test of ``make bench-v2`` (loadtests/benchmarks/bench_v2.py): the report's ratios from
+made-up runs, and one tiny real run of every protocol on both models against a real gateway,
+through tritonclient's aio clients and aiohttp. No timing is asserted: only that every piece
+runs, every driver checked its answers and had no errors, and the outputs agree."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadtests.benchmarks.bench_v2 import PROTOCOLS, Run, main, ratios, table
+
+
+def _run(protocol: str, cpu_s: float, model: str = "natality", concurrency: int = 4) -> Run:
+    return Run(model, protocol, concurrency, qps=100.0, p50_ms=1.0, p99_ms=2.0, ok=100, errors={},
+               server_cpu_s=cpu_s, loadgen_cpu=0.5, seconds=1.0)
+
+
+def test_ratios_compare_each_protocol_with_tf_serving_rest_of_its_model_and_concurrency():
+    runs = [_run("tfs-rest", 0.1), _run("v2-binary", 0.105), _run("v2-grpc", 0.12), _run("v2-json", 0.2),
+            _run("tfs-rest", 1.0, concurrency=1), _run("v2-grpc", 1.0, model="image_classifier")]
+    assert ratios(runs) == [
+        "natality x4: v2-binary/tfs-rest server CPU per request 1.05 (goal <= 1.10: met)",
+        "natality x4: v2-grpc/tfs-rest server CPU per request 1.20 (goal <= 1.10: NOT met)",
+        "natality x4: v2-json/tfs-rest server CPU per request 2.00",
+    ]  # the image model has no tfs-rest run to compare with
+    assert "| natality | v2-grpc | 4 | 100 | 1.00 | 2.00 | 0 | 1.200 | 0.12 | 0.50 |" in table(runs, "t")
+
+
+@pytest.mark.slow
+def test_a_tiny_real_run_of_every_protocol_and_model(tmp_path):
+    runs = main(["--duration", "0.5", "--warmup", "0", "--concurrency", "2", "--out", str(tmp_path)])
+    cells = [(r.model, r.protocol) for r in runs]
+    assert cells == [("natality", p) for p in PROTOCOLS] + [
+        ("image_classifier", p) for p in PROTOCOLS if p != "v2-json"]  # JPEGs are not UTF-8 text
+    for r in runs:
+        assert r.ok > 0 and not r.errors and r.server_cpu_s > 0, r
+    report = json.loads((tmp_path / "v2-latest.json").read_text())
+    assert [(r["model"], r["protocol"]) for r in report["runs"]] == cells
+    assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 5
+    markdown = (tmp_path / "v2-latest.md").read_text()
+    assert all(line in markdown for line in report["ratios"])
