@@ -47,6 +47,7 @@ import numpy as np
 
 from loadtests.support.outputs import RUNS
 from loadtests.support.payloads import MODELS, check, columns, instances, predict_body
+from loadtests.support.probes import scrape
 from loadtests.support.processes import (
     REPO,
     Pinning,
@@ -93,9 +94,11 @@ def _bytes_columns(model: str, rows: list) -> dict[str, np.ndarray]:
 
 
 def _predictions(outputs: dict[str, np.ndarray]) -> list:
-    """v2 output tensors in TF Serving's row format, for ``payloads.check``."""
+    """v2 output tensors in TF Serving's row format, for ``payloads.check``; a single output
+    of one value a row may come as [rows, 1] (MLServer's NumpyCodec adds the 1)."""
     if len(outputs) == 1:
-        return next(iter(outputs.values())).tolist()
+        (array,) = outputs.values()
+        return (array.reshape(-1) if array.size == len(array) else array).tolist()
     count = len(next(iter(outputs.values())))
     return [{name: array[i].tolist() for name, array in outputs.items()} for i in range(count)]
 
@@ -225,9 +228,16 @@ async def _drive(job: Drive) -> dict[str, Any]:
         if job.warmup_s:
             await _closed_loop(client, job.concurrency, job.warmup_s)
         print(MEASURING, flush=True)
-        return await _closed_loop(client, job.concurrency, job.duration_s)
+        cpu = _cpu_seconds()
+        result = await _closed_loop(client, job.concurrency, job.duration_s)
+        return {**result, "cpu_s": _cpu_seconds() - cpu}
     finally:
         await client.close()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def drive_main(job_json: str) -> None:
@@ -249,8 +259,12 @@ class Run:
     ok: int
     errors: dict[str, int]
     server_cpu_s: float
+    mean_batch_rows: float | None
+    """Rows per model call in the window: CPU per request falls as batches grow, and a
+    protocol answered at a lower rate gets smaller batches; compare it with the CPU."""
     loadgen_cpu: float
-    """CPU seconds per second of the driver (warm-up and start-up included)."""
+    """CPU seconds per second of the driver while it measured (1.0: its core is saturated,
+    and the figures are the client's limit, not the server's)."""
     seconds: float
 
     @property
@@ -261,30 +275,33 @@ class Run:
 def measure(job: Drive, server: Server, pinning: Pinning) -> Run:
     label = f"{job.model} {job.protocol} x{job.concurrency}"
     log(f"{label}: warm-up {job.warmup_s:g} s, measuring {job.duration_s:g} s")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([*pinning.loadgen, sys.executable, "-m", "loadtests.benchmarks.bench_v2", "drive",
                              json.dumps(asdict(job))], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    cpu_before = None
+    cpu_before = counted = None
     lines = []
     for line in proc.stdout:  # the server's CPU window opens when the driver starts measuring
         if line.strip() == MEASURING:
+            counted = scrape(server, job.model)
             cpu_before = server.cpu_seconds()
         else:
             lines.append(line)
     proc.wait(timeout=60)
     cpu_after = server.cpu_seconds()
+    batches = rows = 0.0
+    if counted is not None:
+        now = scrape(server, job.model)
+        batches, rows = now.batches - counted.batches, now.batch_rows - counted.batch_rows
     server.check_alive(f"during {label}")
     if proc.returncode != 0 or cpu_before is None or cpu_after is None:
         raise RuntimeError(f"the {label} driver failed ({proc.returncode}): {''.join(lines[-5:])}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(lines[-1])
     latencies = np.array(result["latencies_us"] or [0]) / 1e3
     return Run(job.model, job.protocol, job.concurrency, qps=result["ok"] / result["seconds"],
                p50_ms=float(np.percentile(latencies, 50)), p99_ms=float(np.percentile(latencies, 99)),
                ok=result["ok"], errors=result["errors"], server_cpu_s=cpu_after - cpu_before,
-               loadgen_cpu=((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
-               / (result["seconds"] + job.warmup_s),
+               mean_batch_rows=rows / batches if batches else None,
+               loadgen_cpu=result["cpu_s"] / result["seconds"],
                seconds=result["seconds"])
 
 
@@ -307,11 +324,12 @@ def ratios(runs: Sequence[Run]) -> list[str]:
 def table(runs: Sequence[Run], title: str) -> str:
     lines = [title, "",
              "| model | protocol | concurrency | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
-             "| server CPU share | loadgen CPU share |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| rows/batch | server CPU share | loadgen CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         lines.append(f"| {r.model} | {r.protocol} | {r.concurrency} | {r.qps:.0f} | {r.p50_ms:.2f} "
                      f"| {r.p99_ms:.2f} | {sum(r.errors.values())} | {r.cpu_ms_per_request:.3f} "
+                     f"| {'?' if r.mean_batch_rows is None else f'{r.mean_batch_rows:.1f}'} "
                      f"| {r.server_cpu_s / r.seconds:.2f} | {r.loadgen_cpu:.2f} |")
     return "\n".join([*lines, "", *ratios(runs)])
 
