@@ -70,6 +70,8 @@ JSON_ONLY_TEXT = {"image_classifier"}
 DISTINCT = 64
 """Distinct requests each driver cycles through."""
 MEASURING = "measuring"
+MLSERVER_BATCHING = {"max_batch_size": 128, "max_batch_time": 0.002}
+"""MLServer's adaptive batching, as the gateway's ``serving/examples/batching.config`` (128 rows, 2 ms)."""
 
 
 # --- the driver (a subprocess on the load core) ---------------------------------------------
@@ -139,8 +141,14 @@ class Triton(Client):
         metadata = await self.client.get_model_metadata(job.model)
         names = [o["name"] if isinstance(o, dict) else o.name
                  for o in (metadata["outputs"] if isinstance(metadata, dict) else metadata.outputs)]
-        self.names = names
-        self.outputs = None if binary else [triton.InferRequestedOutput(n, binary_data=False) for n in names]
+        # None (tritonclient asks every output in binary): MLServer's metadata lists no outputs,
+        # and it answers JSON whatever is asked
+        self.outputs = [triton.InferRequestedOutput(n, binary_data=False) for n in names] \
+            if names and not binary else None
+        # tritonclient.http.aio sends no Content-Type, which MLServer answers with 422, and
+        # aiohttp offers gzip, which MLServer then uses and tritonclient.aio does not undo
+        self.headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"} \
+            if job.protocol == "v2-json" else None
         self.requests = []
         for rows in self.bodies:
             inputs = []
@@ -155,8 +163,11 @@ class Triton(Client):
 
     async def call(self, index: int) -> dict[str, np.ndarray]:
         result = await self.client.infer(self.job.model, self.requests[index % len(self.requests)],
-                                         outputs=self.outputs)
-        return {name: result.as_numpy(name) for name in self.names}
+                                         outputs=self.outputs, headers=self.headers)
+        answer = result.get_response()
+        names = [o.name for o in answer.outputs] if self.job.protocol == "v2-grpc" else \
+            [o["name"] for o in answer["outputs"]]
+        return {name: result.as_numpy(name) for name in names}
 
     async def close(self) -> None:
         await self.client.close()
@@ -272,8 +283,10 @@ class Run:
         return self.server_cpu_s / self.ok * 1e3 if self.ok else float("nan")
 
 
-def measure(job: Drive, server: Server, pinning: Pinning) -> Run:
-    label = f"{job.model} {job.protocol} x{job.concurrency}"
+def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = None) -> Run:
+    """One warmed-up closed-loop run; ``name``: the row's protocol column when the server is
+    not the gateway (no batch metrics then)."""
+    label = f"{job.model} {name or job.protocol} x{job.concurrency}"
     log(f"{label}: warm-up {job.warmup_s:g} s, measuring {job.duration_s:g} s")
     proc = subprocess.Popen([*pinning.loadgen, sys.executable, "-m", "loadtests.benchmarks.bench_v2", "drive",
                              json.dumps(asdict(job))], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -282,7 +295,7 @@ def measure(job: Drive, server: Server, pinning: Pinning) -> Run:
     lines = []
     for line in proc.stdout:  # the server's CPU window opens when the driver starts measuring
         if line.strip() == MEASURING:
-            counted = scrape(server, job.model)
+            counted = None if name else scrape(server, job.model)
             cpu_before = server.cpu_seconds()
         else:
             lines.append(line)
@@ -297,7 +310,7 @@ def measure(job: Drive, server: Server, pinning: Pinning) -> Run:
         raise RuntimeError(f"the {label} driver failed ({proc.returncode}): {''.join(lines[-5:])}")
     result = json.loads(lines[-1])
     latencies = np.array(result["latencies_us"] or [0]) / 1e3
-    return Run(job.model, job.protocol, job.concurrency, qps=result["ok"] / result["seconds"],
+    return Run(job.model, name or job.protocol, job.concurrency, qps=result["ok"] / result["seconds"],
                p50_ms=float(np.percentile(latencies, 50)), p99_ms=float(np.percentile(latencies, 99)),
                ok=result["ok"], errors=result["errors"], server_cpu_s=cpu_after - cpu_before,
                mean_batch_rows=rows / batches if batches else None,
@@ -306,10 +319,18 @@ def measure(job: Drive, server: Server, pinning: Pinning) -> Run:
 
 
 def ratios(runs: Sequence[Run]) -> list[str]:
-    """Each protocol's server CPU per request over tfs-rest's, same model and concurrency."""
+    """Each protocol's server CPU per request over tfs-rest's, same model and concurrency; the
+    gateway's v2-json req/s and p99 against each MLServer setting's."""
     base = {(r.model, r.concurrency): r for r in runs if r.protocol == BASELINE}
+    ours = {(r.model, r.concurrency): r for r in runs if r.protocol == "v2-json"}
     lines = []
     for r in runs:
+        if r.protocol.startswith("mlserver"):
+            mine = ours.get((r.model, r.concurrency))
+            if mine is not None and r.qps:
+                lines.append(f"{r.model} x{r.concurrency}: gateway v2-json / {r.protocol}: req/s "
+                             f"{mine.qps / r.qps:.2f}x, p99 {mine.p99_ms:.1f} vs {r.p99_ms:.1f} ms")
+            continue
         ref = base.get((r.model, r.concurrency))
         if r.protocol == BASELINE or ref is None or not ref.ok or not r.ok:
             continue
@@ -354,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
                                        f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration),
                                  server, pinning)
                          for concurrency in args.concurrency]
+    if args.mlserver is not None:
+        runs += _mlserver_runs(args, pinning)
     title = (f"Open Inference Protocol vs TF Serving REST, {args.rows}-row requests, closed loop, one gateway "
              f"(commit {git_commit()}, {machine()}; {pinning.note})")
     text = table(runs, title)
@@ -365,6 +388,39 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
     (args.out / "v2-latest.json").write_text(report)
     (args.out / "v2-latest.md").write_text(text + "\n")
     log(f"wrote {args.out}/v2-{stamp}.json, v2-latest.json, v2-latest.md")
+    return runs
+
+
+def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> list[Run]:
+    """The peer: Seldon MLServer (its own venv, ``--mlserver``) serving the same SavedModel
+    through ``loadtests/baselines/mlserver_tf.py``, adaptive batching on (``MLSERVER_BATCHING``)
+    and off, driven like v2-json. JSON only, natality only: MLServer refuses the binary tensor
+    extension over REST and tritonclient.grpc's raw BYTES contents, and JPEGs are not JSON text.
+    ``parallel_workers`` 0: inference in the server process, so its CPU is the process's."""
+    runs = []
+    for batching in (True, False):
+        if "natality" not in args.models:
+            break
+        http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+        folder = args.out / "mlserver" / ("batching-on" if batching else "batching-off")
+        (folder / "natality").mkdir(parents=True, exist_ok=True)
+        (folder / "settings.json").write_text(json.dumps({
+            "host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
+            "parallel_workers": 0}))
+        version = max((d for d in (REPO / "models" / "natality").iterdir() if d.name.isdigit()),
+                      key=lambda d: int(d.name))
+        (folder / "natality" / "model-settings.json").write_text(json.dumps({
+            "name": "natality", "implementation": "loadtests.baselines.mlserver_tf.SavedModelRuntime",
+            "parameters": {"uri": str(version.resolve())}, **(MLSERVER_BATCHING if batching else {})}))
+        name = f"mlserver v2-json, batching {'on' if batching else 'off'}"
+        argv = [*pinning.server, "env", f"PYTHONPATH={REPO}", str(args.mlserver / "bin" / "mlserver"), "start",
+                str(folder)]
+        log_path = args.out / "logs" / f"bench-v2-mlserver-{folder.name}.log"
+        with Server(name, argv, log_path, http_port, ready_path="/v2/models/natality/ready") as server:
+            runs += [measure(Drive("v2-json", "natality", args.rows, f"127.0.0.1:{http_port}",
+                                   f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration),
+                             server, pinning, name=name)
+                     for concurrency in args.concurrency]
     return runs
 
 
@@ -385,6 +441,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-config-file", type=Path, default=MODELS_CONFIG,
                         help="the gateway's models (must include --models)")
     parser.add_argument("--out", type=Path, default=RUNS)
+    parser.add_argument("--mlserver", type=Path,
+                        help="a venv with mlserver and tensorflow (build/mlserver-venv): also measure "
+                             "Seldon MLServer on natality, adaptive batching on and off")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or not args.concurrency or min(args.concurrency) < 1 \
             or args.rows < 1 or not set(args.models) <= set(MODELS) or not args.models \

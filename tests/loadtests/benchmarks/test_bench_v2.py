@@ -1,6 +1,7 @@
 """Smoke test of ``make bench-v2`` (loadtests/benchmarks/bench_v2.py): the report's ratios from
 made-up runs, and one tiny real run of every protocol on both models against a real gateway,
-through tritonclient's aio clients and aiohttp. No timing is asserted: only that every piece
+through tritonclient's aio clients and aiohttp, and against Seldon MLServer (its venv, built by
+``make bench-v2``) with adaptive batching on and off. No timing is asserted: only that every piece
 runs, every driver checked its answers and had no errors, and the outputs agree."""
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import pytest
 
 from loadtests.benchmarks.bench_v2 import PROTOCOLS, Run, main, ratios, table
+from loadtests.support.processes import REPO
+from tests.conftest import missing_outside
 
 
 def _run(protocol: str, cpu_s: float, model: str = "natality", concurrency: int = 4) -> Run:
@@ -41,3 +44,21 @@ def test_a_tiny_real_run_of_every_protocol_and_model(tmp_path):
     assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 5
     markdown = (tmp_path / "v2-latest.md").read_text()
     assert all(line in markdown for line in report["ratios"])
+
+
+@pytest.mark.slow
+def test_a_tiny_run_against_mlserver_with_and_without_batching(tmp_path):
+    mlserver = REPO / "build" / "mlserver-venv"
+    if not (mlserver / "bin" / "mlserver").exists():
+        missing_outside(f"no MLServer venv at {mlserver}", "build it with: make build/mlserver-venv/bin/mlserver")
+    runs = main(["--duration", "0.5", "--warmup", "0", "--concurrency", "2", "--models", "natality",
+                 "--protocols", "v2-json", "--mlserver", str(mlserver), "--out", str(tmp_path)])
+    assert [r.protocol for r in runs] == [
+        "v2-json", "mlserver v2-json, batching on", "mlserver v2-json, batching off"]
+    for r in runs:  # each driver checked MLServer's first answers against the model's truth
+        assert r.ok > 0 and not r.errors and r.server_cpu_s > 0, r
+    assert [line.split(":")[1] for line in ratios(runs)] == [
+        " gateway v2-json / mlserver v2-json, batching on", " gateway v2-json / mlserver v2-json, batching off"]
+    settings = json.loads((tmp_path / "mlserver" / "batching-on" / "natality" / "model-settings.json").read_text())
+    assert settings["max_batch_size"] == 128 and "max_batch_size" not in json.loads(
+        (tmp_path / "mlserver" / "batching-off" / "natality" / "model-settings.json").read_text())
