@@ -20,10 +20,13 @@ a warm-up the driver says so, and the server's CPU seconds (``/proc``) are read 
 measured run; a closed loop has nothing in flight when the driver ends, so its answers are the
 requests the server answered. The goal of issue 24: v2-binary and v2-grpc each within 10% of
 tfs-rest's server CPU per request (the ratio lines, from one run; compare ratios, not
-absolute numbers, across machines).
+absolute numbers, across machines). In a closed loop the protocol answered faster gets more
+requests per second and so larger batches, which lowers its CPU per request: ``--rates``
+sends every protocol at the same fixed rates instead (evenly spaced, latency from when each
+request was due), which compares the servers' cost at equal load.
 
     python -m loadtests.benchmarks.bench_v2 [--duration 10] [--warmup 3]
-        [--concurrency 1,4,16,64] [--models natality,image_classifier]
+        [--concurrency 1,4,16,64] [--rates R1,R2] [--models natality,image_classifier]
         [--protocols v2-json,v2-binary,v2-grpc,tfs-rest] [--rows 1]
 
 Writes ``OUT/v2-<stamp>.json``, ``v2-latest.json`` and ``v2-latest.md`` (``OUT``: bench-results/).
@@ -86,8 +89,11 @@ class Drive:
     """``host:port`` of the REST API."""
     grpc: str
     concurrency: int
+    """Requests in flight (closed loop), or the cap on them (``rate``)."""
     warmup_s: float
     duration_s: float
+    rate: float | None = None
+    """Requests/s, evenly spaced; None: closed loop."""
 
 
 def _bytes_columns(model: str, rows: list) -> dict[str, np.ndarray]:
@@ -199,28 +205,48 @@ def _answered(answer: dict[str, np.ndarray] | list) -> list:
     return _predictions(answer) if isinstance(answer, dict) else answer
 
 
-async def _closed_loop(client: Client, concurrency: int, seconds: float) -> dict[str, Any]:
+async def _load(client: Client, seconds: float) -> dict[str, Any]:
+    """``seconds`` of load: closed loop (``concurrency`` requests always in flight), or sends
+    due evenly at ``rate`` with at most ``concurrency`` in flight (a send due over the cap is
+    an error, "in-flight cap"), latency counted from when it was due."""
+    job = client.job
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    end = time.perf_counter() + seconds
-    rows = client.job.rows
-
-    async def loop(offset: int) -> None:
-        index = offset
-        while (started := time.perf_counter()) < end:
-            try:
-                answered = len(_answered(await client.call(index)))
-                why = None if answered == rows else f"{answered} answers for {rows} rows"
-            except Exception as error:  # noqa: BLE001 - counted, by kind
-                why = type(error).__name__
-            if why is None:
-                latencies.append(time.perf_counter() - started)
-            else:
-                errors[why] = errors.get(why, 0) + 1
-            index += concurrency
-
     started = time.perf_counter()
-    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    end = started + seconds
+
+    async def one(index: int, due: float) -> None:
+        try:
+            answered = len(_answered(await client.call(index)))
+            why = None if answered == job.rows else f"{answered} answers for {job.rows} rows"
+        except Exception as error:  # noqa: BLE001 - counted, by kind
+            why = type(error).__name__
+        if why is None:
+            latencies.append(time.perf_counter() - due)
+        else:
+            errors[why] = errors.get(why, 0) + 1
+
+    if job.rate is None:
+        async def loop(index: int) -> None:
+            while (now := time.perf_counter()) < end:
+                await one(index, now)
+                index += job.concurrency
+
+        await asyncio.gather(*(loop(i) for i in range(job.concurrency)))
+    else:
+        in_flight: set[asyncio.Task] = set()
+        index = 0
+        while (due := started + index / job.rate) < end:
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            if len(in_flight) >= job.concurrency:
+                errors["in-flight cap"] = errors.get("in-flight cap", 0) + 1
+            else:
+                task = asyncio.create_task(one(index, due))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            index += 1
+        await asyncio.gather(*in_flight)
     return {"ok": len(latencies), "errors": errors, "seconds": time.perf_counter() - started,
             "latencies_us": sorted(round(x * 1e6) for x in latencies)}
 
@@ -237,10 +263,10 @@ async def _drive(job: Drive) -> dict[str, Any]:
             if problem:
                 raise RuntimeError(f"{job.protocol} answered wrongly: {problem}")
         if job.warmup_s:
-            await _closed_loop(client, job.concurrency, job.warmup_s)
+            await _load(client, job.warmup_s)
         print(MEASURING, flush=True)
         cpu = _cpu_seconds()
-        result = await _closed_loop(client, job.concurrency, job.duration_s)
+        result = await _load(client, job.duration_s)
         return {**result, "cpu_s": _cpu_seconds() - cpu}
     finally:
         await client.close()
@@ -264,6 +290,7 @@ class Run:
     model: str
     protocol: str
     concurrency: int
+    rate: float | None
     qps: float
     p50_ms: float
     p99_ms: float
@@ -282,11 +309,16 @@ class Run:
     def cpu_ms_per_request(self) -> float:
         return self.server_cpu_s / self.ok * 1e3 if self.ok else float("nan")
 
+    @property
+    def load(self) -> str:
+        return f"x{self.concurrency}" if self.rate is None else f"{self.rate:g}/s"
+
 
 def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = None) -> Run:
     """One warmed-up closed-loop run; ``name``: the row's protocol column when the server is
     not the gateway (no batch metrics then)."""
-    label = f"{job.model} {name or job.protocol} x{job.concurrency}"
+    label = f"{job.model} {name or job.protocol} " + (
+        f"x{job.concurrency}" if job.rate is None else f"{job.rate:g}/s")
     log(f"{label}: warm-up {job.warmup_s:g} s, measuring {job.duration_s:g} s")
     proc = subprocess.Popen([*pinning.loadgen, sys.executable, "-m", "loadtests.benchmarks.bench_v2", "drive",
                              json.dumps(asdict(job))], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -310,7 +342,7 @@ def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = Non
         raise RuntimeError(f"the {label} driver failed ({proc.returncode}): {''.join(lines[-5:])}")
     result = json.loads(lines[-1])
     latencies = np.array(result["latencies_us"] or [0]) / 1e3
-    return Run(job.model, name or job.protocol, job.concurrency, qps=result["ok"] / result["seconds"],
+    return Run(job.model, name or job.protocol, job.concurrency, job.rate, qps=result["ok"] / result["seconds"],
                p50_ms=float(np.percentile(latencies, 50)), p99_ms=float(np.percentile(latencies, 99)),
                ok=result["ok"], errors=result["errors"], server_cpu_s=cpu_after - cpu_before,
                mean_batch_rows=rows / batches if batches else None,
@@ -321,34 +353,34 @@ def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = Non
 def ratios(runs: Sequence[Run]) -> list[str]:
     """Each protocol's server CPU per request over tfs-rest's, same model and concurrency; the
     gateway's v2-json req/s and p99 against each MLServer setting's."""
-    base = {(r.model, r.concurrency): r for r in runs if r.protocol == BASELINE}
-    ours = {(r.model, r.concurrency): r for r in runs if r.protocol == "v2-json"}
+    base = {(r.model, r.load): r for r in runs if r.protocol == BASELINE}
+    ours = {(r.model, r.load): r for r in runs if r.protocol == "v2-json"}
     lines = []
     for r in runs:
         if r.protocol.startswith("mlserver"):
-            mine = ours.get((r.model, r.concurrency))
+            mine = ours.get((r.model, r.load))
             if mine is not None and r.qps:
-                lines.append(f"{r.model} x{r.concurrency}: gateway v2-json / {r.protocol}: req/s "
+                lines.append(f"{r.model} {r.load}: gateway v2-json / {r.protocol}: req/s "
                              f"{mine.qps / r.qps:.2f}x, p99 {mine.p99_ms:.1f} vs {r.p99_ms:.1f} ms")
             continue
-        ref = base.get((r.model, r.concurrency))
+        ref = base.get((r.model, r.load))
         if r.protocol == BASELINE or ref is None or not ref.ok or not r.ok:
             continue
         ratio = r.cpu_ms_per_request / ref.cpu_ms_per_request
         goal = f" (goal <= {GOAL:.2f}: {'met' if ratio <= GOAL else 'NOT met'})" \
             if r.protocol in ("v2-binary", "v2-grpc") else ""
-        lines.append(f"{r.model} x{r.concurrency}: {r.protocol}/{BASELINE} server CPU per request "
+        lines.append(f"{r.model} {r.load}: {r.protocol}/{BASELINE} server CPU per request "
                      f"{ratio:.2f}{goal}")
     return lines
 
 
 def table(runs: Sequence[Run], title: str) -> str:
     lines = [title, "",
-             "| model | protocol | concurrency | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
+             "| model | protocol | load | req/s | p50 ms | p99 ms | errors | server CPU ms/req "
              "| rows/batch | server CPU share | loadgen CPU share |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
-        lines.append(f"| {r.model} | {r.protocol} | {r.concurrency} | {r.qps:.0f} | {r.p50_ms:.2f} "
+        lines.append(f"| {r.model} | {r.protocol} | {r.load} | {r.qps:.0f} | {r.p50_ms:.2f} "
                      f"| {r.p99_ms:.2f} | {sum(r.errors.values())} | {r.cpu_ms_per_request:.3f} "
                      f"| {'?' if r.mean_batch_rows is None else f'{r.mean_batch_rows:.1f}'} "
                      f"| {r.server_cpu_s / r.seconds:.2f} | {r.loadgen_cpu:.2f} |")
@@ -372,9 +404,9 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
                 if protocol == "v2-json" and model in JSON_ONLY_TEXT:
                     continue
                 runs += [measure(Drive(protocol, model, args.rows, f"127.0.0.1:{rest_port}",
-                                       f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration),
+                                       f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration, rate),
                                  server, pinning)
-                         for concurrency in args.concurrency]
+                         for concurrency, rate in _points(args)]
     if args.mlserver is not None:
         runs += _mlserver_runs(args, pinning)
     title = (f"Open Inference Protocol vs TF Serving REST, {args.rows}-row requests, closed loop, one gateway "
@@ -418,10 +450,18 @@ def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> list[Run]:
         log_path = args.out / "logs" / f"bench-v2-mlserver-{folder.name}.log"
         with Server(name, argv, log_path, http_port, ready_path="/v2/models/natality/ready") as server:
             runs += [measure(Drive("v2-json", "natality", args.rows, f"127.0.0.1:{http_port}",
-                                   f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration),
+                                   f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration, rate),
                              server, pinning, name=name)
-                     for concurrency in args.concurrency]
+                     for concurrency, rate in _points(args)]
     return runs
+
+
+def _points(args: argparse.Namespace) -> list[tuple[int, float | None]]:
+    """(concurrency, rate) of each point: the concurrency sweep, or each ``--rates`` rate
+    capped at the largest concurrency."""
+    if args.rates:
+        return [(max(args.concurrency), rate) for rate in args.rates]
+    return [(concurrency, None) for concurrency in args.concurrency]
 
 
 def _listed(text: str) -> tuple[str, ...]:
@@ -435,6 +475,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="warm-up seconds per point (0: none)")
     parser.add_argument("--concurrency", default="1,4,16,64", help="requests in flight, comma-separated",
                         type=lambda text: tuple(int(c) for c in _listed(text)))
+    parser.add_argument("--rates", default="", type=lambda text: tuple(float(r) for r in _listed(text)),
+                        help="instead of the closed loop: these fixed rates (requests/s, comma-separated), "
+                             "every protocol at the same rate, at most the largest --concurrency in flight")
     parser.add_argument("--models", default=",".join(MODELS), type=_listed)
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), type=_listed)
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
@@ -446,9 +489,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "Seldon MLServer on natality, adaptive batching on and off")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or not args.concurrency or min(args.concurrency) < 1 \
+            or min(args.rates, default=1) <= 0 \
             or args.rows < 1 or not set(args.models) <= set(MODELS) or not args.models \
             or not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
-        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rows >= 1, --models from "
+        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rates > 0, --rows >= 1, --models from "
                      f"{','.join(MODELS)}, --protocols from {','.join(PROTOCOLS)}")
     return args
 

@@ -15,7 +15,7 @@ from tests.conftest import missing_outside
 
 
 def _run(protocol: str, cpu_s: float, model: str = "natality", concurrency: int = 4) -> Run:
-    return Run(model, protocol, concurrency, qps=100.0, p50_ms=1.0, p99_ms=2.0, ok=100, errors={},
+    return Run(model, protocol, concurrency, None, qps=100.0, p50_ms=1.0, p99_ms=2.0, ok=100, errors={},
                server_cpu_s=cpu_s, mean_batch_rows=None if model == "image_classifier" else 2.0,
                loadgen_cpu=0.5, seconds=1.0)
 
@@ -28,7 +28,7 @@ def test_ratios_compare_each_protocol_with_tf_serving_rest_of_its_model_and_conc
         "natality x4: v2-grpc/tfs-rest server CPU per request 1.20 (goal <= 1.10: NOT met)",
         "natality x4: v2-json/tfs-rest server CPU per request 2.00",
     ]  # the image model has no tfs-rest run to compare with
-    assert "| natality | v2-grpc | 4 | 100 | 1.00 | 2.00 | 0 | 1.200 | 2.0 | 0.12 | 0.50 |" in table(runs, "t")
+    assert "| natality | v2-grpc | x4 | 100 | 1.00 | 2.00 | 0 | 1.200 | 2.0 | 0.12 | 0.50 |" in table(runs, "t")
 
 
 @pytest.mark.slow
@@ -44,6 +44,17 @@ def test_a_tiny_real_run_of_every_protocol_and_model(tmp_path):
     assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 5
     markdown = (tmp_path / "v2-latest.md").read_text()
     assert all(line in markdown for line in report["ratios"])
+
+
+@pytest.mark.slow
+def test_fixed_rates_send_every_protocol_at_the_same_rate(tmp_path):
+    runs = main(["--duration", "1", "--warmup", "0", "--rates", "20,40", "--concurrency", "8", "--models",
+                 "natality", "--protocols", "v2-binary,tfs-rest", "--out", str(tmp_path)])
+    assert [(r.protocol, r.load) for r in runs] == [
+        ("v2-binary", "20/s"), ("v2-binary", "40/s"), ("tfs-rest", "20/s"), ("tfs-rest", "40/s")]
+    for r in runs:  # every send was due at the rate (20 or 40 in the second), all answered
+        assert not r.errors and r.ok == r.rate, r
+    assert [line.split(":")[0] for line in ratios(runs)] == ["natality 20/s", "natality 40/s"]
 
 
 @pytest.mark.slow
