@@ -409,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
                          for concurrency, rate in _points(args)]
     if args.mlserver is not None:
         runs += _mlserver_runs(args, pinning)
-    title = (f"Open Inference Protocol vs TF Serving REST, {args.rows}-row requests, closed loop, one gateway "
+    load = f"fixed rates, at most {max(args.concurrency)} in flight" if args.rates else "closed loop"
+    title = (f"Open Inference Protocol vs TF Serving REST, {args.rows}-row requests, {load}, one gateway "
              f"(commit {git_commit()}, {machine()}; {pinning.note})")
     text = table(runs, title)
     print(text, flush=True)
