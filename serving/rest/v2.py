@@ -115,7 +115,7 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
             spec = service.signature(servable, signature_name)
             selected = v2.select_outputs(spec, _wanted(doc.get("outputs")), servable.name,
                                          params.binary_data_output)
-            tensors = _decode_inputs(doc.get("inputs"), binary, spec, limits, key_field, servable.name)
+            tensors = decode_inputs(doc.get("inputs"), binary, spec, limits, key_field, servable.name)
             keys = None
             if key_field is not None and key_field in tensors:  # the store's key, not an input unless named so
                 keys = tensors[key_field] if key_field in spec.inputs else tensors.pop(key_field)
@@ -275,7 +275,7 @@ class _Input:
     binary_size: int | None
 
 
-def _decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limits: TensorLimits,
+def decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limits: TensorLimits,
                    key_field: str | None, model: str) -> dict[str, np.ndarray]:
     """The request's tensors: every input's name, datatype, shape and size checked (and the
     limits applied to all together, and the binary sizes to the data after the JSON) before
