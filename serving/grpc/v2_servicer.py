@@ -172,7 +172,7 @@ def decode_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits,
     inputs = _checked_inputs(request, spec, limits, key_field)
     contents = request.raw_input_contents
     if contents:
-        return {i.tensor.name: raw.decode(data, i.datatype, i.shape, i.tensor.name)
+        return {i.tensor.name: raw.decode_checked(data, i.datatype, i.shape, i.elements, i.tensor.name)
                 for i, data in zip(inputs, contents)}
     return {i.tensor.name: _typed(i) for i in inputs}
 

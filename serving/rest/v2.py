@@ -28,7 +28,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -57,6 +57,8 @@ HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = "application/octet-stream"
 _FP32 = datatypes.BY_NAME["FP32"]
 _BF16 = datatypes.BY_NAME["BF16"]
+_JSON_SPECS = {dt: TensorSpec(dt.name, dt.dtype, None, dt.dt_name) for dt in datatypes.DATATYPES}
+"""What ``codec.json_tensor`` parses each datatype's JSON ``data`` as (it names the input itself)."""
 _TARGET = re.compile(r"(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer))?")
 _MAX_VERSION_DIGITS = 18  # TF Serving's versions are int64
 _ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
@@ -262,9 +264,9 @@ def _wanted(outputs: object) -> list[v2.Wanted] | None:
     return wanted
 
 
-@dataclass(frozen=True)
-class _Input:
-    """One input once its name, datatype and shape passed."""
+class _Input(NamedTuple):
+    """One input once its name, datatype and shape passed (a tuple: built per input of every
+    request, where a frozen dataclass's ``__init__`` costs more than the checks)."""
 
     name: str
     datatype: Datatype
@@ -317,7 +319,7 @@ def decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limit
         if item.binary_size is not None:
             data = binary[offset:offset + item.binary_size]
             offset += item.binary_size
-            tensors[item.name] = raw.decode(data, item.datatype, item.shape, item.name)
+            tensors[item.name] = raw.decode_checked(data, item.datatype, item.shape, item.elements, item.name)
         else:
             tensors[item.name] = _json_data(item)
     return tensors
@@ -327,8 +329,7 @@ def _json_data(item: _Input) -> np.ndarray:
     """An input's JSON ``data``, flat or nested in its shape, as an array of that shape."""
     datatype = item.datatype
     parse_as = _FP32 if datatype is _BF16 else datatype  # no JSON leaf of its own: round from float32
-    spec = TensorSpec(item.name, parse_as.dtype, None, parse_as.dt_name)
-    array = codec.json_tensor(item.data, spec, item.name)
+    array = codec.json_tensor(item.data, _JSON_SPECS[parse_as], item.name)
     if array.size != item.elements:
         raise InvalidArgument(f"{what('Input', item.name)} has {array.size} values in 'data'; shape "
                               f"{shape_text(item.shape)} needs {item.elements}")
