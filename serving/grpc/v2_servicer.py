@@ -203,7 +203,8 @@ def _checked_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits, key
     checked = []
     for tensor in tensors:
         name = tensor.name
-        v2.binary_data_size(_values(tensor.parameters), name)  # refuses the extensions we lack
+        if tensor.parameters:
+            v2.binary_data_size(_values(tensor.parameters), name)  # refuses the extensions we lack
         tensor_spec = spec.inputs.get(name)
         datatype = (datatypes.check(tensor.datatype, tensor_spec) if tensor_spec is not None
                     else datatypes.by_name(tensor.datatype, name))

@@ -13,6 +13,7 @@ decoded array is never much more than the bytes it came from.
 from __future__ import annotations
 
 import struct
+from typing import NoReturn
 
 import numpy as np
 
@@ -62,24 +63,40 @@ def _strings(view: memoryview, dims: tuple[int, ...], count: int, name: str) -> 
                               f"{count} BYTES elements of at least {_LENGTH.size} bytes each")
     # Slices of bytes are bytes: one copy of a region that is not bytes yet, bounded by it.
     data = view.obj if type(view.obj) is bytes and size == len(view.obj) else view.tobytes()
+    # The loop checks nothing a slice needs: a length past the end makes a shorter slice (the
+    # slices never add up to more than the data) and then the next unpack, or the final
+    # count, fails; _bad_strings then says where.
     unpack = _LENGTH.unpack_from
     values = [b""] * count
+    offset = 0
+    try:
+        for i in range(count):
+            start = offset + 4
+            offset = start + unpack(data, offset)[0]
+            values[i] = data[start:offset]
+    except struct.error:
+        offset = -1
+    if offset != size:
+        _bad_strings(data, count, name)
+    return np.array(values, dtype=object).reshape(dims)  # bytes are scalars to numpy: never nested
+
+
+def _bad_strings(data: bytes, count: int, name: str) -> NoReturn:
+    """InvalidArgument saying where ``count`` length-prefixed strings do not fill ``data``."""
+    size = len(data)
     offset = 0
     for i in range(count):
         if offset + _LENGTH.size > size:
             raise InvalidArgument(f"{what('Input', name)}: BYTES element {i}'s length at byte {offset} "
                                   f"runs past the end of its {size} bytes")
-        (length,) = unpack(data, offset)
+        (length,) = _LENGTH.unpack_from(data, offset)
         start = offset + _LENGTH.size
         offset = start + length
         if offset > size:
             raise InvalidArgument(f"{what('Input', name)}: BYTES element {i} at byte {start - _LENGTH.size} "
                                   f"claims {length} bytes, past the end of its {size} bytes")
-        values[i] = data[start:offset]
-    if offset != size:
-        raise InvalidArgument(f"{what('Input', name)}: {size - offset} bytes left over at byte {offset}, "
-                              f"after its {count} BYTES elements")
-    return np.array(values, dtype=object).reshape(dims)  # bytes are scalars to numpy: never nested
+    raise InvalidArgument(f"{what('Input', name)}: {size - offset} bytes left over at byte {offset}, "
+                          f"after its {count} BYTES elements")
 
 
 def encode(array: np.ndarray, datatype: Datatype) -> bytes:

@@ -96,6 +96,10 @@ def binary_data_size(params: object, name: str) -> int | None:
     None: not given), with the input's parameters checked."""
     if params is None:  # most inputs: nothing to check
         return None
+    if type(params) is dict and len(params) == 1:  # the usual binary input: this one, nothing to refuse
+        size = params.get("binary_data_size")
+        if type(size) is int and size >= 0:
+            return size
     values = _scalars(params, "Input", name)
     _refuse_extensions(values, "Input", name)
     size = values.get("binary_data_size")
