@@ -26,7 +26,7 @@ from serving.errors import InvalidArgument, NotFound
 from serving.grpc.contract import CallContext
 from serving.grpc.servicers import deadline, rpc
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
-from serving.runtime.shapes import TensorLimits, check_total, what
+from serving.runtime.shapes import MAX_RANK, TensorLimits, check_total, what
 from serving.runtime.signature import SignatureSpec, shape_text
 from serving.runtime.tensors import packed_values
 from serving.v2 import datatypes, metadata, protos, raw, shapes
@@ -55,10 +55,11 @@ def _values(params: Mapping[str, Any]) -> dict[str, object]:
 class _Input:
     """One input of a ModelInfer request once its datatype and shape passed (per request)."""
 
-    __slots__ = ("tensor", "datatype", "shape", "elements")
+    __slots__ = ("tensor", "name", "datatype", "shape", "elements")
 
-    def __init__(self, tensor: Any, datatype: Datatype, shape: tuple[int, ...], elements: int) -> None:
+    def __init__(self, tensor: Any, name: str, datatype: Datatype, shape: tuple[int, ...], elements: int) -> None:
         self.tensor = tensor
+        self.name = name
         self.datatype = datatype
         self.shape = shape
         self.elements = elements
@@ -172,15 +173,15 @@ def decode_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits,
     inputs = _checked_inputs(request, spec, limits, key_field)
     contents = request.raw_input_contents
     if contents:
-        return {i.tensor.name: raw.decode_checked(data, i.datatype, i.shape, i.elements, i.tensor.name)
+        return {i.name: raw.decode_checked(data, i.datatype, i.shape, i.elements, i.name)
                 for i, data in zip(inputs, contents)}
-    return {i.tensor.name: _typed(i) for i in inputs}
+    return {i.name: _typed(i) for i in inputs}
 
 
 def _checked_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits, key_field: str | None) -> list[_Input]:
     """Every input's name, datatype and shape checked, and the limits applied to them
     together, before any data is looked at."""
-    tensors = request.inputs
+    tensors = list(request.inputs)  # once: each pass over the repeated field makes new wrappers
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         seen: set[str] = set()
@@ -201,15 +202,15 @@ def _checked_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits, key
             raise InvalidArgument(f"{what('Input', typed)} sets contents while the request uses "
                                   "raw_input_contents: send every input one way")
     checked = []
-    for tensor in tensors:
-        name = tensor.name
+    for tensor, name in zip(tensors, names):
         if tensor.parameters:
             v2.binary_data_size(_values(tensor.parameters), name)  # refuses the extensions we lack
         tensor_spec = spec.inputs.get(name)
         datatype = (datatypes.check(tensor.datatype, tensor_spec) if tensor_spec is not None
                     else datatypes.by_name(tensor.datatype, name))
-        shape, count = shapes.check(tensor.shape, datatype, name, limits, tensor_spec)
-        checked.append(_Input(tensor, datatype, shape, count))
+        dims = tensor.shape  # as a list (one C copy) unless check is to refuse its rank unbuilt
+        shape, count = shapes.check(dims[:] if len(dims) <= MAX_RANK else dims, datatype, name, limits, tensor_spec)
+        checked.append(_Input(tensor, name, datatype, shape, count))
     if len(checked) > 1:
         check_total(sum(i.elements * i.datatype.dtype.itemsize for i in checked), limits)
     return checked
@@ -218,7 +219,7 @@ def _checked_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits, key
 def _typed(item: _Input) -> np.ndarray:
     """An input's values from its typed ``contents``: the datatype's field only, exactly one
     value per element."""
-    datatype, name = item.datatype, item.tensor.name
+    datatype, name = item.datatype, item.name
     field = datatype.field
     if field is None:
         raise InvalidArgument(f"{what('Input', name)}: {datatype.name} has no typed contents; "
