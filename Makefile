@@ -11,9 +11,10 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.10
 REST_PORT ?= 8501
 GRPC_PORT ?= 8500
+MLSERVER_VENV ?= build/mlserver-venv
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results v2-protos clean
+.PHONY: venv lock models serve test lint bench bench-ceiling bench-grpc bench-large bench-v2 bench-precomputed bench-codec bench-runners bench-parallelism bench-batch bench-streaming loadtest soak publish-results v2-protos clean
 
 # One venv; each target installs the extras it needs (pyproject.toml) at the lock's
 # versions, once per set and again when either file changes.
@@ -88,6 +89,18 @@ bench-grpc: $(VENV)/.extras-loadtest models
 
 bench-large: $(VENV)/.extras-loadtest models
 	$(PY) -m loadtests.benchmarks.bench_large
+
+# The Open Inference Protocol (v2 REST JSON and binary, v2 gRPC; tritonclient's aio clients)
+# against TF Serving's REST on one gateway: natality and the image model, concurrency 1-64;
+# and Seldon MLServer (the Python v2 server) on natality, adaptive batching on and off.
+bench-v2: $(VENV)/.extras-loadtest,test models $(MLSERVER_VENV)/bin/mlserver
+	$(PY) -m loadtests.benchmarks.bench_v2 --mlserver $(MLSERVER_VENV)
+
+# MLServer in a venv of its own (its pins are not ours), with the TensorFlow that loads the
+# example SavedModels: 64 s and 2.3 GB here (mlserver 1.7.1, tensorflow 2.21.0).
+$(MLSERVER_VENV)/bin/mlserver:
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/pip install --quiet 'mlserver==1.7.*' 'tensorflow==2.21.*'
 
 bench-codec: $(VENV)/.extras-examples
 	$(PY) -m loadtests.benchmarks.bench_codec

@@ -1,7 +1,9 @@
-"""Locust users and load shape for TF Serving's Predict API: the gateway's, or TF Serving's own.
+"""Locust users and load shape for TF Serving's Predict API (the gateway's, or TF Serving's
+own) and for the Open Inference Protocol's infer (the gateway's, or any v2 server's).
 
-Both speak the same REST and gRPC APIs, so the same users drive either; only ``--host``
-changes (``http://HOST:8501`` for ``RestUser``, ``HOST:8500`` for ``GrpcUser``)::
+TF Serving and the gateway speak the same REST and gRPC APIs, so the same users drive either;
+only ``--host`` changes (``http://HOST:8501`` for ``RestUser``, ``V2JsonUser`` and
+``V2BinaryUser``, ``HOST:8500`` for ``GrpcUser``)::
 
     locust -f loadtests/locust_scenarios/locustfile.py --headless RestUser --host http://127.0.0.1:8501 \\
         --model natality --rows 1:0.9,8:0.1 --schedule spike --rate 400 --seconds 20 \\
@@ -52,7 +54,7 @@ from loadtests.locust_scenarios.distributed import CHUNK, PLAN, READY, SAMPLES, 
 from loadtests.locust_scenarios.samples import Sample, row
 from loadtests.locust_scenarios.schedules import SCHEDULES, Schedule, build
 from loadtests.support.outputs import ELSEWHERE
-from loadtests.support.payloads import Instance, KeyShare, RequestPool, RowsMix, predict_body
+from loadtests.support.payloads import Instance, KeyShare, RequestPool, RowsMix, predict_body, v2_infer
 
 grpc_gevent.init_gevent()  # before any gRPC object: gRPC's I/O must yield to gevent
 
@@ -374,6 +376,11 @@ def _key_share(options: Any) -> KeyShare | None:
     return KeyShare(options.key_field, options.precomputed_share, options.keys)
 
 
+Post = tuple[bytes, dict[str, str]]
+"""A REST request: its body and headers."""
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 class RestUser(FastHttpUser):
     """``POST /v1/models/MODEL:predict`` with TF Serving's row-format JSON."""
 
@@ -383,17 +390,22 @@ class RestUser(FastHttpUser):
 
     def _prepare(self) -> tuple[Send, RequestPool]:
         options = self.environment.parsed_options
-        path = f"/v1/models/{options.model}:predict"
-        headers = {"Content-Type": "application/json"}
         pool = RequestPool(options.model, RowsMix.parse(options.rows),
-                           lambda rows: orjson.dumps(predict_body(rows)), seed=options.seed,
-                           keys=_key_share(options))
+                           lambda rows: (orjson.dumps(predict_body(rows)), JSON_HEADERS),
+                           seed=options.seed, keys=_key_share(options))
+        return self._poster(f"/v1/models/{options.model}:predict", _predict_error), pool
 
-        def send(rows: int, body: bytes, name: str) -> str | None:
+    def _poster(self, path: str, check: Callable[[Any, int], str | None]) -> Send:
+        """Sends a ``Post`` to ``path``; ``check(response, rows)`` says what is wrong with a
+        200 answer, if anything."""
+        timeout = self.environment.parsed_options.timeout
+
+        def send(rows: int, request: Post, name: str) -> str | None:
+            body, headers = request
             started = time.perf_counter()
             # FastHttpUser's timeouts bound each socket operation; this bounds the whole
             # request, like gRPC's deadline (waiting for a free connection included).
-            deadline = gevent.Timeout.start_new(options.timeout, RequestTimeout())
+            deadline = gevent.Timeout.start_new(timeout, RequestTimeout())
             try:
                 answer = self.client.post(path, data=body, name=name, catch_response=True,
                                           headers=headers)
@@ -402,25 +414,68 @@ class RestUser(FastHttpUser):
             finally:
                 deadline.cancel()
             with answer as response:
-                why = _rest_error(response, rows)
+                why = _status_error(response) or check(response, rows)
                 if why:
                     response.failure(why)
                 else:
                     response.success()
                 return why
 
-        return send, pool
+        return send
 
 
-def _rest_error(response: Any, rows: int) -> str | None:
-    if response.status_code != 200:
-        return f"HTTP {response.status_code}" if response.status_code else (
-            f"{type(response.error).__name__}" if response.error else "no response")
+class V2JsonUser(RestUser):
+    """``POST /v2/models/MODEL/infer`` (the Open Inference Protocol) with JSON tensors: the
+    signature's input columns, flat ``data``, BYTES as UTF-8 text (so not the image model:
+    JPEGs are not text)."""
+
+    binary = False
+
+    def _prepare(self) -> tuple[Send, RequestPool]:
+        options = self.environment.parsed_options
+        pool = RequestPool(options.model, RowsMix.parse(options.rows),
+                           lambda rows: v2_infer(options.model, rows, binary=self.binary),
+                           seed=options.seed, keys=_key_share(options))
+        return self._poster(f"/v2/models/{options.model}/infer", _infer_error), pool
+
+
+class V2BinaryUser(V2JsonUser):
+    """``POST /v2/models/MODEL/infer`` with the binary tensor extension, inputs and outputs:
+    the body tritonclient sends by default (``serving.v2.raw``'s encoding)."""
+
+    binary = True
+
+
+def _status_error(response: Any) -> str | None:
+    if response.status_code == 200:
+        return None
+    return f"HTTP {response.status_code}" if response.status_code else (
+        f"{type(response.error).__name__}" if response.error else "no response")
+
+
+def _predict_error(response: Any, rows: int) -> str | None:
     try:
         answered = len(orjson.loads(response.content)["predictions"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return "not a predict response"
     return None if answered == rows else f"{answered} predictions for {rows} rows"
+
+
+def _infer_error(response: Any, rows: int) -> str | None:
+    """An infer response (JSON, or its JSON head and the binary outputs after it) whose
+    every output has ``rows`` rows."""
+    content = response.content
+    try:
+        length = response.headers.get("Inference-Header-Content-Length")
+        head = content[:int(length)] if length is not None else content
+        outputs = orjson.loads(head)["outputs"]
+        firsts = {output["shape"][0] for output in outputs}
+        binary = sum(output.get("parameters", {}).get("binary_data_size", 0) for output in outputs)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return "not an infer response"
+    if binary != len(content) - len(head):
+        return f"{len(content) - len(head)} bytes of binary outputs, the header says {binary}"
+    return None if firsts == {rows} else f"outputs of {sorted(firsts)} rows for {rows} rows"
 
 
 class GrpcUser(User):

@@ -5,6 +5,7 @@ Against any server speaking TF Serving's APIs (a gateway, TF Serving itself, a c
     python -m loadtests.locust_scenarios.run scenario --host http://HOST:8501 --schedule spike --rate 800
     python -m loadtests.locust_scenarios.run scenario --user grpc --host HOST:8500 --rows 1:0.9,8:0.1
     python -m loadtests.locust_scenarios.run slo --host http://HOST:8501 --slo-ms 25
+    python -m loadtests.locust_scenarios.run slo --user v2-binary --host http://HOST:8501 --slo-ms 25
     python -m loadtests.locust_scenarios.run cluster --host http://GATEWAY:8501 --grpc-host GATEWAY:8500 \
         --tfserving-host http://TF_SERVING:8501
 
@@ -287,7 +288,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     remote = argparse.ArgumentParser(add_help=False, parents=[searching])
     remote.add_argument("--user", choices=sorted(USERS), default="rest")
     remote.add_argument("--host", required=True,
-                        help="http://HOST:PORT (rest) or HOST:PORT (grpc)")
+                        help="http://HOST:PORT (rest, v2-json, v2-binary) or HOST:PORT (grpc)")
     remote.add_argument("--schedule", choices=sorted(SCHEDULES), default="steady")
     remote.add_argument("--rate", type=float, default=100.0)
     remote.add_argument("--ramp-steps", type=int, default=4)

@@ -22,15 +22,19 @@ from loadtests.locust_scenarios.workers import CONNECT_WAIT_S, LOCUSTFILE, Worke
 from loadtests.support.payloads import KeyShare
 from loadtests.support.processes import REPO, SERVER_ENV
 
-USERS = {"rest": "RestUser", "grpc": "GrpcUser"}
+USERS = {"rest": "RestUser", "grpc": "GrpcUser", "v2-json": "V2JsonUser", "v2-binary": "V2BinaryUser"}
+"""Our name for each Locust user class: TF Serving's REST predict and gRPC Predict, the Open
+Inference Protocol's REST infer with JSON or binary tensors."""
+HTTP_USERS = frozenset({"rest", "v2-json", "v2-binary"})
+"""Users of the REST port (``--host http://HOST:PORT``); the others take ``HOST:PORT``."""
 
 
 @dataclass(frozen=True)
 class Scenario:
     user: str
-    """``rest`` or ``grpc``."""
+    """A key of ``USERS``."""
     host: str
-    """``http://HOST:PORT`` for rest, ``HOST:PORT`` for grpc."""
+    """``http://HOST:PORT`` for ``HTTP_USERS``, ``HOST:PORT`` for grpc."""
     model: str = "natality"
     rows: str = "1"
     schedule: str = "steady"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.locust_scenarios import scenario as locust_scenario
-from loadtests.locust_scenarios.scenario import Scenario
+from loadtests.locust_scenarios.scenario import HTTP_USERS, Scenario
 from loadtests.locust_scenarios.slo import SearchPlan, search
 from loadtests.support.payloads import RowsMix, check, instances, predict_body
 from loadtests.support.probes import PRECOMPUTED_OUTCOMES, Counters, scrape, settle, validate
@@ -227,7 +227,7 @@ def search_target(target: Target, label: str, base: Scenario, plan: SearchPlan, 
     """SLO-search a running ``target`` with ``base`` (its user and rows); each step's files
     under ``runs``. With ``fixed_rate``, one step at that rate comes first (``fixed``): the
     same offered load for every case compared."""
-    host = target.rest if base.user == "rest" else target.grpc
+    host = target.rest if base.user in HTTP_USERS else target.grpc
     assert host is not None, f"{label} has no {base.user} API"
     counter = itertools.count(1)
 

@@ -4,7 +4,8 @@ Rows come from the models' own samplers (``serving.examples``), whose right answ
 known, so any response can be checked. A request carries k rows; ``RowsMix`` says how often
 each k is drawn. The same rows feed the REST API (TF Serving's row format, JPEGs as
 ``{"b64": ...}``) and the gRPC API (columns as numpy arrays, turned into TensorProtos by the
-caller). This module imports no TensorFlow.
+caller), and the Open Inference Protocol's infer (JSON or binary tensors). This
+module imports no TensorFlow.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import orjson
 
 Instance = dict[str, Any]
 """One row in TF Serving's JSON row format."""
@@ -102,6 +104,44 @@ def columns(model: str, rows: list[Instance]) -> dict[str, np.ndarray]:
                    else np.array([base64.b64decode(v["b64"]) if isinstance(v, dict) else v
                                   for v in values], dtype=object))
             for name, values in ((name, [row[name] for row in rows]) for name in rows[0])}
+
+
+def v2_infer(model: str, rows: list[Instance], binary: bool) -> tuple[bytes, dict[str, str]]:
+    """The same rows as an Open Inference Protocol infer request (body, headers): the input
+    columns with flat ``data``, or with the binary tensor extension as tritonclient sends
+    them by default (``serving.v2.raw``'s encoding after the JSON head, every output asked
+    for in binary too). ValueError for BYTES that are not UTF-8 in JSON (v2 JSON carries
+    BYTES as text: the image model's JPEGs need ``binary``)."""
+    from serving.v2 import raw
+    from serving.v2.datatypes import for_dtype
+
+    tensors, buffers = [], []
+    for name, array in columns(model, rows).items():
+        datatype = for_dtype(array.dtype)
+        if datatype is None:
+            raise ValueError(f"input {name!r} of {model}: no v2 datatype for {array.dtype}")
+        tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype.name}
+        if binary:
+            buffers.append(raw.encode(array, datatype))
+            tensor["parameters"] = {"binary_data_size": len(buffers[-1])}
+        else:
+            tensor["data"] = [_json_text(v, name, model) for v in array.ravel().tolist()]
+        tensors.append(tensor)
+    head = orjson.dumps({"inputs": tensors, "parameters": {"binary_data_output": binary}})
+    if not binary:
+        return head, {"Content-Type": "application/json"}
+    return head + b"".join(buffers), {"Content-Type": "application/octet-stream",
+                                      "Inference-Header-Content-Length": str(len(head))}
+
+
+def _json_text(value: Any, name: str, model: str) -> Any:
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"input {name!r} of {model} holds bytes that are not UTF-8, which v2 JSON "
+                         "cannot carry: send it with the binary tensor extension") from None
 
 
 def check(model: str, body: dict[str, Any], response: dict[str, Any]) -> str | None:

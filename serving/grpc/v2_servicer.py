@@ -26,7 +26,7 @@ from serving.errors import InvalidArgument, NotFound
 from serving.grpc.contract import CallContext
 from serving.grpc.servicers import deadline, rpc
 from serving.runtime.savedmodel import DEFAULT_SIGNATURE
-from serving.runtime.shapes import TensorLimits, check_total, what
+from serving.runtime.shapes import MAX_RANK, TensorLimits, check_total, what
 from serving.runtime.signature import SignatureSpec, shape_text
 from serving.runtime.tensors import packed_values
 from serving.v2 import datatypes, metadata, protos, raw, shapes
@@ -55,10 +55,11 @@ def _values(params: Mapping[str, Any]) -> dict[str, object]:
 class _Input:
     """One input of a ModelInfer request once its datatype and shape passed (per request)."""
 
-    __slots__ = ("tensor", "datatype", "shape", "elements")
+    __slots__ = ("tensor", "name", "datatype", "shape", "elements")
 
-    def __init__(self, tensor: Any, datatype: Datatype, shape: tuple[int, ...], elements: int) -> None:
+    def __init__(self, tensor: Any, name: str, datatype: Datatype, shape: tuple[int, ...], elements: int) -> None:
         self.tensor = tensor
+        self.name = name
         self.datatype = datatype
         self.shape = shape
         self.elements = elements
@@ -116,15 +117,10 @@ class InferenceServicer:
         servable = self._service.resolve(request.model_name, *v2.version_choice(request.model_version))
         signature_name = params.signature_name or DEFAULT_SIGNATURE
         spec = self._service.signature(servable, signature_name)
-        inputs = self._checked_inputs(request, spec)
+        tensors = decode_inputs(request, spec, self._limits, self._key_field)
         wanted = [v2.wanted(o.name, _values(o.parameters)) for o in request.outputs]
         selected = v2.select_outputs(spec, wanted, servable.name)
         contents = request.raw_input_contents
-        if contents:
-            tensors = {i.tensor.name: raw.decode(data, i.datatype, i.shape, i.tensor.name)
-                       for i, data in zip(inputs, contents)}
-        else:
-            tensors = {i.tensor.name: _typed(i) for i in inputs}
         keys = None
         if self._key_field in tensors:  # the prediction store's key: not an input, unless named so
             field = self._key_field
@@ -144,42 +140,6 @@ class InferenceServicer:
             else:
                 _fill(tensor.contents, array, output.datatype)
         return response
-
-    def _checked_inputs(self, request: Any, spec: SignatureSpec) -> list[_Input]:
-        """Every input's name, datatype and shape checked, and the limits applied to them
-        together, before any data is looked at."""
-        tensors = request.inputs
-        names = [t.name for t in tensors]
-        if len(set(names)) != len(names):
-            seen: set[str] = set()
-            for name in names:  # one pass: a hostile request may list 100,000 inputs
-                if name in seen:
-                    raise InvalidArgument(f"{what('Input', name)} is given twice")
-                seen.add(name)
-        given = [name for name in names if name in spec.inputs or name != self._key_field]
-        if len(given) != len(spec.inputs) or any(name not in spec.inputs for name in given):
-            spec.check_names(given)
-        contents = request.raw_input_contents
-        if contents:
-            if len(contents) != len(tensors):
-                raise InvalidArgument(f"raw_input_contents has {len(contents)} entries for {len(tensors)} "
-                                      "inputs: one per input, in the order of inputs")
-            typed = next((t.name for t in tensors if t.HasField("contents")), None)
-            if typed is not None:
-                raise InvalidArgument(f"{what('Input', typed)} sets contents while the request uses "
-                                      "raw_input_contents: send every input one way")
-        checked = []
-        for tensor in tensors:
-            name = tensor.name
-            v2.binary_data_size(_values(tensor.parameters), name)  # refuses the extensions we lack
-            tensor_spec = spec.inputs.get(name)
-            datatype = (datatypes.check(tensor.datatype, tensor_spec) if tensor_spec is not None
-                        else datatypes.by_name(tensor.datatype, name))
-            shape, count = shapes.check(tensor.shape, datatype, name, self._limits, tensor_spec)
-            checked.append(_Input(tensor, datatype, shape, count))
-        if len(checked) > 1:
-            check_total(sum(i.elements * i.datatype.dtype.itemsize for i in checked), self._limits)
-        return checked
 
     @rpc(None)
     async def RepositoryIndex(self, request: Any, context: CallContext) -> Any:
@@ -206,10 +166,60 @@ class InferenceServicer:
         return protos.RepositoryModelUnloadResponse()
 
 
+def decode_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits,
+                  key_field: str | None) -> dict[str, np.ndarray]:
+    """A ModelInferRequest's tensors, from ``raw_input_contents`` or each input's typed
+    ``contents``: every input checked (``_checked_inputs``) before any is decoded."""
+    inputs = _checked_inputs(request, spec, limits, key_field)
+    contents = request.raw_input_contents
+    if contents:
+        return {i.name: raw.decode_checked(data, i.datatype, i.shape, i.elements, i.name)
+                for i, data in zip(inputs, contents)}
+    return {i.name: _typed(i) for i in inputs}
+
+
+def _checked_inputs(request: Any, spec: SignatureSpec, limits: TensorLimits, key_field: str | None) -> list[_Input]:
+    """Every input's name, datatype and shape checked, and the limits applied to them
+    together, before any data is looked at."""
+    tensors = list(request.inputs)  # once: each pass over the repeated field makes new wrappers
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        for name in names:  # one pass: a hostile request may list 100,000 inputs
+            if name in seen:
+                raise InvalidArgument(f"{what('Input', name)} is given twice")
+            seen.add(name)
+    given = [name for name in names if name in spec.inputs or name != key_field]
+    if len(given) != len(spec.inputs) or any(name not in spec.inputs for name in given):
+        spec.check_names(given)
+    contents = request.raw_input_contents
+    if contents:
+        if len(contents) != len(tensors):
+            raise InvalidArgument(f"raw_input_contents has {len(contents)} entries for {len(tensors)} "
+                                  "inputs: one per input, in the order of inputs")
+        typed = next((t.name for t in tensors if t.HasField("contents")), None)
+        if typed is not None:
+            raise InvalidArgument(f"{what('Input', typed)} sets contents while the request uses "
+                                  "raw_input_contents: send every input one way")
+    checked = []
+    for tensor, name in zip(tensors, names):
+        if tensor.parameters:
+            v2.binary_data_size(_values(tensor.parameters), name)  # refuses the extensions we lack
+        tensor_spec = spec.inputs.get(name)
+        datatype = (datatypes.check(tensor.datatype, tensor_spec) if tensor_spec is not None
+                    else datatypes.by_name(tensor.datatype, name))
+        dims = tensor.shape  # as a list (one C copy) unless check is to refuse its rank unbuilt
+        shape, count = shapes.check(dims[:] if len(dims) <= MAX_RANK else dims, datatype, name, limits, tensor_spec)
+        checked.append(_Input(tensor, name, datatype, shape, count))
+    if len(checked) > 1:
+        check_total(sum(i.elements * i.datatype.dtype.itemsize for i in checked), limits)
+    return checked
+
+
 def _typed(item: _Input) -> np.ndarray:
     """An input's values from its typed ``contents``: the datatype's field only, exactly one
     value per element."""
-    datatype, name = item.datatype, item.tensor.name
+    datatype, name = item.datatype, item.name
     field = datatype.field
     if field is None:
         raise InvalidArgument(f"{what('Input', name)}: {datatype.name} has no typed contents; "

@@ -28,7 +28,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -57,6 +57,8 @@ HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = "application/octet-stream"
 _FP32 = datatypes.BY_NAME["FP32"]
 _BF16 = datatypes.BY_NAME["BF16"]
+_JSON_SPECS = {dt.name: TensorSpec(dt.name, dt.dtype, None, dt.dt_name) for dt in datatypes.DATATYPES}
+"""What ``codec.json_tensor`` parses each datatype's JSON ``data`` as (it names the input itself)."""
 _TARGET = re.compile(r"(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer))?")
 _MAX_VERSION_DIGITS = 18  # TF Serving's versions are int64
 _ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
@@ -115,7 +117,7 @@ def install(app: FastAPI, service: InferenceService, settings: Settings,
             spec = service.signature(servable, signature_name)
             selected = v2.select_outputs(spec, _wanted(doc.get("outputs")), servable.name,
                                          params.binary_data_output)
-            tensors = _decode_inputs(doc.get("inputs"), binary, spec, limits, key_field, servable.name)
+            tensors = decode_inputs(doc.get("inputs"), binary, spec, limits, key_field, servable.name)
             keys = None
             if key_field is not None and key_field in tensors:  # the store's key, not an input unless named so
                 keys = tensors[key_field] if key_field in spec.inputs else tensors.pop(key_field)
@@ -262,9 +264,9 @@ def _wanted(outputs: object) -> list[v2.Wanted] | None:
     return wanted
 
 
-@dataclass(frozen=True)
-class _Input:
-    """One input once its name, datatype and shape passed."""
+class _Input(NamedTuple):
+    """One input once its name, datatype and shape passed (a tuple: built per input of every
+    request, where a frozen dataclass's ``__init__`` costs more than the checks)."""
 
     name: str
     datatype: Datatype
@@ -275,7 +277,7 @@ class _Input:
     binary_size: int | None
 
 
-def _decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limits: TensorLimits,
+def decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limits: TensorLimits,
                    key_field: str | None, model: str) -> dict[str, np.ndarray]:
     """The request's tensors: every input's name, datatype, shape and size checked (and the
     limits applied to all together, and the binary sizes to the data after the JSON) before
@@ -298,16 +300,20 @@ def _decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limi
             raise InvalidArgument(f"{what('Input', name)} must carry either 'data' or the parameter "
                                   "'binary_data_size', not both or neither")
         checked.append(_Input(name, datatype, tensor_spec, dims, count, tensor.get("data"), size))
-    names = [i.name for i in checked]
-    if len(set(names)) != len(names):
-        duplicate = next(name for name in names if names.count(name) > 1)
-        raise InvalidArgument(f"{what('Input', duplicate)} is given twice")
-    given = [name for name in names if name in spec.inputs or name != key_field]
+    seen: set[str] = set()
+    nbytes = claimed = 0
+    for item in checked:  # one pass: a hostile request may list 100,000 inputs
+        if item.name in seen:
+            raise InvalidArgument(f"{what('Input', item.name)} is given twice")
+        seen.add(item.name)
+        nbytes += item.elements * item.datatype.dtype.itemsize
+        if item.binary_size is not None:
+            claimed += item.binary_size
+    given = [item.name for item in checked if item.name in spec.inputs or item.name != key_field]
     if len(given) != len(spec.inputs) or any(name not in spec.inputs for name in given):
         spec.check_names(given)
     if len(checked) > 1:
-        check_total(sum(i.elements * i.datatype.dtype.itemsize for i in checked), limits)
-    claimed = sum(i.binary_size for i in checked if i.binary_size is not None)
+        check_total(nbytes, limits)
     if claimed != binary.nbytes:
         raise InvalidArgument(f"The inputs' binary_data_size add up to {claimed} bytes, but {binary.nbytes} "
                               f"bytes follow the JSON header for model {label(model)}")
@@ -317,7 +323,7 @@ def _decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limi
         if item.binary_size is not None:
             data = binary[offset:offset + item.binary_size]
             offset += item.binary_size
-            tensors[item.name] = raw.decode(data, item.datatype, item.shape, item.name)
+            tensors[item.name] = raw.decode_checked(data, item.datatype, item.shape, item.elements, item.name)
         else:
             tensors[item.name] = _json_data(item)
     return tensors
@@ -327,8 +333,7 @@ def _json_data(item: _Input) -> np.ndarray:
     """An input's JSON ``data``, flat or nested in its shape, as an array of that shape."""
     datatype = item.datatype
     parse_as = _FP32 if datatype is _BF16 else datatype  # no JSON leaf of its own: round from float32
-    spec = TensorSpec(item.name, parse_as.dtype, None, parse_as.dt_name)
-    array = codec.json_tensor(item.data, spec, item.name)
+    array = codec.json_tensor(item.data, _JSON_SPECS[parse_as.name], item.name)
     if array.size != item.elements:
         raise InvalidArgument(f"{what('Input', item.name)} has {array.size} values in 'data'; shape "
                               f"{shape_text(item.shape)} needs {item.elements}")

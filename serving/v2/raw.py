@@ -13,6 +13,7 @@ decoded array is never much more than the bytes it came from.
 from __future__ import annotations
 
 import struct
+from typing import NoReturn
 
 import numpy as np
 
@@ -28,11 +29,20 @@ _MAX_LENGTH = (1 << 32) - 1
 
 def decode(data: bytes | bytearray | memoryview, datatype: Datatype, shape: object, name: str) -> np.ndarray:
     """Input ``name``'s binary ``data`` as an array of ``shape`` (a client's shape: checked
-    here too, so this is safe on its own; the request's limits are the caller's, checked
-    with ``shapes.check`` for every input before any is decoded). A writable copy: the
+    here too, so this is safe on its own; a request's inputs go through ``decode_checked``
+    with the shapes ``shapes.check`` passed, with the request's limits, before any was
+    decoded)."""
+    dims, count = shapes.check(shape, datatype, name)
+    return decode_checked(data, datatype, dims, count, name)
+
+
+def decode_checked(data: bytes | bytearray | memoryview, datatype: Datatype, dims: tuple[int, ...],
+                   count: int, name: str) -> np.ndarray:
+    """Input ``name``'s binary ``data`` as an array of ``dims``, ``count`` elements: what
+    ``shapes.check`` made of the client's shape (never anything else: the sizes below are
+    checked against ``count``, which must already be a checked one). A writable copy: the
     runners and the batcher never see a read-only array. InvalidArgument naming the input
     and, for BYTES, the byte offset where the data goes wrong."""
-    dims, count = shapes.check(shape, datatype, name)
     view = memoryview(data).cast("B")
     if datatype.itemsize is None:
         return _strings(view, dims, count, name)
@@ -42,7 +52,8 @@ def decode(data: bytes | bytearray | memoryview, datatype: Datatype, shape: obje
                               f"{shape_text(dims)} of {datatype.name} needs {need}")
     if datatype is BOOL and count and np.frombuffer(view, np.uint8).max() > 1:
         raise InvalidArgument(f"{what('Input', name)}: a BOOL element is a byte 0 or 1")
-    return np.frombuffer(view, datatype.wire).astype(datatype.dtype).reshape(dims)
+    # One copy into a writable buffer; astype swaps bytes on a big-endian machine only.
+    return np.frombuffer(bytearray(view), datatype.wire).astype(datatype.dtype, copy=False).reshape(dims)
 
 
 def _strings(view: memoryview, dims: tuple[int, ...], count: int, name: str) -> np.ndarray:
@@ -52,26 +63,40 @@ def _strings(view: memoryview, dims: tuple[int, ...], count: int, name: str) -> 
                               f"{count} BYTES elements of at least {_LENGTH.size} bytes each")
     # Slices of bytes are bytes: one copy of a region that is not bytes yet, bounded by it.
     data = view.obj if type(view.obj) is bytes and size == len(view.obj) else view.tobytes()
+    # The loop checks nothing a slice needs: a length past the end makes a shorter slice (the
+    # slices never add up to more than the data) and then the next unpack, or the final
+    # count, fails; _bad_strings then says where.
     unpack = _LENGTH.unpack_from
-    starts, stops = [0] * count, [0] * count
+    values = [b""] * count
+    offset = 0
+    try:
+        for i in range(count):
+            start = offset + 4
+            offset = start + unpack(data, offset)[0]
+            values[i] = data[start:offset]
+    except struct.error:
+        offset = -1
+    if offset != size:
+        _bad_strings(data, count, name)
+    return np.array(values, dtype=object).reshape(dims)  # bytes are scalars to numpy: never nested
+
+
+def _bad_strings(data: bytes, count: int, name: str) -> NoReturn:
+    """InvalidArgument saying where ``count`` length-prefixed strings do not fill ``data``."""
+    size = len(data)
     offset = 0
     for i in range(count):
         if offset + _LENGTH.size > size:
             raise InvalidArgument(f"{what('Input', name)}: BYTES element {i}'s length at byte {offset} "
                                   f"runs past the end of its {size} bytes")
-        (length,) = unpack(data, offset)
+        (length,) = _LENGTH.unpack_from(data, offset)
         start = offset + _LENGTH.size
         offset = start + length
         if offset > size:
             raise InvalidArgument(f"{what('Input', name)}: BYTES element {i} at byte {start - _LENGTH.size} "
                                   f"claims {length} bytes, past the end of its {size} bytes")
-        starts[i], stops[i] = start, offset
-    if offset != size:
-        raise InvalidArgument(f"{what('Input', name)}: {size - offset} bytes left over at byte {offset}, "
-                              f"after its {count} BYTES elements")
-    values = np.empty(count, dtype=object)
-    values[:] = [data[a:b] for a, b in zip(starts, stops)]
-    return values.reshape(dims)
+    raise InvalidArgument(f"{what('Input', name)}: {size - offset} bytes left over at byte {offset}, "
+                          f"after its {count} BYTES elements")
 
 
 def encode(array: np.ndarray, datatype: Datatype) -> bytes:

@@ -72,7 +72,7 @@ def version_choice(version: str) -> tuple[int | None, str | None]:
 def parameters(params: object) -> Parameters:
     """A request's ``parameters`` (None: absent) read, or InvalidArgument naming the one at
     fault."""
-    values = _scalars(params, "The request's parameters")
+    values = _scalars(params)
     signature = values.get("signature_name")
     if signature is not None and not isinstance(signature, str):
         raise InvalidArgument(_typed("signature_name", "a string"))
@@ -87,15 +87,21 @@ def parameters(params: object) -> Parameters:
     for flag in ("sequence_start", "sequence_end"):
         if values.get(flag, False) is not False:
             raise InvalidArgument(f"Parameter '{flag}': {_SEQUENCE}")
-    _refuse_extensions(values, "The request")
+    _refuse_extensions(values)
     return Parameters(signature or None, binary, timeout or None)
 
 
 def binary_data_size(params: object, name: str) -> int | None:
     """An input's ``binary_data_size`` parameter (its data is that many bytes after the JSON;
     None: not given), with the input's parameters checked."""
-    values = _scalars(params, f"{what('Input', name)}'s parameters")
-    _refuse_extensions(values, what("Input", name))
+    if params is None:  # most inputs: nothing to check
+        return None
+    if type(params) is dict and len(params) == 1:  # the usual binary input: this one, nothing to refuse
+        size = params.get("binary_data_size")
+        if type(size) is int and size >= 0:
+            return size
+    values = _scalars(params, "Input", name)
+    _refuse_extensions(values, "Input", name)
     size = values.get("binary_data_size")
     if size is not None and (type(size) is not int or size < 0):
         raise InvalidArgument(f"{what('Input', name)}: parameter 'binary_data_size' must be a "
@@ -107,8 +113,8 @@ def wanted(name: object, params: object) -> Wanted:
     """One entry of a request's ``outputs``: its name and ``binary_data`` parameter."""
     if not isinstance(name, str):
         raise InvalidArgument(f"A requested output's name must be a string, got {type(name).__name__}")
-    values = _scalars(params, f"{what('Output', name)}'s parameters")
-    _refuse_extensions(values, what("Output", name))
+    values = _scalars(params, "Output", name)
+    _refuse_extensions(values, "Output", name)
     binary = values.get("binary_data")
     if binary is not None and type(binary) is not bool:
         raise InvalidArgument(f"{what('Output', name)}: parameter 'binary_data' must be a boolean")
@@ -147,24 +153,33 @@ def select_outputs(spec: SignatureSpec, requested: Sequence[Wanted] | None, mode
     return selected
 
 
-def _scalars(params: object, whose: str) -> Mapping[str, object]:
+def _whose(role: str | None, name: str) -> str:
+    """Whose parameters an error message is about: the request's (no ``role``) or a tensor's.
+    Made only when a message is: ``_scalars`` and ``_refuse_extensions`` run per tensor."""
+    return "The request" if role is None else what(role, name)
+
+
+def _scalars(params: object, role: str | None = None, name: str = "") -> Mapping[str, object]:
     if params is None:
         return {}
-    if not isinstance(params, Mapping):
-        raise InvalidArgument(f"{whose} must be an object, got {type(params).__name__}")
+    if type(params) is not dict and not isinstance(params, Mapping):
+        raise InvalidArgument(f"{_whose(role, name)}'s parameters must be an object, got {type(params).__name__}")
     for key, value in params.items():
         if not isinstance(value, (bool, int, float, str)):
-            raise InvalidArgument(f"{whose}: parameter {label(str(key))} must be a boolean, number or "
-                                  f"string, got {type(value).__name__}")
+            raise InvalidArgument(f"{_whose(role, name)}'s parameters: parameter {label(str(key))} must be a "
+                                  f"boolean, number or string, got {type(value).__name__}")
     return params
 
 
-def _refuse_extensions(values: Mapping[str, object], whose: str) -> None:
+def _refuse_extensions(values: Mapping[str, object], role: str | None = None, name: str = "") -> None:
+    if not values:
+        return
     if "classification" in values:
-        raise InvalidArgument(f"{whose}: the classification extension is not supported")
+        raise InvalidArgument(f"{_whose(role, name)}: the classification extension is not supported")
     for key in _SHARED_MEMORY:
         if key in values:
-            raise InvalidArgument(f"{whose}: parameter '{key}': the shared memory extension is not supported")
+            raise InvalidArgument(f"{_whose(role, name)}: parameter '{key}': the shared memory extension "
+                                  "is not supported")
 
 
 def _typed(key: str, kind: str) -> str:

@@ -14,6 +14,11 @@ from serving.runtime.shapes import MAX_RANK, UNBOUNDED, TensorLimits, check_rank
 from serving.runtime.signature import TensorSpec
 from serving.v2.datatypes import Datatype
 
+_SEQUENCES: set[type] = {list, tuple}
+"""Types whose values passed as sequences: the ABC check costs more than the rest of
+``check``. Only classes the code defines (JSON's list, protobuf's repeated container), so
+it stays small whatever clients send."""
+
 
 def check(value: object, datatype: Datatype, name: str, limits: TensorLimits = UNBOUNDED,
           spec: TensorSpec | None = None, role: str = "Input") -> tuple[tuple[int, ...], int]:
@@ -21,9 +26,12 @@ def check(value: object, datatype: Datatype, name: str, limits: TensorLimits = U
     booleans) that passes ``serving.runtime.shapes.elements`` with ``limits`` (dimension 0
     is a batch unless ``spec`` says otherwise; a BYTES element counts as its pointer);
     InvalidArgument (PayloadTooLarge for a limit) naming the tensor otherwise."""
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes, bytearray)):
-        raise InvalidArgument(f"{what(role, name)}: 'shape' must be a list of integers, "
-                              f"got {type(value).__name__}")
+    kind = type(value)
+    if kind not in _SEQUENCES:
+        if not isinstance(value, Sequence) or isinstance(value, (str, bytes, bytearray)):
+            raise InvalidArgument(f"{what(role, name)}: 'shape' must be a list of integers, "
+                                  f"got {kind.__name__}")
+        _SEQUENCES.add(kind)
     if len(value) > MAX_RANK:  # before a hostile million-dimension tuple is built
         check_rank(len(value), role, name)
     shape = tuple(value)

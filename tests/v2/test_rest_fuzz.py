@@ -88,6 +88,9 @@ def _known_hostile() -> list[tuple[str, str, bytes, dict[str, str]]]:
         ("data past a binary header", HALF, *_body({"inputs": [
             {"name": "x", "datatype": "FP32", "shape": [3, 1], "data": [1, 2, 3]}]}, VALID_X)),
         ("binary data without the header", HALF, _x([3, 1], 12, VALID_X)[0], {}),
+        ("10000 inputs, the last a duplicate", HALF, *_body({"inputs": [  # found in one pass, not n**2
+            {"name": f"in{i}", "datatype": "FP32", "shape": [1], "data": [1]} for i in range(10_000)] + [
+            {"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1]}] * 2})),
         ("non-JSON header", HALF, b"\xff\xfe" + VALID_X, {"Inference-Header-Content-Length": "2"}),
     ]
     return cases

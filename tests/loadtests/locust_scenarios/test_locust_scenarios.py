@@ -1,6 +1,6 @@
 """Smoke tests of the Locust scenarios (``make loadtest``, ``python -m loadtests.locust_scenarios.run``).
 
-Each user (REST, gRPC) and load shape (steady, step ramp, spike) runs for a few seconds
+Each user (REST, gRPC, v2 JSON and binary) and load shape (steady, step ramp, spike) runs for a few seconds
 against a real gateway in its own process; the SLO search and the whole local sweep run in
 miniature. Checked: the outputs exist, and the summary agrees exactly with the raw samples
 and with Locust's own per-phase counts. No timing is asserted.
@@ -11,13 +11,14 @@ import csv
 import json
 import math
 import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from loadtests.locust_scenarios import run as loadtests_run
 from loadtests.locust_scenarios.samples import read_csv
-from loadtests.locust_scenarios.scenario import Scenario, run
+from loadtests.locust_scenarios.scenario import HTTP_USERS, Scenario, run
 from loadtests.locust_scenarios.schedules import build
 from loadtests.locust_scenarios.slo import verdict
 from loadtests.support.payloads import RowsMix
@@ -34,12 +35,15 @@ def locust_counts(stats_csv: Path) -> dict[str, tuple[int, int]]:
     ("rest", "ramp", "1:0.7,4:0.3"),
     ("rest", "spike", "1"),
     ("grpc", "steady", "1:0.8,3:0.2"),
+    ("v2-json", "steady", "1:0.8,3:0.2"),
+    ("v2-binary", "steady", "1:0.8,3:0.2"),
 ])
 @pytest.mark.slow
 def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, schedule, rows):
-    host = gateway.rest if user == "rest" else gateway.grpc
+    host = gateway.rest if user in HTTP_USERS else gateway.grpc
     scenario = Scenario(user, host, rows=rows, schedule=schedule, rate=40, seconds=1.5,
                         warmup=0.5, ramp_steps=2)
+    v2_before = v2_infers(gateway)
     summary = run(scenario, tmp_path)
 
     for name in ("summary.json", "samples.csv", "locust_stats.csv", "locust.html"):
@@ -56,6 +60,8 @@ def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, s
     assert {s.rows for s in samples} <= set(RowsMix.parse(rows).sizes)
     assert all(0 <= s.lag_ms <= s.latency_ms for s in samples)
     assert [s.intended_s for s in samples] == sorted(s.intended_s for s in samples)
+    # the v2 users' requests are v2 infers, and only theirs (the gateway counts by API)
+    assert v2_infers(gateway) - v2_before == (len(samples) if user.startswith("v2") else 0)
 
     counts = locust_counts(tmp_path / "locust_stats.csv")
     for index, (phase, start, reported) in enumerate(zip(plan.phases, plan.starts(),
@@ -70,6 +76,14 @@ def test_scenario_summary_agrees_with_its_raw_samples(gateway, tmp_path, user, s
                        samples, start, pooled.seconds)
     assert summary["measured"]["requests"] == sum(
         n for name, (n, _) in counts.items() if name.startswith("natality:") and "warm-up" not in name)
+
+
+def v2_infers(gateway) -> float:
+    """The gateway's ``tfgw_requests_total{api="v2",method="infer",code="OK"}``."""
+    with urllib.request.urlopen(gateway.rest + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("tfgw_requests_total{")
+               and 'api="v2"' in line and 'method="infer"' in line and 'code="OK"' in line)
 
 
 def _nearest_rank(values: list[float], q: float) -> float:
@@ -139,9 +153,11 @@ def cli(*args: str, out: Path) -> None:
     parsed.func(parsed)
 
 
+@pytest.mark.parametrize("user", ["rest", "v2-binary"])
 @pytest.mark.slow
-def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
-    cli("slo", "--host", gateway.rest, "--start-rate", "30", "--slo-ms", "5000",
+def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path, user):
+    v2_before = v2_infers(gateway)
+    cli("slo", "--user", user, "--host", gateway.rest, "--start-rate", "30", "--slo-ms", "5000",
          "--max-steps", "2", "--seconds", "1", "--warmup", "0.5", out=tmp_path)
     result = json.loads((tmp_path / "slo.json").read_text())
     assert [s["rate"] for s in result["steps"]] == [30, 45]  # passed at 30: up by 1.5x
@@ -150,6 +166,9 @@ def test_slo_search_steps_are_the_runs_it_made(gateway, tmp_path):
         assert {k: step[k] for k in run_summary["measured"]} == run_summary["measured"]
         assert step["passed"] == (verdict(step, 5000) is None)
     assert result["max_qps"] == max(s["rate"] for s in result["steps"] if s["passed"])
+    sent = sum(len(read_csv(tmp_path / f"{index}-{step['rate']}" / "samples.csv"))
+               for index, step in enumerate(result["steps"], 1))
+    assert v2_infers(gateway) - v2_before == (sent if user == "v2-binary" else 0)
 
 
 @pytest.mark.slow
