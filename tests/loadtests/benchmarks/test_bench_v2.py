@@ -61,7 +61,7 @@ def test_fixed_rates_send_every_protocol_at_the_same_rate(tmp_path):
 def test_a_tiny_run_against_mlserver_with_and_without_batching(tmp_path):
     mlserver = REPO / "build" / "mlserver-venv"
     if not (mlserver / "bin" / "mlserver").exists():
-        missing_outside(f"no MLServer venv at {mlserver}", "build it with: make build/mlserver-venv/bin/mlserver")
+        missing_outside(f"no MLServer venv at {mlserver}", "build it with: make mlserver-venv")
     runs = main(["--duration", "0.5", "--warmup", "0", "--concurrency", "2", "--models", "natality",
                  "--protocols", "v2-json", "--mlserver", str(mlserver), "--out", str(tmp_path)])
     assert [r.protocol for r in runs] == [
