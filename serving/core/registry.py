@@ -251,16 +251,23 @@ class ModelRegistry:
     def model_ready(self, name: str) -> bool:
         return any(s.state is State.AVAILABLE for s in self._versions.get(name, {}).values())
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
-        """The AVAILABLE servable a request asks for, or NotFound (TF Serving's wording)."""
+    def requested(self, name: str, version: int | None = None, label: str | None = None) -> int | None:
+        """The version a request names (``label`` looked up in the model's config), None for
+        the newest: NotFound if the model is not configured (TF Serving's wording),
+        InvalidArgument for an unknown label. Whether that version is AVAILABLE is not asked."""
         config = self.configs.get(name)
         if config is None:
             raise NotFound(f"Servable not found for request: {_describe(name, version, label)}")
-        if label is not None:
-            if label not in config.version_labels:
-                # TF Serving's ServerCore: INVALID_ARGUMENT (REST 400), not NOT_FOUND
-                raise InvalidArgument(f"Unrecognized servable version label: {label}")
-            version = config.version_labels[label]
+        if label is None:
+            return version
+        if label not in config.version_labels:
+            # TF Serving's ServerCore: INVALID_ARGUMENT (REST 400), not NOT_FOUND
+            raise InvalidArgument(f"Unrecognized servable version label: {label}")
+        return config.version_labels[label]
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The AVAILABLE servable a request asks for, or NotFound (TF Serving's wording)."""
+        version = self.requested(name, version, label)
         if version is None:  # the newest AVAILABLE version: the common case, found in one pass
             latest = None
             for servable in self._versions[name].values():

@@ -189,13 +189,7 @@ class InferenceService:
         can answer now: that version AVAILABLE, the server neither draining nor failed.
         NotFound if the model is not configured, InvalidArgument for an unknown label (as
         ``resolve``)."""
-        config = self.registry.configs.get(name)
-        if config is None:
-            raise NotFound(f"Servable not found for request: Latest({name})")
-        if label is not None:
-            if label not in config.version_labels:
-                raise InvalidArgument(f"Unrecognized servable version label: {label}")
-            version = config.version_labels[label]
+        version = self.registry.requested(name, version, label)
         if self.draining or self.failure is not None:
             return False
         if version is None:

@@ -174,6 +174,8 @@ def test_health_answers(gateway):
     assert (ready.status_code, ready.json()) == (200, {"name": "half_plus_two", "ready": True})
     unknown = httpx.get(gateway.url + "/v2/models/nope/ready")
     assert (unknown.status_code, unknown.json()) == (404, {"error": "Servable not found for request: Latest(nope)"})
+    unknown_version = httpx.get(gateway.url + "/v2/models/nope/versions/3/ready")  # worded as metadata's 404
+    assert unknown_version.json() == {"error": "Servable not found for request: Specific(nope, 3)"}
     not_served = httpx.get(gateway.url + "/v2/models/half_plus_two/versions/7/ready")
     assert not_served.status_code == 503
     assert not_served.json()["ready"] is False and "not ready" in not_served.json()["error"]
