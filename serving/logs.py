@@ -31,7 +31,8 @@ class RecurringErrors:
     """ERROR lines for problems a poll finds again and again (a wrong base path is looked at
     every second): a problem is logged when first seen, then only at growing intervals
     (``first_gap`` seconds, doubling up to ``max_gap``), each time with how often it recurred
-    meanwhile. A problem whose text changes, or that comes back after ``clear``, is new."""
+    meanwhile. A problem whose text changes, or that comes back after ``clear``, is new. Calls
+    for one key must not overlap (different keys may, from different threads)."""
 
     def __init__(self, logger: logging.Logger, first_gap: float = 10.0, max_gap: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -41,19 +42,23 @@ class RecurringErrors:
         self._clock = clock
         self._seen: dict[Hashable, _Recurring] = {}
 
-    def error(self, key: Hashable, message: str) -> None:
-        """``message`` is the problem ``key`` (a model and a kind of problem) has now."""
+    def error(self, key: Hashable, message: str, detail: Callable[[], str] | None = None) -> None:
+        """``message`` is the problem ``key`` (a model and a kind of problem) has now.
+        ``detail`` gives text to append to it (what to check, which may take a listing of a
+        folder or a bucket): it is called only when the line is logged, so a problem told
+        rarely costs no more than that; a change in it alone does not make the problem new."""
         now = self._clock()
         seen = self._seen.get(key)
         if seen is None or seen.message != message:
             self._seen[key] = _Recurring(message, now, now + self._first_gap, self._first_gap)
-            self._logger.error("%s", message)
+            self._logger.error("%s%s", message, detail() if detail else "")
             return
         seen.unlogged += 1
         if now < seen.next_at:
             return
-        self._logger.error("%s (again: %d times in the last %.0f s; told again in %.0f s if it goes on)",
-                           message, seen.unlogged, now - seen.logged_at, min(2 * seen.gap, self._max_gap))
+        self._logger.error("%s%s (again: %d times in the last %.0f s; told again in %.0f s if it goes on)",
+                           message, detail() if detail else "", seen.unlogged, now - seen.logged_at,
+                           min(2 * seen.gap, self._max_gap))
         seen.gap = min(2 * seen.gap, self._max_gap)
         seen.logged_at, seen.next_at, seen.unlogged = now, now + seen.gap, 0
 

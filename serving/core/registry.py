@@ -163,9 +163,13 @@ class ModelRegistry:
 
     async def _report(self, key: tuple[str, str], config: ModelConfig, error: str) -> None:
         """Log a model's missing versions with what to check, once per change of the problem
-        and then at growing intervals (it is found again at every poll)."""
-        hint = await asyncio.to_thread(self._source.hint, config)
-        self._recurring.error(key, f"model {config.name}: {error}" + (f". Hint: {hint}" if hint else ""))
+        and then at growing intervals (it is found again at every poll). The hint lists the
+        base path (maybe a bucket): it is asked only for a line that is logged, in a thread."""
+        def hint() -> str:
+            text = self._source.hint(config)
+            return f". Hint: {text}" if text else ""
+
+        await asyncio.to_thread(self._recurring.error, key, f"model {config.name}: {error}", hint)
 
     async def _load_version(self, servable: Servable) -> None:
         servable.state = State.LOADING

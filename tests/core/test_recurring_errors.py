@@ -24,6 +24,16 @@ class Clock:
         return self.now
 
 
+class HintsCounted(LocalSource):
+    """A real LocalSource that counts the hints it is asked for."""
+
+    hints = 0
+
+    def hint(self, config: ModelConfig) -> str:
+        self.hints += 1
+        return super().hint(config)
+
+
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
 
@@ -57,6 +67,27 @@ def test_a_changed_or_returning_problem_is_told_at_once(caplog):
     assert errors(caplog) == ["one", "two", "two", "two"]
 
 
+def test_the_detail_is_asked_only_for_a_line_that_is_logged(caplog):
+    """A hint may list a bucket: a poll a second must not ask for it while the line is held back."""
+    clock = Clock()
+    recurring = RecurringErrors(logging.getLogger("t"), first_gap=10, max_gap=40, clock=clock)
+    asked: list[float] = []
+
+    def detail() -> str:
+        asked.append(clock.now)
+        return f"; hint {len(asked)}"
+
+    for _ in range(31):  # told at 0, 10 and 30 s
+        recurring.error("k", "it is broken", detail)
+        clock.now += 1
+    assert asked == [1000.0, 1010.0, 1030.0]
+    assert errors(caplog) == [
+        "it is broken; hint 1",
+        "it is broken; hint 2 (again: 10 times in the last 10 s; told again in 20 s if it goes on)",
+        "it is broken; hint 3 (again: 20 times in the last 20 s; told again in 40 s if it goes on)",
+    ]
+
+
 def test_hints_for_the_classic_mistakes(tfserving_dir, tmp_path):
     base = tmp_path / "m"
     shutil.copytree(tfserving_dir / "saved_model_half_plus_two_cpu", base)
@@ -77,7 +108,8 @@ def test_a_version_folder_as_base_path_is_told_with_its_fix_then_rarely(tfservin
     shutil.copytree(tfserving_dir / "saved_model_half_plus_two_cpu", base)
     clock = Clock()
     wrong = ModelConfig(name="m", base_path=str(base / "00000123"))
-    registry = ModelRegistry([wrong], batcher_factory=None, source=LocalSource((1,)),
+    source = HintsCounted((1,))
+    registry = ModelRegistry([wrong], batcher_factory=None, source=source,
                              recurring=RecurringErrors(logging.getLogger("serving.core.registry"), clock=clock))
 
     async def poll_for(seconds: int) -> None:
@@ -92,3 +124,4 @@ def test_a_version_folder_as_base_path_is_told_with_its_fix_then_rarely(tfservin
                        f"{base / '00000123'} is a version folder (it holds saved_model.pb): set the base "
                        f"path to {base}; {LAYOUT}")
     assert "(again: 10 times in the last 10 s" in told[1] and "(again: 20 times in the last 20 s" in told[2]
+    assert source.hints == 3  # one per line logged, not one per poll
