@@ -4,7 +4,7 @@ Runs write only under ``bench-results/`` (``loadtests.support.outputs.RUNS``, ig
 so ``make loadtest`` leaves a checkout clean. The tables and plots the docs link to
 (``loadtests/results/``) change only here, when a maintainer chooses a run to publish::
 
-    python -m loadtests.publish [loadtest] [soak] [precomputed]
+    python -m loadtests.publish [loadtest] [soak] [precomputed] [v2]
 
 Without names, every job that has outputs is published. Then review with ``git diff`` and
 commit. Only each job's reports are copied, never its raw runs and logs.
@@ -37,6 +37,7 @@ JOBS = {
     "soak": Job("make soak", "soak", "soak", ("soak.md", "soak.json")),
     # one set per model (MODEL.md, MODEL.json, MODEL.png)
     "precomputed": Job("make bench-precomputed", "precomputed", "precomputed", ("*.md", "*.json", "*.png")),
+    "v2": Job("make bench-v2", "", "v2", ("v2-latest.md", "v2-latest.json", "v2-latest.png")),
 }
 
 

@@ -25,11 +25,16 @@ requests per second and so larger batches, which lowers its CPU per request: ``-
 sends every protocol at the same fixed rates instead (evenly spaced, latency from when each
 request was due), which compares the servers' cost at equal load.
 
-    python -m loadtests.benchmarks.bench_v2 [--duration 10] [--warmup 3]
-        [--concurrency 1,4,16,64] [--rates R1,R2] [--models natality,image_classifier]
-        [--protocols v2-json,v2-binary,v2-grpc,tfs-rest] [--rows 1]
+``--slo MS`` then searches, for every protocol and MLServer setting, the highest fixed rate
+answered within a p99 of MS (``loadtests.locust_scenarios.slo``: the same rules and steps
+as ``make loadtest``'s searches, with this driver instead of Locust).
 
-Writes ``OUT/v2-<stamp>.json``, ``v2-latest.json`` and ``v2-latest.md`` (``OUT``: bench-results/).
+    python -m loadtests.benchmarks.bench_v2 [--duration 10] [--warmup 3]
+        [--concurrency 1,4,16,64] [--rates R1,R2] [--slo 25] [--search-only]
+        [--models natality,image_classifier] [--protocols v2-json,v2-binary,v2-grpc,tfs-rest] [--rows 1]
+
+Writes ``OUT/v2-<stamp>.json``, ``v2-latest.json``, ``v2-latest.md`` and, with ``--slo``,
+``v2-latest.png`` (``OUT``: bench-results/).
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtests.locust_scenarios.slo import SearchPlan, search
 from loadtests.support.outputs import RUNS
 from loadtests.support.payloads import MODELS, check, columns, instances, predict_body
 from loadtests.support.probes import scrape
@@ -387,6 +393,49 @@ def table(runs: Sequence[Run], title: str) -> str:
     return "\n".join([*lines, "", *ratios(runs)])
 
 
+@dataclass(frozen=True)
+class Target:
+    """One server and protocol to load: the gateway's, or MLServer's (``name`` its row label)."""
+
+    server: Server
+    protocol: str
+    rest: str
+    grpc: str
+    name: str | None = None
+    batching: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name or self.protocol
+
+
+def series(target: Target, model: str, args: argparse.Namespace, pinning: Pinning) -> tuple[list[Run], list[dict]]:
+    """The fixed points (closed-loop sweep or ``--rates``) and, with ``--slo``, the SLO search
+    of one protocol on one model; (runs, [search result])."""
+    def job(concurrency: int, rate: float | None) -> Drive:
+        return Drive(target.protocol, model, args.rows, target.rest, target.grpc, concurrency, args.warmup,
+                     args.duration, rate)
+
+    runs = [] if args.search_only else [measure(job(c, rate), target.server, pinning, target.name)
+                                        for c, rate in _points(args)]
+    if not args.slo:
+        return runs, []
+
+    def step(rate: float) -> dict[str, Any]:
+        run = measure(job(max(args.concurrency), rate), target.server, pinning, target.name)
+        failed = sum(run.errors.values())
+        return {"offered_rate": rate, "achieved_rate": run.qps, "requests": run.ok + failed,
+                "error_rate": failed / (run.ok + failed) if run.ok + failed else 0.0,
+                "errors": run.errors, "latency_ms": {"p50": run.p50_ms, "p99": run.p99_ms},
+                "generator_cpu": run.loadgen_cpu, "server_cpu": [run.server_cpu_s / run.seconds],
+                "cpu_ms_per_request": run.cpu_ms_per_request, "rows_per_model_call": run.mean_batch_rows}
+
+    found = search(step, SearchPlan(slo_ms=args.slo, start_rate=args.start_rate, max_steps=args.search_steps))
+    setting = {"name": f"{model} {target.label}", "server": "mlserver" if target.name else "gateway",
+               "max_batch_size": MLSERVER_BATCHING["max_batch_size"] if target.batching else 0}
+    return runs, [{"model": model, "protocol": target.label, "setting": setting, **found}]
+
+
 def main(argv: Sequence[str] | None = None) -> list[Run]:
     args = parse_args(argv)
     terminate_on_sigterm()
@@ -397,40 +446,84 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
             f"--rest_api_port={rest_port}", f"--model_config_file={args.model_config_file}",
             "--enable_batching", f"--batching_parameters_file={BATCHING_CONFIG}"]
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = []
+    runs, searches = [], []
     with Server("gateway", argv, args.out / "logs" / "bench-v2-gateway.log", rest_port) as server:
         for model in args.models:
             for protocol in args.protocols:
                 if protocol == "v2-json" and model in JSON_ONLY_TEXT:
                     continue
-                runs += [measure(Drive(protocol, model, args.rows, f"127.0.0.1:{rest_port}",
-                                       f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration, rate),
-                                 server, pinning)
-                         for concurrency, rate in _points(args)]
+                more, found = series(Target(server, protocol, f"127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"),
+                                     model, args, pinning)
+                runs, searches = runs + more, searches + found
     if args.mlserver is not None:
-        runs += _mlserver_runs(args, pinning)
-    load = f"fixed rates, at most {max(args.concurrency)} in flight" if args.rates else "closed loop"
+        more, found = _mlserver_runs(args, pinning)
+        runs, searches = runs + more, searches + found
+    load = "SLO searches" if args.search_only else \
+        f"fixed rates, at most {max(args.concurrency)} in flight" if args.rates else "closed loop"
     title = (f"Open Inference Protocol vs TF Serving REST, {args.rows}-row requests, {load}, one gateway "
              f"(commit {git_commit()}, {machine()}; {pinning.note})")
-    text = table(runs, title)
+    text = report(runs, searches, args, title)
     print(text, flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    report = json.dumps({"title": title, "runs": [{**asdict(r), "cpu_ms_per_request": r.cpu_ms_per_request}
-                                                  for r in runs], "ratios": ratios(runs)}, indent=2)
-    (args.out / f"v2-{stamp}.json").write_text(report)
-    (args.out / "v2-latest.json").write_text(report)
+    document = json.dumps({"title": title, "runs": [{**asdict(r), "cpu_ms_per_request": r.cpu_ms_per_request}
+                                                    for r in runs],
+                           "ratios": ratios(runs), "slo_ms": args.slo, "searches": searches,
+                           "slo_ratios": slo_ratios(searches)}, indent=2)
+    (args.out / f"v2-{stamp}.json").write_text(document)
+    (args.out / "v2-latest.json").write_text(document)
     (args.out / "v2-latest.md").write_text(text + "\n")
-    log(f"wrote {args.out}/v2-{stamp}.json, v2-latest.json, v2-latest.md")
+    if searches:
+        from loadtests.locust_scenarios.report import plot
+
+        plot(searches, args.slo, f"bench-v2: {args.rows}-row requests, commit {git_commit()}",
+             args.out / "v2-latest.png")
+    log(f"wrote {args.out}/v2-{stamp}.json, v2-latest.json, v2-latest.md" + (", v2-latest.png" if searches else ""))
     return runs
 
 
-def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> list[Run]:
+def report(runs: Sequence[Run], searches: Sequence[dict], args: argparse.Namespace, title: str) -> str:
+    parts = [table(runs, title)] if runs else [title]
+    if searches:
+        from loadtests.locust_scenarios.report import search_table
+
+        parts += ["", f"Highest fixed rate within p99 <= {args.slo:g} ms (open loop, {args.warmup:g} s warm-up and "
+                      f"{args.duration:g} s a step, at most {max(args.concurrency)} in flight):", "",
+                  search_table(searches), "", *slo_ratios(searches)]
+    return "\n".join(parts)
+
+
+def slo_ratios(searches: Sequence[dict]) -> list[str]:
+    """Per model: the gateway's best protocol and its v2-json against each MLServer setting
+    (req/s at the SLO, p99 there), and each v2 protocol's req/s at the SLO over tfs-rest's."""
+    lines = []
+    for model in dict.fromkeys(s["model"] for s in searches):
+        found = {s["protocol"]: s for s in searches if s["model"] == model}
+        base = found.get(BASELINE, {}).get("max_qps")
+        for name, s in found.items():
+            if name.startswith("v2") and base and s["max_qps"]:
+                lines.append(f"{model}: {name}/{BASELINE} req/s at the SLO {s['max_qps'] / base:.2f}")
+        for name, peer in found.items():
+            if not name.startswith("mlserver"):
+                continue
+            for ours in ("v2-json", max((n for n in found if not n.startswith("mlserver")),
+                                        key=lambda n: found[n]["max_qps"] or 0, default=None)):
+                mine = found.get(ours)
+                if mine is None or not mine["max_qps"]:
+                    continue
+                times = f"{mine['max_qps'] / peer['max_qps']:.2f}x" if peer["max_qps"] else "(the peer met no rate)"
+                lines.append(f"{model}: gateway {ours} / {name}: req/s at the SLO {times} "
+                             f"({mine['max_qps']} vs {peer['max_qps']}), p99 there {mine['p99_ms_at_max']:.1f} vs "
+                             f"{peer['p99_ms_at_max'] or float('nan'):.1f} ms")
+    return lines
+
+
+def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> tuple[list[Run], list[dict]]:
     """The peer: Seldon MLServer (its own venv, ``--mlserver``) serving the same SavedModel
     through ``loadtests/baselines/mlserver_tf.py``, adaptive batching on (``MLSERVER_BATCHING``)
     and off, driven like v2-json. JSON only, natality only: MLServer refuses the binary tensor
     extension over REST and tritonclient.grpc's raw BYTES contents, and JPEGs are not JSON text.
     ``parallel_workers`` 0: inference in the server process, so its CPU is the process's."""
-    runs = []
+    runs, searches = [], []
     for batching in (True, False):
         if "natality" not in args.models:
             break
@@ -450,11 +543,10 @@ def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> list[Run]:
                 str(folder)]
         log_path = args.out / "logs" / f"bench-v2-mlserver-{folder.name}.log"
         with Server(name, argv, log_path, http_port, ready_path="/v2/models/natality/ready") as server:
-            runs += [measure(Drive("v2-json", "natality", args.rows, f"127.0.0.1:{http_port}",
-                                   f"127.0.0.1:{grpc_port}", concurrency, args.warmup, args.duration, rate),
-                             server, pinning, name=name)
-                     for concurrency, rate in _points(args)]
-    return runs
+            more, found = series(Target(server, "v2-json", f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}",
+                                        name, batching), "natality", args, pinning)
+            runs, searches = runs + more, searches + found
+    return runs, searches
 
 
 def _points(args: argparse.Namespace) -> list[tuple[int, float | None]]:
@@ -479,6 +571,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rates", default="", type=lambda text: tuple(float(r) for r in _listed(text)),
                         help="instead of the closed loop: these fixed rates (requests/s, comma-separated), "
                              "every protocol at the same rate, at most the largest --concurrency in flight")
+    parser.add_argument("--slo", type=float, default=0,
+                        help="also search each protocol's highest fixed rate with p99 within this many ms "
+                             "(0: no search)")
+    parser.add_argument("--start-rate", type=float, default=300, help="the SLO searches' first rate (requests/s)")
+    parser.add_argument("--search-steps", type=int, default=SearchPlan.max_steps,
+                        help="at most this many steps a search")
+    parser.add_argument("--search-only", action="store_true", help="with --slo: only the searches, no fixed points")
     parser.add_argument("--models", default=",".join(MODELS), type=_listed)
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), type=_listed)
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
@@ -490,10 +589,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "Seldon MLServer on natality, adaptive batching on and off")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or not args.concurrency or min(args.concurrency) < 1 \
-            or min(args.rates, default=1) <= 0 \
+            or min(args.rates, default=1) <= 0 or args.slo < 0 or args.start_rate <= 0 \
+            or args.search_steps < 1 \
+            or (args.search_only and not args.slo) \
             or args.rows < 1 or not set(args.models) <= set(MODELS) or not args.models \
             or not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
-        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rates > 0, --rows >= 1, --models from "
+        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rates > 0, --slo >= 0 (> 0 with "
+                     f"--search-only), --start-rate > 0, --search-steps >= 1, --rows >= 1, --models from "
                      f"{','.join(MODELS)}, --protocols from {','.join(PROTOCOLS)}")
     return args
 

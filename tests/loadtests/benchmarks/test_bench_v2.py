@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from loadtests.benchmarks.bench_v2 import PROTOCOLS, Run, main, ratios, table
+from loadtests.benchmarks.bench_v2 import PROTOCOLS, Run, main, ratios, slo_ratios, table
 from loadtests.support.processes import REPO
 from tests.conftest import missing_outside
 
@@ -29,6 +29,45 @@ def test_ratios_compare_each_protocol_with_tf_serving_rest_of_its_model_and_conc
         "natality x4: v2-json/tfs-rest server CPU per request 2.00",
     ]  # the image model has no tfs-rest run to compare with
     assert "| natality | v2-grpc | x4 | 100 | 1.00 | 2.00 | 0 | 1.200 | 2.0 | 0.12 | 0.50 |" in table(runs, "t")
+
+
+def _searched(protocol: str, max_qps: int | None, p99: float | None = 20.0) -> dict:
+    return {"model": "natality", "protocol": protocol, "max_qps": max_qps, "p99_ms_at_max": p99}
+
+
+def test_slo_ratios_compare_v2_with_tf_serving_rest_and_the_gateway_with_mlserver():
+    searches = [_searched("v2-json", 900, 12.5), _searched("v2-grpc", 1200, 9.0), _searched("tfs-rest", 1000),
+                _searched("mlserver v2-json, batching on", 300, 22.0),
+                _searched("mlserver v2-json, batching off", None, None)]
+    assert slo_ratios(searches) == [
+        "natality: v2-json/tfs-rest req/s at the SLO 0.90",
+        "natality: v2-grpc/tfs-rest req/s at the SLO 1.20",
+        "natality: gateway v2-json / mlserver v2-json, batching on: req/s at the SLO 3.00x (900 vs 300), "
+        "p99 there 12.5 vs 22.0 ms",
+        "natality: gateway v2-grpc / mlserver v2-json, batching on: req/s at the SLO 4.00x (1200 vs 300), "
+        "p99 there 9.0 vs 22.0 ms",
+        "natality: gateway v2-json / mlserver v2-json, batching off: req/s at the SLO (the peer met no rate) "
+        "(900 vs None), p99 there 12.5 vs nan ms",
+        "natality: gateway v2-grpc / mlserver v2-json, batching off: req/s at the SLO (the peer met no rate) "
+        "(1200 vs None), p99 there 9.0 vs nan ms",
+    ]
+
+
+@pytest.mark.slow
+def test_a_tiny_slo_search_reports_its_steps_table_and_plot(tmp_path):
+    main(["--search-only", "--slo", "1000", "--start-rate", "20", "--search-steps", "2", "--duration", "0.5",
+          "--warmup", "0", "--concurrency", "8", "--models", "natality", "--protocols", "v2-grpc,tfs-rest",
+          "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "v2-latest.json").read_text())
+    assert report["runs"] == [] and report["slo_ms"] == 1000
+    for found in report["searches"]:  # 20/s then 30/s, both within a 1 s p99, every request answered
+        assert [(s["rate"], s["passed"], s["errors"]) for s in found["steps"]] == [(20, True, {}), (30, True, {})]
+        assert found["max_qps"] == 30 and found["first_failing_rate"] is None
+    assert [s["setting"]["name"] for s in report["searches"]] == ["natality v2-grpc", "natality tfs-rest"]
+    assert report["slo_ratios"] == ["natality: v2-grpc/tfs-rest req/s at the SLO 1.00"]
+    markdown = (tmp_path / "v2-latest.md").read_text()
+    assert "| natality v2-grpc | **30** |" in markdown and report["slo_ratios"][0] in markdown
+    assert (tmp_path / "v2-latest.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
