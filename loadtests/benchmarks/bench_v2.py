@@ -505,8 +505,9 @@ def slo_ratios(searches: Sequence[dict]) -> list[str]:
         for name, peer in found.items():
             if not name.startswith("mlserver"):
                 continue
-            for ours in ("v2-json", max((n for n in found if not n.startswith("mlserver")),
-                                        key=lambda n: found[n]["max_qps"] or 0, default=None)):
+            best = max((n for n in found if not n.startswith("mlserver")), key=lambda n: found[n]["max_qps"] or 0,
+                       default=None)
+            for ours in dict.fromkeys(("v2-json", best)):  # the best protocol, if not v2-json
                 mine = found.get(ours)
                 if mine is None or not mine["max_qps"]:
                     continue

@@ -35,6 +35,12 @@ def _searched(protocol: str, max_qps: int | None, p99: float | None = 20.0) -> d
     return {"model": "natality", "protocol": protocol, "max_qps": max_qps, "p99_ms_at_max": p99}
 
 
+def test_the_best_protocol_is_compared_with_mlserver_once_when_it_is_v2_json():
+    searches = [_searched("v2-json", 900, 12.5), _searched("mlserver v2-json, batching on", 300, 22.0)]
+    assert slo_ratios(searches) == ["natality: gateway v2-json / mlserver v2-json, batching on: req/s at the SLO "
+                                    "3.00x (900 vs 300), p99 there 12.5 vs 22.0 ms"]
+
+
 def test_slo_ratios_compare_v2_with_tf_serving_rest_and_the_gateway_with_mlserver():
     searches = [_searched("v2-json", 900, 12.5), _searched("v2-grpc", 1200, 9.0), _searched("tfs-rest", 1000),
                 _searched("mlserver v2-json, batching on", 300, 22.0),
