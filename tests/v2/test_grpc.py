@@ -4,6 +4,8 @@ sends every input in ``raw_input_contents`` and reads ``raw_output_contents``), 
 plain channel with our own protos for typed contents and the error codes."""
 from __future__ import annotations
 
+from functools import partial
+
 import grpc
 import numpy as np
 import pytest
@@ -14,10 +16,12 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from serving.grpc.servicers import MAX_DETAILS_BYTES
-from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolicy
+from serving.settings import BatchingConfig, ModelConfig, Settings
 from serving.v2 import datatypes, protos
-from tests.conftest import MODELS, Gateway, free_port, wait_until
+from tests.conftest import Gateway, free_port, wait_until
 from tests.test_tls import pki as certificates
+from tests.v2 import models
+from tests.v2.models import assert_readiness, served_models, x
 
 SERVICE = "/inference.GRPCInferenceService/"
 HALF_PLUS_TWO = "saved_model_half_plus_two_cpu"
@@ -55,15 +59,8 @@ def dtypes_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway(tfserving_dir, grpc_server, dtypes_model, held_model) -> Gateway:
-    models = (
-        ModelConfig(name="half_plus_two", base_path=str(tfserving_dir / HALF_PLUS_TWO)),
-        ModelConfig(name="two_versions", base_path=str(tfserving_dir / "saved_model_half_plus_two_2_versions"),
-                    version_policy=VersionPolicy(kind="all"), version_labels={"stable": 123, "canary": 124}),
-        ModelConfig(name="text", base_path=str(MODELS / "shapes" / "text")),
-        ModelConfig(name="vec16", base_path=str(MODELS / "shapes" / "vec16")),
-        ModelConfig(name="dtypes", base_path=str(dtypes_model)),
-        ModelConfig(name="held", base_path=str(held_model[0])),
-    )
+    models = served_models(tfserving_dir, ModelConfig(name="dtypes", base_path=str(dtypes_model)),
+                           ModelConfig(name="held", base_path=str(held_model[0])))
     settings = Settings(port=free_port(), rest_api_port=free_port(), models=models, grpc_server=grpc_server,
                         max_rows_per_request=100, enable_batching=True,
                         batching=BatchingConfig(max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=1))
@@ -97,27 +94,13 @@ def refused(channel: grpc.Channel, method: str, request) -> tuple[grpc.StatusCod
     return info.value.code(), info.value.details()
 
 
-def infer_input(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
-    tensor = triton.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
-    return tensor
-
-
-def x(values=(2.0, 3.0, 4.0)) -> np.ndarray:
-    return np.array(values, np.float32).reshape(-1, 1)
+infer_input = partial(models.infer_input, triton)
 
 
 # --- tritonclient ---------------------------------------------------------------------------
 
 def test_health_through_tritonclient(client):
-    assert client.is_server_live()
-    assert client.is_server_ready()
-    assert client.is_model_ready("half_plus_two")
-    assert client.is_model_ready("two_versions", "124")
-    assert client.is_model_ready("two_versions", "stable")
-    assert not client.is_model_ready("two_versions", "7")
-    assert not client.is_model_ready("two_versions", "no_such_label")
-    assert not client.is_model_ready("nope")
+    assert_readiness(client)
 
 
 def test_metadata_through_tritonclient(client):

@@ -14,8 +14,8 @@ import pytest
 
 from loadtests.support.processes import Server, free_port
 from serving.v2 import protos
-from tests.conftest import MODELS
 from tests.grpc.test_hostile_tensors import fuzz, fuzz_corpus
+from tests.v2.models import hostile_models_config
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 Tensor = protos.ModelInferRequest.InferInputTensor
@@ -142,13 +142,7 @@ def _valid_requests() -> list[protos.ModelInferRequest]:
 
 @pytest.fixture
 def gateway(tmp_path, grpc_server, tfserving_dir, models_dir):
-    config = tmp_path / "models.config"
-    config.write_text(
-        "model_config_list {\n"
-        f'  config {{ name: "half_plus_two" base_path: "{tfserving_dir / "saved_model_half_plus_two_cpu"}" '
-        'model_platform: "tensorflow" }\n'
-        f'  config {{ name: "text" base_path: "{MODELS / "shapes" / "text"}" model_platform: "tensorflow" }}\n'
-        "}\n")
+    config = hostile_models_config(tmp_path, tfserving_dir)
     port, rest_port = free_port(), free_port()
     argv = [sys.executable, "-m", "serving", f"--port={port}", f"--rest_api_port={rest_port}",
             f"--grpc_server={grpc_server}", f"--model_config_file={config}", "--max_rows_per_request=1000"]

@@ -10,6 +10,7 @@ import json
 import struct
 import threading
 import zlib
+from functools import partial
 
 import httpx
 import numpy as np
@@ -18,8 +19,10 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from serving.auth import exempt_paths
-from serving.settings import BatchingConfig, ModelConfig, Settings, VersionPolicy
-from tests.conftest import MODELS, Gateway, free_port, wait_until
+from serving.settings import BatchingConfig, ModelConfig, Settings
+from tests.conftest import Gateway, free_port, wait_until
+from tests.v2 import models
+from tests.v2.models import assert_readiness, served_models, x
 
 HALF_PLUS_TWO = "saved_model_half_plus_two_cpu"
 MAX_REQUEST_BYTES = 1 << 20
@@ -27,14 +30,7 @@ MAX_REQUEST_BYTES = 1 << 20
 
 @pytest.fixture(scope="module")
 def gateway(tfserving_dir, held_model) -> Gateway:
-    models = (
-        ModelConfig(name="half_plus_two", base_path=str(tfserving_dir / HALF_PLUS_TWO)),
-        ModelConfig(name="two_versions", base_path=str(tfserving_dir / "saved_model_half_plus_two_2_versions"),
-                    version_policy=VersionPolicy(kind="all"), version_labels={"stable": 123, "canary": 124}),
-        ModelConfig(name="text", base_path=str(MODELS / "shapes" / "text")),
-        ModelConfig(name="vec16", base_path=str(MODELS / "shapes" / "vec16")),
-        ModelConfig(name="held", base_path=str(held_model[0])),
-    )
+    models = served_models(tfserving_dir, ModelConfig(name="held", base_path=str(held_model[0])))
     settings = Settings(port=0, rest_api_port=free_port(), models=models, max_rows_per_request=100,
                         max_request_bytes=MAX_REQUEST_BYTES, enable_batching=True,
                         batching=BatchingConfig(max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=1))
@@ -49,14 +45,7 @@ def client(gateway):
     client.close()
 
 
-def x(values=(2.0, 3.0, 4.0)) -> np.ndarray:
-    return np.array(values, np.float32).reshape(-1, 1)
-
-
-def infer_input(name: str, array: np.ndarray, datatype: str, binary: bool = True) -> triton.InferInput:
-    tensor = triton.InferInput(name, list(array.shape), datatype)
-    tensor.set_data_from_numpy(array, binary_data=binary)
-    return tensor
+infer_input = partial(models.infer_input, triton)
 
 
 def refused(call, *args, **kwargs) -> str:
@@ -68,13 +57,7 @@ def refused(call, *args, **kwargs) -> str:
 # --- tritonclient ---------------------------------------------------------------------------
 
 def test_health_and_readiness_through_tritonclient(client):
-    assert client.is_server_live()
-    assert client.is_server_ready()
-    assert client.is_model_ready("half_plus_two")
-    assert client.is_model_ready("two_versions", "124")
-    assert client.is_model_ready("two_versions", "stable")
-    assert not client.is_model_ready("two_versions", "7")
-    assert not client.is_model_ready("no_such_model")
+    assert_readiness(client)
 
 
 def test_metadata_through_tritonclient(client):
@@ -96,8 +79,8 @@ def test_metadata_through_tritonclient(client):
 @pytest.mark.parametrize("version", ["", "123"], ids=["latest", "versioned"])
 def test_infer_through_tritonclient(client, binary_in, binary_out, version):
     outputs = [triton.InferRequestedOutput("y", binary_data=binary_out)]
-    result = client.infer("half_plus_two", [infer_input("x", x(), "FP32", binary_in)], model_version=version,
-                          outputs=outputs, request_id="r-1")
+    result = client.infer("half_plus_two", [infer_input("x", x(), "FP32", binary_data=binary_in)],
+                          model_version=version, outputs=outputs, request_id="r-1")
     np.testing.assert_array_equal(result.as_numpy("y"), x((3.0, 3.5, 4.0)))
     response = result.get_response()
     assert (response["model_name"], response["model_version"], response["id"]) == ("half_plus_two", "123", "r-1")
@@ -115,7 +98,7 @@ def test_infer_without_outputs_answers_every_output_in_binary(client):
 def test_bytes_tensors_both_ways(client, binary):
     words = np.array([b"hello", b"", "caf\u00e9".encode()], dtype=object)
     outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("upper", "length")]
-    result = client.infer("text", [infer_input("text", words, "BYTES", binary)], outputs=outputs)
+    result = client.infer("text", [infer_input("text", words, "BYTES", binary_data=binary)], outputs=outputs)
     upper = [v if isinstance(v, bytes) else v.encode() for v in result.as_numpy("upper").tolist()]
     assert upper == [b"HELLO", b"", "CAF\u00c9".encode()]  # JSON: tritonclient gives str
     assert result.as_numpy("length").tolist() == [5, 0, 4]  # characters

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from loadtests.support.processes import Server, free_port, rss_kb
-from tests.conftest import MODELS
+from tests.v2.models import hostile_models_config
 
 FUZZ_CASES = 400
 FUZZ_SECONDS = 120.0
@@ -135,13 +135,7 @@ def _fuzz_corpus(seed: int = 24) -> list[tuple[str, str, bytes, dict[str, str]]]
 
 @pytest.fixture
 def gateway(tfserving_dir, tmp_path):
-    config = tmp_path / "models.config"
-    config.write_text(
-        "model_config_list {\n"
-        f'  config {{ name: "half_plus_two" base_path: "{tfserving_dir / "saved_model_half_plus_two_cpu"}" '
-        'model_platform: "tensorflow" }\n'
-        f'  config {{ name: "text" base_path: "{MODELS / "shapes" / "text"}" model_platform: "tensorflow" }}\n'
-        "}\n")
+    config = hostile_models_config(tmp_path, tfserving_dir)
     rest_port = free_port()
     argv = [sys.executable, "-m", "serving", "--port=0", f"--rest_api_port={rest_port}",
             f"--model_config_file={config}", "--max_rows_per_request=1000", "--max_request_bytes=1048576"]
