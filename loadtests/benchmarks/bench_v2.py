@@ -13,6 +13,9 @@ load core) keeps ``concurrency`` requests in flight with the client people use f
   v2-grpc    tritonclient.grpc.aio (raw contents)
   tfs-rest   aiohttp (what tritonclient.http.aio runs on), TF Serving's row-format JSON
              ``:predict`` (JPEGs as ``{"b64": ...}``)
+  tfs-grpc   grpc.aio with tensorflow-serving-api's PredictionServiceStub, inputs from
+             ``tf.make_tensor_proto`` (as TF Serving's clients build them): v2-grpc's cost
+             beside the same transport's
 
 Every protocol sends the same rows (``--rows`` per request, from the models' samplers), and
 each driver checks its first answers against the model's known answer before any load. After
@@ -31,7 +34,8 @@ as ``make loadtest``'s searches, with this driver instead of Locust).
 
     python -m loadtests.benchmarks.bench_v2 [--duration 10] [--warmup 3]
         [--concurrency 1,4,16,64] [--rates R1,R2] [--slo 25] [--search-only]
-        [--models natality,image_classifier] [--protocols v2-json,v2-binary,v2-grpc,tfs-rest] [--rows 1]
+        [--models natality,image_classifier] [--protocols v2-json,v2-binary,v2-grpc,tfs-rest,tfs-grpc]
+        [--rows 1]
 
 Writes ``OUT/v2-<stamp>.json``, ``v2-latest.json``, ``v2-latest.md`` and, with ``--slo``,
 ``v2-latest.png`` (``OUT``: bench-results/).
@@ -70,7 +74,7 @@ from loadtests.support.processes import (
 
 BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
 MODELS_CONFIG = REPO / "models" / "models.config"
-PROTOCOLS = ("v2-json", "v2-binary", "v2-grpc", "tfs-rest")
+PROTOCOLS = ("v2-json", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc")
 BASELINE = "tfs-rest"
 GOAL = 1.10
 """v2-binary and v2-grpc: server CPU per request at most this times tfs-rest's."""
@@ -207,6 +211,37 @@ class TfsRest(Client):
         await self.session.close()
 
 
+class TfsGrpc(Client):
+    async def open(self) -> None:
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        from serving.runtime.tensors import to_numpy
+
+        self.to_numpy = to_numpy
+        self.channel = grpc.aio.insecure_channel(self.job.grpc)
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.requests = []
+        for rows in self.bodies:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = self.job.model
+            for name, array in _bytes_columns(self.job.model, rows).items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+            self.requests.append(request)
+
+    async def call(self, index: int) -> dict[str, np.ndarray]:
+        response = await self.stub.Predict(self.requests[index % len(self.requests)], timeout=30)
+        return {name: self.to_numpy(name, proto) for name, proto in sorted(response.outputs.items())}
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+CLIENTS: dict[str, type[Client]] = {"tfs-rest": TfsRest, "tfs-grpc": TfsGrpc}
+"""The clients of TF Serving's API; the v2 protocols use ``Triton``."""
+
+
 def _answered(answer: dict[str, np.ndarray] | list) -> list:
     return _predictions(answer) if isinstance(answer, dict) else answer
 
@@ -260,7 +295,7 @@ async def _load(client: Client, seconds: float) -> dict[str, Any]:
 async def _drive(job: Drive) -> dict[str, Any]:
     data = instances(job.model, DISTINCT * job.rows if job.model == "natality" else 100, 2024)
     bodies = [[data[(i * job.rows + k) % len(data)] for k in range(job.rows)] for i in range(DISTINCT)]
-    client: Client = TfsRest(job, bodies) if job.protocol == "tfs-rest" else Triton(job, bodies)
+    client = CLIENTS.get(job.protocol, Triton)(job, bodies)
     await client.open()
     try:
         for index in range(3):  # the right answers before any load
@@ -357,9 +392,11 @@ def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = Non
 
 
 def ratios(runs: Sequence[Run]) -> list[str]:
-    """Each protocol's server CPU per request over tfs-rest's, same model and concurrency; the
+    """Each protocol's server CPU per request over tfs-rest's, same model and concurrency (and
+    v2-grpc's over tfs-grpc's: the same transport); the
     gateway's v2-json req/s and p99 against each MLServer setting's."""
     base = {(r.model, r.load): r for r in runs if r.protocol == BASELINE}
+    grpc_base = {(r.model, r.load): r for r in runs if r.protocol == "tfs-grpc"}
     ours = {(r.model, r.load): r for r in runs if r.protocol == "v2-json"}
     lines = []
     for r in runs:
@@ -377,6 +414,10 @@ def ratios(runs: Sequence[Run]) -> list[str]:
             if r.protocol in ("v2-binary", "v2-grpc") else ""
         lines.append(f"{r.model} {r.load}: {r.protocol}/{BASELINE} server CPU per request "
                      f"{ratio:.2f}{goal}")
+        same = grpc_base.get((r.model, r.load))
+        if r.protocol == "v2-grpc" and same is not None and same.ok:
+            lines.append(f"{r.model} {r.load}: v2-grpc/tfs-grpc server CPU per request "
+                         f"{r.cpu_ms_per_request / same.cpu_ms_per_request:.2f}")
     return lines
 
 
@@ -494,7 +535,8 @@ def report(runs: Sequence[Run], searches: Sequence[dict], args: argparse.Namespa
 
 def slo_ratios(searches: Sequence[dict]) -> list[str]:
     """Per model: the gateway's best protocol and its v2-json against each MLServer setting
-    (req/s at the SLO, p99 there), and each v2 protocol's req/s at the SLO over tfs-rest's."""
+    (req/s at the SLO, p99 there), and each v2 protocol's req/s at the SLO over tfs-rest's
+    (v2-grpc's also over tfs-grpc's)."""
     lines = []
     for model in dict.fromkeys(s["model"] for s in searches):
         found = {s["protocol"]: s for s in searches if s["model"] == model}
@@ -502,6 +544,9 @@ def slo_ratios(searches: Sequence[dict]) -> list[str]:
         for name, s in found.items():
             if name.startswith("v2") and base and s["max_qps"]:
                 lines.append(f"{model}: {name}/{BASELINE} req/s at the SLO {s['max_qps'] / base:.2f}")
+        grpc = found.get("tfs-grpc", {}).get("max_qps")
+        if grpc and found.get("v2-grpc", {}).get("max_qps"):
+            lines.append(f"{model}: v2-grpc/tfs-grpc req/s at the SLO {found['v2-grpc']['max_qps'] / grpc:.2f}")
         for name, peer in found.items():
             if not name.startswith("mlserver"):
                 continue

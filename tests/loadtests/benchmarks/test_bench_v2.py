@@ -22,11 +22,14 @@ def _run(protocol: str, cpu_s: float, model: str = "natality", concurrency: int 
 
 def test_ratios_compare_each_protocol_with_tf_serving_rest_of_its_model_and_concurrency():
     runs = [_run("tfs-rest", 0.1), _run("v2-binary", 0.105), _run("v2-grpc", 0.12), _run("v2-json", 0.2),
-            _run("tfs-rest", 1.0, concurrency=1), _run("v2-grpc", 1.0, model="image_classifier")]
+            _run("tfs-grpc", 0.15), _run("tfs-rest", 1.0, concurrency=1),
+            _run("v2-grpc", 1.0, model="image_classifier")]
     assert ratios(runs) == [
         "natality x4: v2-binary/tfs-rest server CPU per request 1.05 (goal <= 1.10: met)",
         "natality x4: v2-grpc/tfs-rest server CPU per request 1.20 (goal <= 1.10: NOT met)",
+        "natality x4: v2-grpc/tfs-grpc server CPU per request 0.80",
         "natality x4: v2-json/tfs-rest server CPU per request 2.00",
+        "natality x4: tfs-grpc/tfs-rest server CPU per request 1.50",
     ]  # the image model has no tfs-rest run to compare with
     assert "| natality | v2-grpc | x4 | 100 | 1.00 | 2.00 | 0 | 1.200 | 2.0 | 0.12 | 0.50 |" in table(runs, "t")
 
@@ -43,19 +46,21 @@ def test_the_best_protocol_is_compared_with_mlserver_once_when_it_is_v2_json():
 
 def test_slo_ratios_compare_v2_with_tf_serving_rest_and_the_gateway_with_mlserver():
     searches = [_searched("v2-json", 900, 12.5), _searched("v2-grpc", 1200, 9.0), _searched("tfs-rest", 1000),
+                _searched("tfs-grpc", 1500),
                 _searched("mlserver v2-json, batching on", 300, 22.0),
                 _searched("mlserver v2-json, batching off", None, None)]
     assert slo_ratios(searches) == [
         "natality: v2-json/tfs-rest req/s at the SLO 0.90",
         "natality: v2-grpc/tfs-rest req/s at the SLO 1.20",
+        "natality: v2-grpc/tfs-grpc req/s at the SLO 0.80",
         "natality: gateway v2-json / mlserver v2-json, batching on: req/s at the SLO 3.00x (900 vs 300), "
         "p99 there 12.5 vs 22.0 ms",
-        "natality: gateway v2-grpc / mlserver v2-json, batching on: req/s at the SLO 4.00x (1200 vs 300), "
-        "p99 there 9.0 vs 22.0 ms",
+        "natality: gateway tfs-grpc / mlserver v2-json, batching on: req/s at the SLO 5.00x (1500 vs 300), "
+        "p99 there 20.0 vs 22.0 ms",
         "natality: gateway v2-json / mlserver v2-json, batching off: req/s at the SLO (the peer met no rate) "
         "(900 vs None), p99 there 12.5 vs nan ms",
-        "natality: gateway v2-grpc / mlserver v2-json, batching off: req/s at the SLO (the peer met no rate) "
-        "(1200 vs None), p99 there 9.0 vs nan ms",
+        "natality: gateway tfs-grpc / mlserver v2-json, batching off: req/s at the SLO (the peer met no rate) "
+        "(1500 vs None), p99 there 20.0 vs nan ms",
     ]
 
 
@@ -86,7 +91,7 @@ def test_a_tiny_real_run_of_every_protocol_and_model(tmp_path):
         assert r.ok > 0 and not r.errors and r.server_cpu_s > 0 and r.mean_batch_rows >= 1, r
     report = json.loads((tmp_path / "v2-latest.json").read_text())
     assert [(r["model"], r["protocol"]) for r in report["runs"]] == cells
-    assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 5
+    assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 9
     markdown = (tmp_path / "v2-latest.md").read_text()
     assert all(line in markdown for line in report["ratios"])
 
