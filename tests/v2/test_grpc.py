@@ -32,7 +32,7 @@ Tensor = protos.ModelInferRequest.InferInputTensor
 def dtypes_model(tmp_path_factory):
     """A real SavedModel for the datatypes the example models lack: ``serving_default`` x FP32 ->
     half FP16, bf BF16, y FP32 (x); ``narrow`` i8 INT8, u16 UINT16, b BOOL -> sum INT32, flipped
-    BOOL; ``from_half`` h FP16 -> y FP32 (2h)."""
+    BOOL; ``from_half`` h FP16 -> y FP32 (2h); ``from_bf16`` bf BF16 -> y FP32 (2bf)."""
     import tensorflow as tf
 
     class Dtypes(tf.Module):
@@ -50,10 +50,15 @@ def dtypes_model(tmp_path_factory):
         def from_half(self, h):
             return {"y": tf.cast(h, tf.float32) * 2}
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.bfloat16, name="bf")])
+        def from_bf16(self, bf):
+            return {"y": tf.cast(bf, tf.float32) * 2}
+
     module = Dtypes()
     base = tmp_path_factory.mktemp("dtypes") / "dtypes"
     tf.saved_model.save(module, str(base / "1"), signatures={
-        "serving_default": module.halves, "narrow": module.narrow, "from_half": module.from_half})
+        "serving_default": module.halves, "narrow": module.narrow, "from_half": module.from_half,
+        "from_bf16": module.from_bf16})
     return base
 
 
