@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
+import ml_dtypes
 import numpy as np
 import orjson
 from fastapi import FastAPI
@@ -55,10 +56,13 @@ from serving.v2.repository import check_load_parameters, check_repository_name
 
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = "application/octet-stream"
-_FP32 = datatypes.BY_NAME["FP32"]
 _BF16 = datatypes.BY_NAME["BF16"]
-_JSON_SPECS = {dt.name: TensorSpec(dt.name, dt.dtype, None, dt.dt_name) for dt in datatypes.DATATYPES}
-"""What ``codec.json_tensor`` parses each datatype's JSON ``data`` as (it names the input itself)."""
+_BF16_MAX = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+_JSON_SPECS = {dt.name: TensorSpec(dt.name, np.dtype(np.float32) if dt is _BF16 else dt.dtype, None, dt.dt_name)
+               for dt in datatypes.DATATYPES}
+"""What ``codec.json_tensor`` parses each datatype's JSON ``data`` as (it names the input itself).
+BF16 has no JSON leaf of its own: float32's rules, its messages naming DT_BFLOAT16, then
+``_bfloat16`` rounds."""
 _TARGET = re.compile(r"(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer))?")
 _MAX_VERSION_DIGITS = 18  # TF Serving's versions are int64
 _ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
@@ -331,15 +335,26 @@ def decode_inputs(inputs: object, binary: memoryview, spec: SignatureSpec, limit
 
 def _json_data(item: _Input) -> np.ndarray:
     """An input's JSON ``data``, flat or nested in its shape, as an array of that shape."""
-    datatype = item.datatype
-    parse_as = _FP32 if datatype is _BF16 else datatype  # no JSON leaf of its own: round from float32
-    array = codec.json_tensor(item.data, _JSON_SPECS[parse_as.name], item.name)
+    array = codec.json_tensor(item.data, _JSON_SPECS[item.datatype.name], item.name)
     if array.size != item.elements:
         raise InvalidArgument(f"{what('Input', item.name)} has {array.size} values in 'data'; shape "
                               f"{shape_text(item.shape)} needs {item.elements}")
-    if parse_as is not datatype:
-        array = array.astype(datatype.dtype)
+    if item.datatype is _BF16:
+        array = _bfloat16(array, item.name)
     return array.reshape(item.shape)
+
+
+def _bfloat16(values: np.ndarray, name: str) -> np.ndarray:
+    """float32 values rounded to bfloat16. A finite one beyond bfloat16's largest would turn
+    into infinity: refused, as the codec refuses such a value for half (TF Serving's lossless
+    rule for float and double)."""
+    beyond = np.abs(values) > _BF16_MAX  # NaN compares False; infinity itself was sent as such
+    if beyond.any():
+        finite = values[beyond & np.isfinite(values)]
+        if finite.size:
+            raise InvalidArgument(f"Failed to process input: {name} of 'inputs' object. Error: Cannot convert "
+                                  f"JSON value: {finite[0]!s} to bfloat16 without loss of precision.")
+    return values.astype(_BF16.dtype)
 
 
 def _answer(model: str, version: int, request_id: str | None, outputs: dict[str, np.ndarray],

@@ -108,8 +108,13 @@ def test_16_bit_float_inputs_as_json_numbers(gateway, signature, name, datatype,
                                           "JSON value: 65520.0 to half without loss of precision."),
     ("from_half", "h", "FP16", ["1"], "Failed to process input: h of 'inputs' object. Error: JSON Value: \"1\" "
                                       "Type: String is not of expected type: DT_HALF"),
+    # bfloat16's largest is 3.3895314e38: a float32 beyond it would round to infinity
+    ("from_bf16", "bf", "BF16", [1.0, -3.4e38], "Failed to process input: bf of 'inputs' object. Error: Cannot "
+                                                "convert JSON value: -3.4e+38 to bfloat16 without loss of precision."),
+    ("from_bf16", "bf", "BF16", ["1"], "Failed to process input: bf of 'inputs' object. Error: JSON Value: \"1\" "
+                                       "Type: String is not of expected type: DT_BFLOAT16"),
 ], ids=["bf16-to-fp32", "fp16-to-fp32", "fp16-to-bf16", "fp32-to-bf16", "bf16-to-fp16", "half-overflow",
-        "half-string"])
+        "half-string", "bfloat16-overflow", "bfloat16-string"])
 def test_16_bit_float_inputs_refused_with_400(gateway, signature, name, datatype, data, error):
     answer = infer_json(gateway, signature, name, datatype, data)
     assert (answer.status_code, answer.json()) == (400, {"error": error})
