@@ -13,6 +13,7 @@ import tritonclient.http as triton
 from serving.settings import ModelConfig, Settings
 from tests.conftest import Gateway, free_port
 from tests.v2.test_grpc import dtypes_model  # noqa: F401 - the fixture, shared
+from tests.v2.test_rest import client  # noqa: F401 - the fixture, on this module's gateway
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +22,6 @@ def gateway(dtypes_model):  # noqa: F811 - the imported fixture
                         models=(ModelConfig(name="dtypes", base_path=str(dtypes_model)),))
     with Gateway(settings) as gateway:
         yield gateway
-
-
-@pytest.fixture(scope="module")
-def client(gateway):
-    client = triton.InferenceServerClient(gateway.url.removeprefix("http://"))
-    yield client
-    client.close()
 
 
 def tensor(name: str, array: np.ndarray, datatype: str, binary: bool) -> triton.InferInput:
@@ -41,7 +35,7 @@ def outputs(binary: bool, *names: str) -> list[triton.InferRequestedOutput]:
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_half_and_bfloat16_outputs(client, binary):
+def test_half_and_bfloat16_outputs(client, binary):  # noqa: F811
     x = np.array([0.5, 3.140625, -2.0, 65504.0], np.float32)
     result = client.infer("dtypes", [tensor("x", x, "FP32", binary)], outputs=outputs(binary, "half", "bf", "y"))
     np.testing.assert_array_equal(result.as_numpy("half").astype(np.float32), x.astype(np.float16).astype(np.float32))
@@ -53,7 +47,7 @@ def test_half_and_bfloat16_outputs(client, binary):
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_half_input(client, binary):
+def test_half_input(client, binary):  # noqa: F811
     h = np.array([0.5, 3.0, -1.25], np.float16)
     result = client.infer("dtypes", [tensor("h", h, "FP16", binary)], outputs=outputs(binary, "y"),
                           parameters={"signature_name": "from_half"})
@@ -61,7 +55,7 @@ def test_half_input(client, binary):
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_narrow_integers_and_booleans(client, binary):
+def test_narrow_integers_and_booleans(client, binary):  # noqa: F811
     i8 = np.array([-128, 0, 127], np.int8)
     u16 = np.array([0, 65535, 1], np.uint16)
     b = np.array([True, False, True])
