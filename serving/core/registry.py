@@ -91,16 +91,18 @@ class ModelRegistry:
     async def load_all(self) -> bool:
         return await self.reconcile(tuple(self.configs.values()))
 
-    async def reconcile(self, configs: Iterable[ModelConfig]) -> bool:
+    async def reconcile(self, configs: Iterable[ModelConfig] | None = None) -> bool:
         """Make the served set match ``configs`` and what is on disk; True if it changed.
 
         New models and newly selected versions are loaded and warmed before versions that
         are no longer selected are unloaded (TF Serving's availability-preserving policy),
         and an unloaded version first answers every request it had accepted. Removed models
         are unloaded. A version that fails to load is reported and the rest keep serving.
+        ``None`` (version polling): the models configured when the lock is taken, so a poll
+        that waited for a reload or an unload to finish never undoes it with what it saw before.
         """
         async with self._lock:
-            wanted = {config.name: config for config in configs}
+            wanted = {config.name: config for config in (self.configs.values() if configs is None else configs)}
             changed = False
             for name in [n for n in self.configs if n not in wanted]:
                 log.info("model %s removed from the config: unloading", name)

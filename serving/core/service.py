@@ -129,8 +129,9 @@ class InferenceService:
         if self._poll_period() > 0:
             self._poller = asyncio.create_task(self._poll())
 
-    async def reload(self, configs: tuple[ModelConfig, ...]) -> None:
-        """Serve exactly ``configs`` now (HandleReloadConfigRequest, config file polling)."""
+    async def reload(self, configs: tuple[ModelConfig, ...] | None = None) -> None:
+        """Serve exactly ``configs`` now (HandleReloadConfigRequest, config file polling);
+        None: the models configured now, new versions on disk (version polling)."""
         if await self.registry.reconcile(configs):
             _refreeze()
 
@@ -146,7 +147,7 @@ class InferenceService:
         next_config_read = time.monotonic() + config_period
         while True:
             await asyncio.sleep(self._poll_period())
-            configs = tuple(self.registry.configs.values())
+            configs = None
             if self.settings.model_config_file and config_period and time.monotonic() >= next_config_read:
                 next_config_read = time.monotonic() + config_period
                 try:

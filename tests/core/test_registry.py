@@ -230,3 +230,41 @@ def test_an_unloaded_version_is_closed(models_dir, tmp_path):
     for _ in range(3):
         model.run("serving_default", {"x": np.ones((1, 16), np.float32)})
     assert model.choice.pending  # no comparison started
+
+
+def test_a_version_poll_during_an_unload_does_not_bring_the_model_back(two_versions, tmp_path):
+    """The version poll reconciles the models configured when it gets the registry's lock, not
+    those it saw when it woke: a poll that waited behind an unload (here a batcher still
+    answering what it accepted) must not load the removed model again. Passing the snapshot
+    taken during the drain, ``reconcile(tuple(registry.configs.values()))``, brings it back."""
+    other = tmp_path / "n"
+    shutil.copytree(two_versions, other)
+    kept = config(two_versions)
+    registry = ModelRegistry([kept, ModelConfig(name="n", base_path=str(other))], batcher_factory=None,
+                             source=LocalSource((1,)))
+    load(registry)
+
+    class Draining:  # a fault: the batcher of the model being removed has requests to answer
+        def __init__(self) -> None:
+            self.release = asyncio.Event()
+
+        async def drain(self) -> None:
+            await self.release.wait()
+
+    async def scenario() -> None:
+        draining = Draining()
+        servable = registry.resolve("n")
+        servable.batchers["serving_default"] = draining
+        unload = asyncio.create_task(registry.reconcile([kept]))
+        for _ in range(1000):  # yields until the unload is draining (no timing involved)
+            if servable.state is State.UNLOADING:
+                break
+            await asyncio.sleep(0)
+        assert servable.state is State.UNLOADING and "n" in registry.configs
+        poll = asyncio.create_task(registry.reconcile())  # what the version poll calls
+        await asyncio.sleep(0)
+        draining.release.set()
+        await asyncio.gather(unload, poll)
+        assert list(registry.configs) == ["m"] and not registry.model_ready("n")
+
+    asyncio.run(scenario())
