@@ -96,7 +96,7 @@ bench-large: $(VENV)/.extras-loadtest models
 # then each one's highest rate within p99 <= 25 ms; and Seldon MLServer (the Python v2 server)
 # on natality, adaptive batching on and off.
 bench-v2: $(VENV)/.extras-loadtest,test models $(MLSERVER_VENV)/bin/mlserver
-	$(PY) -m loadtests.benchmarks.bench_v2 --mlserver $(MLSERVER_VENV) --slo 25
+	$(PY) -m loadtests.benchmarks.bench_v2 --mlserver $(MLSERVER_VENV) --slo 25,image_classifier=100
 
 # MLServer in a venv of its own (its pins are not ours), with the TensorFlow that loads the
 # example SavedModels: 64 s and 2.3 GB here (mlserver 1.7.1, tensorflow 2.21.0). CI builds it

@@ -37,7 +37,7 @@ JOBS = {
     "soak": Job("make soak", "soak", "soak", ("soak.md", "soak.json")),
     # one set per model (MODEL.md, MODEL.json, MODEL.png)
     "precomputed": Job("make bench-precomputed", "precomputed", "precomputed", ("*.md", "*.json", "*.png")),
-    "v2": Job("make bench-v2", "", "v2", ("v2-latest.md", "v2-latest.json", "v2-latest.png")),
+    "v2": Job("make bench-v2", "", "v2", ("v2-latest.md", "v2-latest.json", "v2-latest-*.png")),
 }
 
 

@@ -14,8 +14,17 @@ from __future__ import annotations
 import tensorflow as tf
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
-from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver.utils import get_model_uri
+
+
+def _tensor(given: RequestInput) -> tf.Tensor:
+    """The input as a tensor. BYTES not through NumpyCodec: it reads gRPC's ``bytes_contents``
+    as fixed-width buffers of ``shape[-1]`` bytes each (JSON text it takes as strings)."""
+    if given.datatype != "BYTES":
+        return tf.constant(NumpyCodec.decode_input(given))
+    data = getattr(given.data, "root", given.data)
+    return tf.constant([d.encode() if isinstance(d, str) else d for d in data], shape=given.shape)
 
 
 class SavedModelRuntime(MLModel):
@@ -24,7 +33,7 @@ class SavedModelRuntime(MLModel):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
-        tensors = {i.name: tf.constant(NumpyCodec.decode_input(i)) for i in payload.inputs}
+        tensors = {i.name: _tensor(i) for i in payload.inputs}
         outputs = self._signature(**tensors)
         return InferenceResponse(model_name=self.name, id=payload.id, outputs=[
             NumpyCodec.encode_output(name, tensor.numpy()) for name, tensor in sorted(outputs.items())])

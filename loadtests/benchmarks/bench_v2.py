@@ -11,6 +11,10 @@ load core) keeps ``concurrency`` requests in flight with the client people use f
              are not UTF-8, and v2 JSON carries BYTES as text)
   v2-binary  tritonclient.http.aio, binary tensors in and out (its default)
   v2-grpc    tritonclient.grpc.aio (raw contents)
+  v2-grpc-typed
+             grpc.aio with the protocol's messages (``serving.v2.protos``), every input in its
+             typed ``contents`` field: what clients without raw support send, and the only
+             gRPC form MLServer takes for BYTES
   tfs-rest   aiohttp (what tritonclient.http.aio runs on), TF Serving's row-format JSON
              ``:predict`` (JPEGs as ``{"b64": ...}``)
   tfs-grpc   grpc.aio with tensorflow-serving-api's PredictionServiceStub, inputs from
@@ -28,17 +32,18 @@ requests per second and so larger batches, which lowers its CPU per request: ``-
 sends every protocol at the same fixed rates instead (evenly spaced, latency from when each
 request was due), which compares the servers' cost at equal load.
 
-``--slo MS`` then searches, for every protocol and MLServer setting, the highest fixed rate
-answered within a p99 of MS (``loadtests.locust_scenarios.slo``: the same rules and steps
-as ``make loadtest``'s searches, with this driver instead of Locust).
+``--slo MS[,MODEL=MS...]`` then searches, for every protocol and MLServer setting, the
+highest fixed rate answered within a p99 of MS (``loadtests.locust_scenarios.slo``: the
+same rules and steps as ``make loadtest``'s searches, with this driver instead of Locust, at
+most ``SEARCH_IN_FLIGHT`` requests in flight so that the SLO, not the driver, ends a search).
 
     python -m loadtests.benchmarks.bench_v2 [--duration 10] [--warmup 3]
-        [--concurrency 1,4,16,64] [--rates R1,R2] [--slo 25] [--search-only]
-        [--models natality,image_classifier] [--protocols v2-json,v2-binary,v2-grpc,tfs-rest,tfs-grpc]
-        [--rows 1]
+        [--concurrency 1,4,16,64] [--rates R1,R2] [--slo 25,image_classifier=100] [--search-only]
+        [--models natality,image_classifier]
+        [--protocols v2-json,v2-binary,v2-grpc,v2-grpc-typed,tfs-rest,tfs-grpc] [--rows 1]
 
 Writes ``OUT/v2-<stamp>.json``, ``v2-latest.json``, ``v2-latest.md`` and, with ``--slo``,
-``v2-latest.png`` (``OUT``: bench-results/).
+``v2-latest-MODEL.png`` (``OUT``: bench-results/).
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ import abc
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -74,7 +80,7 @@ from loadtests.support.processes import (
 
 BATCHING_CONFIG = REPO / "serving" / "examples" / "batching.config"
 MODELS_CONFIG = REPO / "models" / "models.config"
-PROTOCOLS = ("v2-json", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc")
+PROTOCOLS = ("v2-json", "v2-binary", "v2-grpc", "v2-grpc-typed", "tfs-rest", "tfs-grpc")
 BASELINE = "tfs-rest"
 GOAL = 1.10
 """v2-binary and v2-grpc: server CPU per request at most this times tfs-rest's."""
@@ -83,6 +89,12 @@ JSON_ONLY_TEXT = {"image_classifier"}
 DISTINCT = 64
 """Distinct requests each driver cycles through."""
 MEASURING = "measuring"
+START_RATES = {"natality": 300.0, "image_classifier": 20.0}
+"""Where each model's SLO search starts (a good guess saves steps)."""
+SEARCH_IN_FLIGHT = 512
+"""The SLO searches' cap on requests in flight (a send due over it is an error)."""
+MLSERVER_PROTOCOLS = ("v2-json", "v2-grpc-typed")
+"""What MLServer 1.7 takes from these clients: not the binary extension, not raw BYTES."""
 MLSERVER_BATCHING = {"max_batch_size": 128, "max_batch_time": 0.002}
 """MLServer's adaptive batching, as the gateway's ``serving/examples/batching.config`` (128 rows, 2 ms)."""
 
@@ -238,8 +250,42 @@ class TfsGrpc(Client):
         await self.channel.close()
 
 
-CLIENTS: dict[str, type[Client]] = {"tfs-rest": TfsRest, "tfs-grpc": TfsGrpc}
-"""The clients of TF Serving's API; the v2 protocols use ``Triton``."""
+class TypedGrpc(Client):
+    async def open(self) -> None:
+        import grpc
+
+        from serving.v2 import datatypes, protos, raw
+
+        self.datatypes, self.raw = datatypes, raw
+        self.channel = grpc.aio.insecure_channel(self.job.grpc)
+        self.infer = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                              request_serializer=protos.ModelInferRequest.SerializeToString,
+                                              response_deserializer=protos.ModelInferResponse.FromString)
+        self.requests = []
+        for rows in self.bodies:
+            request = protos.ModelInferRequest(model_name=self.job.model)
+            for name, array in _bytes_columns(self.job.model, rows).items():
+                datatype = datatypes.for_dtype(array.dtype)
+                tensor = request.inputs.add(name=name, datatype=datatype.name, shape=array.shape)
+                getattr(tensor.contents, datatype.field).extend(array.reshape(-1).tolist())
+            self.requests.append(request)
+
+    async def call(self, index: int) -> dict[str, np.ndarray]:
+        response = await self.infer(self.requests[index % len(self.requests)], timeout=30)
+        answers = {}
+        for i, tensor in enumerate(response.outputs):
+            datatype = self.datatypes.BY_NAME[tensor.datatype]
+            answers[tensor.name] = self.raw.decode(response.raw_output_contents[i], datatype, list(tensor.shape),
+                                                   tensor.name) if response.raw_output_contents else \
+                np.array(getattr(tensor.contents, datatype.field), dtype=datatype.dtype).reshape(tuple(tensor.shape))
+        return answers
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+CLIENTS: dict[str, type[Client]] = {"tfs-rest": TfsRest, "tfs-grpc": TfsGrpc, "v2-grpc-typed": TypedGrpc}
+"""The clients that are not tritonclient's (``Triton``)."""
 
 
 def _answered(answer: dict[str, np.ndarray] | list) -> list:
@@ -362,7 +408,8 @@ def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = Non
         f"x{job.concurrency}" if job.rate is None else f"{job.rate:g}/s")
     log(f"{label}: warm-up {job.warmup_s:g} s, measuring {job.duration_s:g} s")
     proc = subprocess.Popen([*pinning.loadgen, sys.executable, "-m", "loadtests.benchmarks.bench_v2", "drive",
-                             json.dumps(asdict(job))], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                             json.dumps(asdict(job))], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.stdout is not None
     cpu_before = counted = None
     lines = []
@@ -394,16 +441,17 @@ def measure(job: Drive, server: Server, pinning: Pinning, name: str | None = Non
 def ratios(runs: Sequence[Run]) -> list[str]:
     """Each protocol's server CPU per request over tfs-rest's, same model and concurrency (and
     v2-grpc's over tfs-grpc's: the same transport); the
-    gateway's v2-json req/s and p99 against each MLServer setting's."""
+    gateway's req/s and p99 against each MLServer setting's, same protocol."""
     base = {(r.model, r.load): r for r in runs if r.protocol == BASELINE}
     grpc_base = {(r.model, r.load): r for r in runs if r.protocol == "tfs-grpc"}
-    ours = {(r.model, r.load): r for r in runs if r.protocol == "v2-json"}
+    ours = {(r.model, r.protocol, r.load): r for r in runs}
     lines = []
     for r in runs:
         if r.protocol.startswith("mlserver"):
-            mine = ours.get((r.model, r.load))
+            protocol = peer_protocol(r.protocol)
+            mine = ours.get((r.model, protocol, r.load))
             if mine is not None and r.qps:
-                lines.append(f"{r.model} {r.load}: gateway v2-json / {r.protocol}: req/s "
+                lines.append(f"{r.model} {r.load}: gateway {protocol} / {r.protocol}: req/s "
                              f"{mine.qps / r.qps:.2f}x, p99 {mine.p99_ms:.1f} vs {r.p99_ms:.1f} ms")
             continue
         ref = base.get((r.model, r.load))
@@ -459,11 +507,12 @@ def series(target: Target, model: str, args: argparse.Namespace, pinning: Pinnin
 
     runs = [] if args.search_only else [measure(job(c, rate), target.server, pinning, target.name)
                                         for c, rate in _points(args)]
-    if not args.slo:
+    slo = args.slo.get(model, args.slo.get(""))
+    if not slo:
         return runs, []
 
     def step(rate: float) -> dict[str, Any]:
-        run = measure(job(max(args.concurrency), rate), target.server, pinning, target.name)
+        run = measure(job(SEARCH_IN_FLIGHT, rate), target.server, pinning, target.name)
         failed = sum(run.errors.values())
         return {"offered_rate": rate, "achieved_rate": run.qps, "requests": run.ok + failed,
                 "error_rate": failed / (run.ok + failed) if run.ok + failed else 0.0,
@@ -471,7 +520,8 @@ def series(target: Target, model: str, args: argparse.Namespace, pinning: Pinnin
                 "generator_cpu": run.loadgen_cpu, "server_cpu": [run.server_cpu_s / run.seconds],
                 "cpu_ms_per_request": run.cpu_ms_per_request, "rows_per_model_call": run.mean_batch_rows}
 
-    found = search(step, SearchPlan(slo_ms=args.slo, start_rate=args.start_rate, max_steps=args.search_steps))
+    start = args.start_rate or START_RATES[model]
+    found = search(step, SearchPlan(slo_ms=slo, start_rate=start, max_steps=args.search_steps))
     setting = {"name": f"{model} {target.label}", "server": "mlserver" if target.name else "gateway",
                "max_batch_size": MLSERVER_BATCHING["max_batch_size"] if target.batching else 0}
     return runs, [{"model": model, "protocol": target.label, "setting": setting, **found}]
@@ -508,17 +558,19 @@ def main(argv: Sequence[str] | None = None) -> list[Run]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     document = json.dumps({"title": title, "runs": [{**asdict(r), "cpu_ms_per_request": r.cpu_ms_per_request}
                                                     for r in runs],
-                           "ratios": ratios(runs), "slo_ms": args.slo, "searches": searches,
+                           "ratios": ratios(runs), "slo_ms": slo_text(args.slo), "searches": searches,
                            "slo_ratios": slo_ratios(searches)}, indent=2)
     (args.out / f"v2-{stamp}.json").write_text(document)
     (args.out / "v2-latest.json").write_text(document)
     (args.out / "v2-latest.md").write_text(text + "\n")
-    if searches:
+    plots = []
+    for model in dict.fromkeys(s["model"] for s in searches):
         from loadtests.locust_scenarios.report import plot
 
-        plot(searches, args.slo, f"bench-v2: {args.rows}-row requests, commit {git_commit()}",
-             args.out / "v2-latest.png")
-    log(f"wrote {args.out}/v2-{stamp}.json, v2-latest.json, v2-latest.md" + (", v2-latest.png" if searches else ""))
+        mine = [s for s in searches if s["model"] == model]
+        plots.append(plot(mine, mine[0]["slo_ms"], f"bench-v2, {model}: {args.rows}-row requests, commit "
+                          f"{git_commit()}", args.out / f"v2-latest-{model}.png").name)
+    log(f"wrote {args.out}/v2-{stamp}.json, " + ", ".join(["v2-latest.json", "v2-latest.md", *plots]))
     return runs
 
 
@@ -527,15 +579,20 @@ def report(runs: Sequence[Run], searches: Sequence[dict], args: argparse.Namespa
     if searches:
         from loadtests.locust_scenarios.report import search_table
 
-        parts += ["", f"Highest fixed rate within p99 <= {args.slo:g} ms (open loop, {args.warmup:g} s warm-up and "
-                      f"{args.duration:g} s a step, at most {max(args.concurrency)} in flight):", "",
+        parts += ["", f"Highest fixed rate within the p99 SLO ({slo_text(args.slo)} ms; open loop, {args.warmup:g} s "
+                      f"warm-up and {args.duration:g} s a step, at most {SEARCH_IN_FLIGHT} in flight):", "",
                   search_table(searches), "", *slo_ratios(searches)]
     return "\n".join(parts)
 
 
+def peer_protocol(name: str) -> str:
+    """The protocol of an MLServer row ("mlserver v2-json, batching on": v2-json)."""
+    return name.split()[1].rstrip(",")
+
+
 def slo_ratios(searches: Sequence[dict]) -> list[str]:
-    """Per model: the gateway's best protocol and its v2-json against each MLServer setting
-    (req/s at the SLO, p99 there), and each v2 protocol's req/s at the SLO over tfs-rest's
+    """Per model: the gateway's best protocol and its same protocol against each MLServer
+    setting (req/s at the SLO, p99 there), and each v2 protocol's req/s at the SLO over tfs-rest's
     (v2-grpc's also over tfs-grpc's)."""
     lines = []
     for model in dict.fromkeys(s["model"] for s in searches):
@@ -552,7 +609,7 @@ def slo_ratios(searches: Sequence[dict]) -> list[str]:
                 continue
             best = max((n for n in found if not n.startswith("mlserver")), key=lambda n: found[n]["max_qps"] or 0,
                        default=None)
-            for ours in dict.fromkeys(("v2-json", best)):  # the best protocol, if not v2-json
+            for ours in dict.fromkeys((peer_protocol(name), best)):  # the best protocol, if another
                 mine = found.get(ours)
                 if mine is None or not mine["max_qps"]:
                     continue
@@ -566,8 +623,9 @@ def slo_ratios(searches: Sequence[dict]) -> list[str]:
 def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> tuple[list[Run], list[dict]]:
     """The peer: Seldon MLServer (its own venv, ``--mlserver``) serving the same SavedModel
     through ``loadtests/baselines/mlserver_tf.py``, adaptive batching on (``MLSERVER_BATCHING``)
-    and off, driven like v2-json. JSON only, natality only: MLServer refuses the binary tensor
-    extension over REST and tritonclient.grpc's raw BYTES contents, and JPEGs are not JSON text.
+    and off, driven over v2 JSON and gRPC with typed contents (``MLSERVER_PROTOCOLS``), natality
+    only: MLServer refuses the binary tensor extension over REST and tritonclient.grpc's raw
+    BYTES contents, and JPEGs are not JSON text.
     ``parallel_workers`` 0: inference in the server process, so its CPU is the process's."""
     runs, searches = [], []
     for batching in (True, False):
@@ -584,14 +642,16 @@ def _mlserver_runs(args: argparse.Namespace, pinning: Pinning) -> tuple[list[Run
         (folder / "natality" / "model-settings.json").write_text(json.dumps({
             "name": "natality", "implementation": "loadtests.baselines.mlserver_tf.SavedModelRuntime",
             "parameters": {"uri": str(version.resolve())}, **(MLSERVER_BATCHING if batching else {})}))
-        name = f"mlserver v2-json, batching {'on' if batching else 'off'}"
         argv = [*pinning.server, "env", f"PYTHONPATH={REPO}", str(args.mlserver / "bin" / "mlserver"), "start",
                 str(folder)]
         log_path = args.out / "logs" / f"bench-v2-mlserver-{folder.name}.log"
-        with Server(name, argv, log_path, http_port, ready_path="/v2/models/natality/ready") as server:
-            more, found = series(Target(server, "v2-json", f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}",
-                                        name, batching), "natality", args, pinning)
-            runs, searches = runs + more, searches + found
+        setting = f"batching {'on' if batching else 'off'}"
+        ready = "/v2/models/natality/ready"
+        with Server(f"mlserver, {setting}", argv, log_path, http_port, ready_path=ready) as server:
+            for protocol in (p for p in MLSERVER_PROTOCOLS if p in args.protocols):
+                more, found = series(Target(server, protocol, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}",
+                                            f"mlserver {protocol}, {setting}", batching), "natality", args, pinning)
+                runs, searches = runs + more, searches + found
     return runs, searches
 
 
@@ -601,6 +661,21 @@ def _points(args: argparse.Namespace) -> list[tuple[int, float | None]]:
     if args.rates:
         return [(max(args.concurrency), rate) for rate in args.rates]
     return [(concurrency, None) for concurrency in args.concurrency]
+
+
+def _slos(text: str) -> dict[str, float]:
+    """``25,image_classifier=100``: {"": 25, "image_classifier": 100} ("": every other model)."""
+    slos = {}
+    for part in _listed(text):
+        model, _, value = part.rpartition("=")
+        if model and model not in MODELS:
+            raise argparse.ArgumentTypeError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+        slos[model] = float(value)
+    return slos
+
+
+def slo_text(slos: dict[str, float]) -> str:
+    return ", ".join(f"{model or 'every model'} {ms:g}" for model, ms in slos.items())
 
 
 def _listed(text: str) -> tuple[str, ...]:
@@ -617,10 +692,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rates", default="", type=lambda text: tuple(float(r) for r in _listed(text)),
                         help="instead of the closed loop: these fixed rates (requests/s, comma-separated), "
                              "every protocol at the same rate, at most the largest --concurrency in flight")
-    parser.add_argument("--slo", type=float, default=0,
-                        help="also search each protocol's highest fixed rate with p99 within this many ms "
-                             "(0: no search)")
-    parser.add_argument("--start-rate", type=float, default=300, help="the SLO searches' first rate (requests/s)")
+    parser.add_argument("--slo", type=_slos, default={},
+                        help="also search each protocol's highest fixed rate with p99 within this many ms: MS for "
+                             "every model, MODEL=MS for one (e.g. 25,image_classifier=100)")
+    starts = ", ".join(f"{model} {rate:g}" for model, rate in START_RATES.items())
+    parser.add_argument("--start-rate", type=float,
+                        help=f"the SLO searches' first rate (requests/s; default: {starts})")
     parser.add_argument("--search-steps", type=int, default=SearchPlan.max_steps,
                         help="at most this many steps a search")
     parser.add_argument("--search-only", action="store_true", help="with --slo: only the searches, no fixed points")
@@ -635,12 +712,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "Seldon MLServer on natality, adaptive batching on and off")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or not args.concurrency or min(args.concurrency) < 1 \
-            or min(args.rates, default=1) <= 0 or args.slo < 0 or args.start_rate <= 0 \
+            or min(args.rates, default=1) <= 0 or min(args.slo.values(), default=1) <= 0 \
+            or (args.start_rate is not None and args.start_rate <= 0) \
             or args.search_steps < 1 \
             or (args.search_only and not args.slo) \
             or args.rows < 1 or not set(args.models) <= set(MODELS) or not args.models \
             or not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
-        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rates > 0, --slo >= 0 (> 0 with "
+        parser.error(f"--duration > 0, --warmup >= 0, --concurrency >= 1, --rates > 0, --slo > 0 (and given with "
                      f"--search-only), --start-rate > 0, --search-steps >= 1, --rows >= 1, --models from "
                      f"{','.join(MODELS)}, --protocols from {','.join(PROTOCOLS)}")
     return args

@@ -70,7 +70,7 @@ def test_a_tiny_slo_search_reports_its_steps_table_and_plot(tmp_path):
           "--warmup", "0", "--concurrency", "8", "--models", "natality", "--protocols", "v2-grpc,tfs-rest",
           "--out", str(tmp_path)])
     report = json.loads((tmp_path / "v2-latest.json").read_text())
-    assert report["runs"] == [] and report["slo_ms"] == 1000
+    assert report["runs"] == [] and report["slo_ms"] == "every model 1000"
     for found in report["searches"]:  # 20/s then 30/s, both within a 1 s p99, every request answered
         assert [(s["rate"], s["passed"], s["errors"]) for s in found["steps"]] == [(20, True, {}), (30, True, {})]
         assert found["max_qps"] == 30 and found["first_failing_rate"] is None
@@ -78,7 +78,7 @@ def test_a_tiny_slo_search_reports_its_steps_table_and_plot(tmp_path):
     assert report["slo_ratios"] == ["natality: v2-grpc/tfs-rest req/s at the SLO 1.00"]
     markdown = (tmp_path / "v2-latest.md").read_text()
     assert "| natality v2-grpc | **30** |" in markdown and report["slo_ratios"][0] in markdown
-    assert (tmp_path / "v2-latest.png").stat().st_size > 10_000
+    assert (tmp_path / "v2-latest-natality.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -91,7 +91,7 @@ def test_a_tiny_real_run_of_every_protocol_and_model(tmp_path):
         assert r.ok > 0 and not r.errors and r.server_cpu_s > 0 and r.mean_batch_rows >= 1, r
     report = json.loads((tmp_path / "v2-latest.json").read_text())
     assert [(r["model"], r["protocol"]) for r in report["runs"]] == cells
-    assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 9
+    assert report["ratios"] == ratios(runs) and len(report["ratios"]) == 11
     markdown = (tmp_path / "v2-latest.md").read_text()
     assert all(line in markdown for line in report["ratios"])
 
@@ -113,13 +113,28 @@ def test_a_tiny_run_against_mlserver_with_and_without_batching(tmp_path):
     if not (mlserver / "bin" / "mlserver").exists():
         missing_outside(f"no MLServer venv at {mlserver}", "build it with: make mlserver-venv")
     runs = main(["--duration", "0.5", "--warmup", "0", "--concurrency", "2", "--models", "natality",
-                 "--protocols", "v2-json", "--mlserver", str(mlserver), "--out", str(tmp_path)])
+                 "--protocols", "v2-json,v2-grpc-typed", "--mlserver", str(mlserver), "--out", str(tmp_path)])
     assert [r.protocol for r in runs] == [
-        "v2-json", "mlserver v2-json, batching on", "mlserver v2-json, batching off"]
+        "v2-json", "v2-grpc-typed", "mlserver v2-json, batching on", "mlserver v2-grpc-typed, batching on",
+        "mlserver v2-json, batching off", "mlserver v2-grpc-typed, batching off"]
     for r in runs:  # each driver checked MLServer's first answers against the model's truth
         assert r.ok > 0 and not r.errors and r.server_cpu_s > 0, r
-    assert [line.split(":")[1] for line in ratios(runs)] == [
-        " gateway v2-json / mlserver v2-json, batching on", " gateway v2-json / mlserver v2-json, batching off"]
+    assert [line.split(":")[1] for line in ratios(runs) if "mlserver" in line] == [
+        " gateway v2-json / mlserver v2-json, batching on",
+        " gateway v2-grpc-typed / mlserver v2-grpc-typed, batching on",
+        " gateway v2-json / mlserver v2-json, batching off",
+        " gateway v2-grpc-typed / mlserver v2-grpc-typed, batching off"]
     settings = json.loads((tmp_path / "mlserver" / "batching-on" / "natality" / "model-settings.json").read_text())
     assert settings["max_batch_size"] == 128 and "max_batch_size" not in json.loads(
         (tmp_path / "mlserver" / "batching-off" / "natality" / "model-settings.json").read_text())
+
+
+def test_the_slo_flag_takes_one_for_every_model_and_one_per_model():
+    from loadtests.benchmarks.bench_v2 import parse_args
+
+    assert parse_args(["--slo", "25,image_classifier=100"]).slo == {"": 25.0, "image_classifier": 100.0}
+    assert parse_args([]).slo == {}
+    with pytest.raises(SystemExit):
+        parse_args(["--slo", "nosuchmodel=10"])
+    with pytest.raises(SystemExit):
+        parse_args(["--search-only"])  # a search needs an SLO
