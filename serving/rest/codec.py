@@ -40,6 +40,7 @@ import orjson
 
 from serving.core.results import Classifications
 from serving.errors import InvalidArgument, Unimplemented
+from serving.rest import json_numbers
 from serving.runtime.signature import DT_NAMES, STRING, SignatureSpec, TensorSpec, dtype_name, shape_text
 
 Form = Literal["row", "columnar"]
@@ -54,22 +55,20 @@ _PREVIEW_CHARS = 120  # of a JSON value quoted in an error message
 
 _INT_RANGES = {dt: (int(np.iinfo(dt).min), int(np.iinfo(dt).max))
                for dt in DT_NAMES if dt.kind in "iu"}
-_FLOAT_LIMITS = {
-    # largest finite value; largest integer token TF Serving converts (2**digits - 1); name
-    dt: (float(np.finfo(dt).max), 2 ** (np.finfo(dt).nmant + 1) - 1, name)
-    for dt, name in ((np.dtype(np.float16), "half"), (np.dtype(np.float32), "float"),
-                     (np.dtype(np.float64), "double"))
-}
-_ORJSON_DTYPES = frozenset(dt for dt in DT_NAMES if dt.kind in "biu") | {
-    np.dtype(np.float32), np.dtype(np.float64)}
+_FLOATS = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ROUNDS_TO_INFINITY = {np.dtype(np.float32): _FLOAT32_MAX + 2.0**103, np.dtype(np.float64): math.inf}  # + ulp/2
+"""The magnitude from which a double cast to each float dtype is infinite."""
+_ORJSON_DTYPES = frozenset(dt for dt in DT_NAMES if dt.kind in "biu") | _FLOATS
 _INT64_MIN, _INT64_MAX = _INT_RANGES[np.dtype(np.int64)]
+_UINT64_MAX = _INT_RANGES[np.dtype(np.uint64)][1]
+_INFINITIES = (math.inf, -math.inf)
+_TOO_BIG = "JSON Parse error: Number too big to be stored in double."
+"""rapidjson's message (TF Serving adds " at offset: N", where the number starts)."""
 _FEW = 8  # up to this many values, the checked path's leaves beat the bulk paths
-_PACKED = {"d": np.dtype(np.float64), "q": np.dtype(np.int64)}  # struct's codes
-_EXACT = {  # the struct code a flat list is packed with, and where ints and floats agree
-    **{dt: ("d", -limits[1], limits[1]) for dt, limits in _FLOAT_LIMITS.items()},
-    **{dt: ("q", max(low, _INT64_MIN), min(high, _INT64_MAX)) for dt, (low, high) in _INT_RANGES.items()},
-}
-_LEAF_DTYPES = frozenset(_EXACT) | {STRING, np.dtype(np.bool_)}  # every dtype _leaf converts
+_PACKED = {**dict.fromkeys(_FLOATS, "d"), **dict.fromkeys(_INT_RANGES, "q")}
+"""The ``struct`` code a flat list of numbers is packed with, for each dtype that has one."""
+_LEAF_DTYPES = frozenset(_PACKED) | {STRING, np.dtype(np.bool_)}  # every dtype _leaf converts
 
 
 # --- requests ------------------------------------------------------------------------
@@ -89,17 +88,35 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 def _parse_lenient(body: bytes) -> Any:
-    """The stdlib parser accepts the NaN, Infinity and -Infinity tokens orjson rejects."""
+    """The stdlib parser accepts the NaN, Infinity and -Infinity tokens orjson rejects, and
+    reads the numbers orjson refuses (a double cannot hold them) as rapidjson does."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_float=_json_float, parse_int=_json_int)
     except json.JSONDecodeError as err:
         raise InvalidArgument(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
     except UnicodeDecodeError:
         raise InvalidArgument("JSON Parse error: Invalid encoding in string.") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
-        raise InvalidArgument("JSON Parse error: Number too big to be stored in double.") from None
+        raise InvalidArgument(_TOO_BIG) from None
     except RecursionError:
         raise InvalidArgument("JSON Parse error: The document is nested too deeply.") from None
+
+
+def _json_float(token: str) -> float:
+    value = float(token)
+    if value in _INFINITIES and json_numbers.too_big(token):
+        raise InvalidArgument(_TOO_BIG)
+    return value
+
+
+def _json_int(token: str) -> int | float:
+    """An integer beyond int64 and uint64 is a double, as rapidjson (and orjson) reads it."""
+    value = int(token)
+    if _INT64_MIN <= value <= _UINT64_MAX:
+        return value
+    if json_numbers.too_big(token):
+        raise InvalidArgument(_TOO_BIG)
+    return float(token)
 
 
 def decode_predict(
@@ -282,9 +299,9 @@ def _assemble(flat: list[Any], shape: tuple[int, ...], dtype: np.dtype) -> np.nd
 
 
 # Fast paths: numpy finds the shape of the whole nested list at once and the values are
-# converted in bulk; anything they do not accept (ragged lists, a value of the wrong type,
-# out of range or lossy) returns None and goes through _walk, which either converts it or
-# says exactly what is wrong and where.
+# converted in bulk; anything they do not accept (ragged lists, a value of the wrong type
+# or out of range) returns None and goes through _walk, which either converts it or says
+# exactly what is wrong and where.
 
 
 def _fast_tensor(value: Any, spec: TensorSpec) -> np.ndarray | None:
@@ -304,7 +321,7 @@ def _fast_tensor(value: Any, spec: TensorSpec) -> np.ndarray | None:
 def _flat_tensor(values: list[Any], spec: TensorSpec) -> np.ndarray | None:
     if len(values) <= _FEW:
         return _few(values, spec) if spec.dtype in _LEAF_DTYPES else None
-    return _flat_numbers(values, spec.dtype) if spec.dtype in _EXACT else None
+    return _flat_numbers(values, spec.dtype) if spec.dtype in _PACKED else None
 
 
 def _few(values: list[Any], spec: TensorSpec) -> np.ndarray | None:
@@ -324,30 +341,33 @@ def _flat_numbers(values: list[Any], dtype: np.dtype) -> np.ndarray | None:
     ``struct`` refuses strings, null, lists and objects (and floats for an integer dtype),
     and takes booleans as 0/1, as numpy does when they are mixed with numbers; a list of
     booleans alone (its first value tells) is left to the general path, which refuses it.
-    Values within the dtype's exact-integer range (all of them for an integer dtype)
-    convert the same whether they came as ints or floats; beyond it, only a list of floats
-    alone is taken here.
+    A float dtype takes every number as a double, as TF Serving does, but beyond the ints
+    numpy keeps numeric (int64 and uint64; past them it makes an array of objects, and takes
+    no booleans as 0/1) only a list of floats alone; an integer dtype only ints in its range.
     """
     if type(values[0]) is bool:
         return None
-    code, low, high = _EXACT[dtype]
-    arr = np.empty(len(values), dtype=_PACKED[code])
+    code = _PACKED[dtype]
+    arr = np.empty(len(values), dtype=np.float64 if code == "d" else np.int64)
     try:
         struct.pack_into(f"{len(values)}{code}", arr, 0, *values)
     except (struct.error, TypeError, OverflowError):
         return None
-    if not _within(values, arr, low, high):
-        if code != "d" or set(map(type, values)) != {float} or _exceeds(arr, _FLOAT_LIMITS[dtype][0]):
-            return None
-    return arr.astype(dtype, copy=False)
+    lowest, highest = _bounds(values, arr)
+    if code == "d":
+        if _INT64_MIN <= lowest and highest <= _UINT64_MAX or set(map(type, values)) == {float}:
+            return _as_float(arr, dtype, finite=-_FLOAT32_MAX <= lowest and highest <= _FLOAT32_MAX)
+        return None
+    low, high = _INT_RANGES[dtype]
+    return arr.astype(dtype, copy=False) if low <= lowest and highest <= high else None
 
 
-def _within(values: list[Any], arr: np.ndarray, low: float, high: float) -> bool:
-    """Whether all numbers are in [low, high]. A NaN (which every float dtype takes) may
-    answer either way: Python's min/max skip it unless it comes first, numpy's return it."""
+def _bounds(values: list[Any], arr: np.ndarray) -> tuple[Any, Any]:
+    """The least and the greatest number. With a NaN either may be NaN (numpy's are; Python's
+    min/max skip it unless it comes first), which compares in no range."""
     if len(values) <= _SMALL:
-        return low <= min(values) and max(values) <= high
-    return bool(low <= np.minimum.reduce(arr) and np.maximum.reduce(arr) <= high)
+        return min(values), max(values)
+    return np.minimum.reduce(arr), np.maximum.reduce(arr)
 
 
 def _fast_strings(value: Any) -> np.ndarray | None:
@@ -387,16 +407,8 @@ def _fast_numeric(value: Any, dtype: np.dtype) -> np.ndarray | None:
     src, target = arr.dtype.kind, dtype.kind
     if arr.size == 0:
         return arr.astype(dtype) if src == "f" and target in "fiub" else None
-    if target == "f":
-        if src == "f":
-            limit = _FLOAT_LIMITS.get(dtype, (math.inf,))[0]
-            if dtype.itemsize < arr.dtype.itemsize and _exceeds(arr, limit):
-                return None
-            return arr.astype(dtype, copy=False)
-        if src in "iu" and dtype in _FLOAT_LIMITS:
-            lo, hi = _min_max(arr)
-            return arr.astype(dtype) if max(-lo, hi) <= _FLOAT_LIMITS[dtype][1] else None
-        return None
+    if dtype in _FLOATS:
+        return _as_float(arr, dtype) if src in "fiu" else None
     if target in "iu" and src in "iu" and dtype in _INT_RANGES:
         lo, hi = _min_max(arr)
         low, high = _INT_RANGES[dtype]
@@ -406,19 +418,25 @@ def _fast_numeric(value: Any, dtype: np.dtype) -> np.ndarray | None:
     return None
 
 
+def _as_float(arr: np.ndarray, dtype: np.dtype, finite: bool = False) -> np.ndarray:
+    """Numbers as ``dtype`` the way TF Serving converts them (rapidjson's GetFloat and
+    GetDouble): each as a double, then ``static_cast`` to float, so a finite double beyond
+    float's largest becomes ±inf, without numpy's overflow warning (kept quiet at a cost of
+    a microsecond unless the caller knows all values are ``finite`` in float32)."""
+    arr = arr.astype(np.float64, copy=False)
+    if dtype == arr.dtype:
+        return arr
+    if finite:
+        return arr.astype(dtype)
+    with np.errstate(over="ignore"):
+        return arr.astype(dtype)
+
+
 def _min_max(arr: np.ndarray) -> tuple[int, int]:
     if arr.size <= _SMALL:
         values = arr.ravel().tolist()
         return min(values), max(values)
     return int(arr.min()), int(arr.max())
-
-
-def _exceeds(arr: np.ndarray, limit: float) -> bool:
-    """Whether a finite value's magnitude is above ``limit`` (NaN and ±inf pass)."""
-    if arr.size <= _SMALL:
-        return any(limit < abs(v) < math.inf for v in arr.ravel().tolist())
-    magnitude = np.abs(arr)
-    return bool(np.any((magnitude > limit) & (magnitude < np.inf)))
 
 
 # Checked path: walk the nested lists like TF Serving's FillTensorProto.
@@ -471,8 +489,8 @@ def _leaf(spec: TensorSpec) -> Leaf:
 def _dtype_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
     if dtype == STRING:
         return _string_leaf
-    if dtype in _FLOAT_LIMITS:
-        return _float_leaf(dtype, dt_name)
+    if dtype in _FLOATS:
+        return _float_leaf(dt_name, _ROUNDS_TO_INFINITY[dtype])
     if dtype in _INT_RANGES:
         return _int_leaf(dtype, dt_name)
     if dtype.kind == "b":
@@ -480,18 +498,20 @@ def _dtype_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
     raise Unimplemented(f"Conversion of JSON values to type: {dt_name} is not supported")
 
 
-def _float_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
-    limit, max_int, target = _FLOAT_LIMITS[dtype]
+def _float_leaf(dt_name: str, infinite: float) -> Leaf:
+    """Any JSON number, as a double (TF Serving 2.10 dropped its check that an integer be
+    exactly representable; json_tensor.cc's FloatTensorWithPrecisionLoss), ±inf from where
+    the cast to the dtype rounds to infinity (numpy would warn)."""
 
-    def leaf(value: Any) -> float | int:
+    def leaf(value: Any) -> float:
         kind = type(value)
-        if (kind is float and not limit < abs(value) < math.inf) or (
-            kind is int and abs(value) <= max_int
-        ):
+        if kind is int:
+            value = float(value)
+        elif kind is not float:
+            raise _type_error(value, dt_name)
+        if -infinite < value < infinite or value != value:  # NaN
             return value
-        if kind is float or kind is int:
-            raise _lossy(value, target)
-        raise _type_error(value, dt_name)
+        return math.copysign(math.inf, value)
 
     return leaf
 
@@ -552,11 +572,6 @@ def _type_error(value: Any, dt_name: str) -> InvalidArgument:
         f"JSON Value: {_preview(value)} Type: {_json_type(value)} is not of expected type: "
         f"{dt_name}"
     )
-
-
-def _lossy(value: Any, target: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"Cannot convert JSON value: {_preview(value)} to {target} without loss of precision.")
 
 
 # --- classify / regress requests -------------------------------------------------------
@@ -633,13 +648,10 @@ def _feature_kind(name: str, value: Any) -> str:
         f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
 
 
-_FLOAT32_LEAF = _float_leaf(np.dtype(np.float32), "DT_FLOAT")
-
-
 def _feature_float(name: str, value: float | int) -> float:
     if type(value) is bool:
         raise InvalidArgument(f"Unexpected element type in feature: {name} expecting type: float")
-    return float(_FLOAT32_LEAF(value))
+    return float(value)
 
 
 def _int64(name: str, value: int) -> int:

@@ -56,13 +56,15 @@ from serving.v2.repository import check_load_parameters, check_repository_name
 
 HEADER_LENGTH = b"inference-header-content-length"
 OCTET_STREAM = "application/octet-stream"
-_BF16 = datatypes.BY_NAME["BF16"]
-_BF16_MAX = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
-_JSON_SPECS = {dt.name: TensorSpec(dt.name, np.dtype(np.float32) if dt is _BF16 else dt.dtype, None, dt.dt_name)
+_SIXTEEN_BITS = {name: (text, float(ml_dtypes.finfo(datatypes.BY_NAME[name].dtype).max))
+                 for name, text in (("FP16", "half"), ("BF16", "bfloat16"))}
+"""FP16 and BF16: the name messages give the type, and its largest value. TF Serving's REST API
+takes neither from JSON; this API does, parsed as doubles that ``_sixteen_bits`` rounds."""
+_JSON_SPECS = {dt.name: TensorSpec(dt.name, np.dtype(np.float64) if dt.name in _SIXTEEN_BITS else dt.dtype,
+                                   None, dt.dt_name)
                for dt in datatypes.DATATYPES}
-"""What ``codec.json_tensor`` parses each datatype's JSON ``data`` as (it names the input itself).
-BF16 has no JSON leaf of its own: float32's rules, its messages naming DT_BFLOAT16, then
-``_bfloat16`` rounds."""
+"""What ``codec.json_tensor`` parses each datatype's JSON ``data`` as (it names the input itself),
+with the datatype's TensorFlow name in its messages."""
 _TARGET = re.compile(r"(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<verb>ready|infer))?")
 _MAX_VERSION_DIGITS = 18  # TF Serving's versions are int64
 _ENCODINGS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
@@ -339,22 +341,23 @@ def _json_data(item: _Input) -> np.ndarray:
     if array.size != item.elements:
         raise InvalidArgument(f"{what('Input', item.name)} has {array.size} values in 'data'; shape "
                               f"{shape_text(item.shape)} needs {item.elements}")
-    if item.datatype is _BF16:
-        array = _bfloat16(array, item.name)
+    if item.datatype.name in _SIXTEEN_BITS:
+        array = _sixteen_bits(array, item.datatype, item.name)
     return array.reshape(item.shape)
 
 
-def _bfloat16(values: np.ndarray, name: str) -> np.ndarray:
-    """float32 values rounded to bfloat16. A finite one beyond bfloat16's largest would turn
-    into infinity: refused, as the codec refuses such a value for half (TF Serving's lossless
-    rule for float and double)."""
-    beyond = np.abs(values) > _BF16_MAX  # NaN compares False; infinity itself was sent as such
+def _sixteen_bits(values: np.ndarray, datatype: Datatype, name: str) -> np.ndarray:
+    """FP16 or BF16 values rounded from the parsed doubles. A finite one beyond the type's
+    largest would turn into infinity: refused, this API's own rule (FP32 and FP64 convert a JSON
+    number as TF Serving's REST API does, infinity included)."""
+    text, largest = _SIXTEEN_BITS[datatype.name]
+    beyond = np.abs(values) > largest  # NaN compares False; infinity itself was sent as such
     if beyond.any():
         finite = values[beyond & np.isfinite(values)]
         if finite.size:
             raise InvalidArgument(f"Failed to process input: {name} of 'inputs' object. Error: Cannot convert "
-                                  f"JSON value: {finite[0]!s} to bfloat16 without loss of precision.")
-    return values.astype(_BF16.dtype)
+                                  f"JSON value: {finite[0]!s} to {text} without loss of precision.")
+    return values.astype(datatype.dtype)
 
 
 def _answer(model: str, version: int, request_id: str | None, outputs: dict[str, np.ndarray],

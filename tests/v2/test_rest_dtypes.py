@@ -78,9 +78,10 @@ def infer_json(gateway, signature: str, name: str, datatype: str, data: list) ->
     # -1e30 -> -1.0002555517425873e30 (float32's exponent range)
     ("from_bf16", "bf", "BF16", [0.5, 3.140625, -2.0, 1.00390625, 0.1, 300, -1e30],
      [1.0, 6.28125, -4.0, 2.0, 0.2001953125, 600.0, -2.0005111034851745e30]),
-    # half keeps 11: 0.1 -> 0.0999755859375; 65504 is its largest, 2047 its largest integer token
-    ("from_half", "h", "FP16", [0.5, 3.0, -1.25, 0.1, 65504.0, 2047],
-     [1.0, 6.0, -2.5, 0.199951171875, 131008.0, 4094.0]),
+    # half keeps 11: 0.1 -> 0.0999755859375; 65504 is its largest; 2047 its largest exact integer,
+    # 2049 a tie (to even: 2048)
+    ("from_half", "h", "FP16", [0.5, 3.0, -1.25, 0.1, 65504.0, 2047, 2049],
+     [1.0, 6.0, -2.5, 0.199951171875, 131008.0, 4094.0, 4096.0]),
 ], ids=["BF16", "FP16"])
 def test_16_bit_float_inputs_as_json_numbers(gateway, signature, name, datatype, data, doubled):
     """The signature takes the input in its own dtype (no cast on the way) and doubles it in
@@ -105,10 +106,12 @@ def test_16_bit_float_inputs_as_json_numbers(gateway, signature, name, datatype,
     # bfloat16's largest is 3.3895314e38: a float32 beyond it would round to infinity
     ("from_bf16", "bf", "BF16", [1.0, -3.4e38], "Failed to process input: bf of 'inputs' object. Error: Cannot "
                                                 "convert JSON value: -3.4e+38 to bfloat16 without loss of precision."),
+    ("from_bf16", "bf", "BF16", [1e39], "Failed to process input: bf of 'inputs' object. Error: Cannot "
+                                        "convert JSON value: 1e+39 to bfloat16 without loss of precision."),
     ("from_bf16", "bf", "BF16", ["1"], "Failed to process input: bf of 'inputs' object. Error: JSON Value: \"1\" "
                                        "Type: String is not of expected type: DT_BFLOAT16"),
 ], ids=["bf16-to-fp32", "fp16-to-fp32", "fp16-to-bf16", "fp32-to-bf16", "bf16-to-fp16", "half-overflow",
-        "half-string", "bfloat16-overflow", "bfloat16-string"])
+        "half-string", "bfloat16-overflow", "bfloat16-float32-overflow", "bfloat16-string"])
 def test_16_bit_float_inputs_refused_with_400(gateway, signature, name, datatype, data, error):
     answer = infer_json(gateway, signature, name, datatype, data)
     assert (answer.status_code, answer.json()) == (400, {"error": error})
