@@ -1,8 +1,11 @@
 """TF Serving's REST JSON <-> numpy tensors and serialized ``tf.train.Example`` protos.
 
 The wire format is TF Serving's (``tensorflow_serving/g3doc/api_rest.md``); behaviour and
-error wording follow its ``tensorflow_serving/util/json_tensor.cc``. Every function is pure;
-a bad request raises ``InvalidArgument``, a dtype JSON cannot carry raises ``Unimplemented``.
+error wording follow its ``tensorflow_serving/util/json_tensor.cc`` (2.21). Every function is
+pure; a bad request raises ``InvalidArgument``; a value for an input of a type TF Serving does
+not convert JSON to (half, bfloat16, uint16, complex, ...) raises ``Unimplemented`` (501) in
+the columnar form, and in the row form the ``InvalidArgument`` that wraps it, as TF Serving
+wraps every error of a row with its status code (``absl::Status::ToString``).
 
 Requests
     parse_json(body)               -> dict; the NaN, Infinity, -Infinity tokens are allowed
@@ -68,7 +71,18 @@ _TOO_BIG = "JSON Parse error: Number too big to be stored in double."
 _FEW = 8  # up to this many values, the checked path's leaves beat the bulk paths
 _PACKED = {**dict.fromkeys(_FLOATS, "d"), **dict.fromkeys(_INT_RANGES, "q")}
 """The ``struct`` code a flat list of numbers is packed with, for each dtype that has one."""
-_LEAF_DTYPES = frozenset(_PACKED) | {STRING, np.dtype(np.bool_)}  # every dtype _leaf converts
+_LEAF_DTYPES = frozenset(_PACKED) | {STRING, np.dtype(np.bool_)}  # every dtype a leaf converts
+_TF_JSON_TYPES = frozenset({"DT_FLOAT", "DT_DOUBLE", "DT_INT32", "DT_INT16", "DT_INT8", "DT_UINT8",
+                            "DT_STRING", "DT_INT64", "DT_BOOL", "DT_UINT32", "DT_UINT64"})
+"""The types TF Serving's ``AddValueToTensor`` converts JSON values to; any other is
+Unimplemented at its first value (the Open Inference Protocol's JSON takes uint16 too)."""
+_TF_INT_CHECKS = {np.dtype(dtype): _INT_RANGES[np.dtype(check)] for dtype, check in (
+    (np.int8, np.int32), (np.int16, np.int32), (np.uint8, np.int32), (np.int32, np.int32),
+    (np.int64, np.int64), (np.uint32, np.uint32), (np.uint64, np.uint64))}
+"""The range of rapidjson's check (IsInt, IsInt64, IsUint, IsUint64) ``AddValueToTensor`` makes
+of an integer input's values: beyond it TF Serving answers its type error. Within it, a value
+beyond int8, int16 or uint8 is kept in a 32-bit ``int_val`` and wraps around when the tensor is
+made; the codec refuses it instead, saying the range."""
 
 
 # --- requests ------------------------------------------------------------------------
@@ -186,12 +200,12 @@ def _check_row_keys(instances: list[Any], names: Any) -> None:
 def _decode_columns(inputs: Any, signature: SignatureSpec) -> dict[str, np.ndarray]:
     if _is_named(inputs):
         _check_known(inputs.keys(), signature)
-        return {name: _column_tensor(value, signature.inputs[name], name)
+        return {name: _column_tensor(value, signature.inputs[name], name, *_leaf(signature.inputs[name]))
                 for name, value in inputs.items()}
     name, spec = _only_input(
         signature, "inputs is a plain value/list, but expecting an object as multiple "
         "input tensors are required by the signature")
-    return {name: _column_tensor(inputs, spec, name)}
+    return {name: _column_tensor(inputs, spec, name, *_leaf(spec))}
 
 
 def _is_b64(value: Any) -> bool:
@@ -225,10 +239,10 @@ def _row_tensor(rows: list[Any], spec: TensorSpec, key: str | None) -> np.ndarra
 
     ``key`` is the input's name when rows are objects, None when rows are the values.
     """
-    fast = _fast_tensor(rows, spec)
+    leaf, converts = _leaf(spec)
+    fast = _fast_tensor(rows, spec, leaf) if converts else None
     if fast is not None:
         return fast
-    leaf = _leaf(spec)
     flat: list[Any] = []
     shape: tuple[int, ...] = ()
     for i, row in enumerate(rows):
@@ -240,19 +254,21 @@ def _row_tensor(rows: list[Any], spec: TensorSpec, key: str | None) -> np.ndarra
                 shape = row_shape
             elif row_shape != shape:
                 _shape_mismatch(shape, row_shape)
-        except InvalidArgument as err:
+        except (InvalidArgument, Unimplemented) as err:
             where = f"element: {i}" if key is None else f"element: {i} key: {key}"
             raise InvalidArgument(
-                f"Failed to process {where} of 'instances' list. Error: {err.message}"
+                f"Failed to process {where} of 'instances' list. Error: {err.grpc_code}: {err.message}"
             ) from None
     return _assemble(flat, (len(rows), *shape), spec.dtype)
 
 
-def _column_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
-    fast = _fast_tensor(value, spec)
+def _column_tensor(value: Any, spec: TensorSpec, name: str, leaf: Leaf, converts: bool) -> np.ndarray:
+    """One input's value of the columnar form, as ``leaf`` converts its scalars (the fast
+    paths only for a dtype it ``converts``). Its Unimplemented leaves unwrapped, as in TF
+    Serving, which returns that status of ``FillTensorProto`` as it is."""
+    fast = _fast_tensor(value, spec, leaf) if converts else None
     if fast is not None:
         return fast
-    leaf = _leaf(spec)
     flat: list[Any] = []
     try:
         shape = _walk(value, leaf, flat)
@@ -264,10 +280,12 @@ def _column_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
 
 
 def json_tensor(value: Any, spec: TensorSpec, name: str) -> np.ndarray:
-    """A JSON value (a scalar or nested lists) as an array of ``spec``'s dtype, by the
-    columnar input's rules and fast paths; the Open Inference Protocol's JSON ``data``
+    """A JSON value (a scalar or nested lists) as an array of ``spec``'s dtype (any in
+    ``_LEAF_DTYPES``), by the columnar input's rules and fast paths, its messages naming the
+    dtype as ``spec.dtype_name`` does; the Open Inference Protocol's JSON ``data``
     (``serving.rest.v2``) shares them."""
-    return _column_tensor(value, spec, name)
+    leaf = _dtype_leaf(spec.dtype, spec.dtype_name or dtype_name(spec.dtype), None)
+    return _column_tensor(value, spec, name, leaf, True)
 
 
 def flat_json(value: np.ndarray) -> Any:
@@ -304,10 +322,11 @@ def _assemble(flat: list[Any], shape: tuple[int, ...], dtype: np.dtype) -> np.nd
 # exactly what is wrong and where.
 
 
-def _fast_tensor(value: Any, spec: TensorSpec) -> np.ndarray | None:
-    """``value`` as a tensor of ``spec``'s dtype, or None when it needs the checked path."""
+def _fast_tensor(value: Any, spec: TensorSpec, leaf: Leaf) -> np.ndarray | None:
+    """``value`` as a tensor of ``spec``'s dtype, or None when it needs the checked path
+    (``leaf``, which converts that dtype)."""
     if type(value) is list and value and type(value[0]) is not list:
-        flat = _flat_tensor(value, spec)
+        flat = _flat_tensor(value, spec, leaf)
         if flat is not None:
             return flat
     return _fast_strings(value) if spec.is_string else _fast_numeric(value, spec.dtype)
@@ -318,19 +337,18 @@ def _fast_tensor(value: Any, spec: TensorSpec) -> np.ndarray | None:
 # returns what the general fast path would return, or None and leaves the value to it.
 
 
-def _flat_tensor(values: list[Any], spec: TensorSpec) -> np.ndarray | None:
+def _flat_tensor(values: list[Any], spec: TensorSpec, leaf: Leaf) -> np.ndarray | None:
     if len(values) <= _FEW:
-        return _few(values, spec) if spec.dtype in _LEAF_DTYPES else None
+        return _few(values, leaf, spec.dtype)
     return _flat_numbers(values, spec.dtype) if spec.dtype in _PACKED else None
 
 
-def _few(values: list[Any], spec: TensorSpec) -> np.ndarray | None:
+def _few(values: list[Any], leaf: Leaf, dtype: np.dtype) -> np.ndarray | None:
     """A handful of values through the checked path's own leaves, skipping numpy's shape
     and type discovery. What the leaves accept the general fast path accepts too, with the
     same values; what they refuse is left to it (it tolerates some mixes they do not)."""
-    leaf = _leaf(spec)
     try:
-        return np.array([leaf(value) for value in values], dtype=spec.dtype)
+        return np.array([leaf(value) for value in values], dtype=dtype)
     except InvalidArgument:
         return None
 
@@ -481,21 +499,43 @@ def _fill(value: Any, shape: tuple[int, ...], level: int, leaf: Leaf, flat: list
         _fill(item, shape, level + 1, leaf, flat)
 
 
-def _leaf(spec: TensorSpec) -> Leaf:
-    return _dtype_leaf(spec.dtype, spec.dtype_name or dtype_name(spec.dtype))
+def _leaf(spec: TensorSpec) -> tuple[Leaf, bool]:
+    """The leaf TF Serving's rules give ``spec``'s values, its messages naming the type as
+    TF Serving does (``DataTypeString``: float, int32, half), and whether it converts them."""
+    return _tf_leaf(spec.dtype, spec.dtype_name or dtype_name(spec.dtype))
 
 
 @functools.cache  # one per dtype and name the signatures hold
-def _dtype_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
+def _tf_leaf(dtype: np.dtype, tf_type: str) -> tuple[Leaf, bool]:
+    name = tf_type.removeprefix("DT_").lower()  # DataTypeString(DT_HALF) is "half"
+    if tf_type in _TF_JSON_TYPES:
+        return _dtype_leaf(dtype, name, _TF_INT_CHECKS.get(dtype)), True
+    return _unconvertible_leaf(name), False
+
+
+@functools.cache  # one per dtype, name and integer check the signatures and datatypes hold
+def _dtype_leaf(dtype: np.dtype, dt_name: str, int_check: tuple[int, int] | None) -> Leaf:
     if dtype == STRING:
-        return _string_leaf
+        return _string_leaf(dt_name)
     if dtype in _FLOATS:
         return _float_leaf(dt_name, _ROUNDS_TO_INFINITY[dtype])
     if dtype in _INT_RANGES:
-        return _int_leaf(dtype, dt_name)
+        return _int_leaf(dtype, dt_name, int_check)
     if dtype.kind == "b":
         return _bool_leaf(dt_name)
-    raise Unimplemented(f"Conversion of JSON values to type: {dt_name} is not supported")
+    raise ValueError(f"JSON values do not convert to {dtype}")  # json_tensor's caller: a leaf dtype
+
+
+def _unconvertible_leaf(dt_name: str) -> Leaf:
+    """TF Serving's answer for a type ``AddValueToTensor`` has no case for: an object (even
+    ``{"b64": ...}``) is a type error, any other value Unimplemented."""
+
+    def leaf(value: Any) -> Any:
+        if type(value) is dict:
+            raise _type_error(value, dt_name)
+        raise Unimplemented(f"Conversion of JSON Value: {_preview(value)} to type: {dt_name}")
+
+    return leaf
 
 
 def _float_leaf(dt_name: str, infinite: float) -> Leaf:
@@ -516,13 +556,17 @@ def _float_leaf(dt_name: str, infinite: float) -> Leaf:
     return leaf
 
 
-def _int_leaf(dtype: np.dtype, dt_name: str) -> Leaf:
+def _int_leaf(dtype: np.dtype, dt_name: str, check: tuple[int, int] | None) -> Leaf:
+    """Ints in the dtype's range. Beyond it, a type error: just that beyond ``check`` (TF
+    Serving's own check, see ``_TF_INT_CHECKS``), with the range otherwise."""
     low, high = _INT_RANGES[dtype]
 
     def leaf(value: Any) -> int:
         if type(value) is not int:
             raise _type_error(value, dt_name)
         if not low <= value <= high:
+            if check is not None and not check[0] <= value <= check[1]:
+                raise _type_error(value, dt_name)
             raise InvalidArgument(
                 f"JSON Value: {value} Type: Number is not of expected type: {dt_name} "
                 f"(out of range [{low}, {high}])"
@@ -541,12 +585,15 @@ def _bool_leaf(dt_name: str) -> Leaf:
     return leaf
 
 
-def _string_leaf(value: Any) -> bytes:
-    if type(value) is str:
-        return _utf8(value)
-    if type(value) is dict:
-        return _b64_decode(value)
-    raise _type_error(value, "DT_STRING")
+def _string_leaf(dt_name: str) -> Leaf:
+    def leaf(value: Any) -> bytes:
+        if type(value) is str:
+            return _utf8(value)
+        if type(value) is dict:
+            return _b64_decode(value)
+        raise _type_error(value, dt_name)
+
+    return leaf
 
 
 def _utf8(text: str) -> bytes:

@@ -235,7 +235,8 @@ def test_image_classifier_b64_jpeg_multiple_outputs(gateway):
      "Feature(s) ['x'] of example 0 also appear in 'context'"),
     ("/v1/models/natality:predict", {"instances": [{"is_male": 1, "mother_age": 25.0,
                                                     "plurality": "Single(1)", "gestation_weeks": 39.0}]},
-     400, "key: is_male of 'instances' list. Error: JSON Value: 1 Type: Number is not of expected type: DT_STRING"),
+     400, "key: is_male of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: 1 Type: Number is not of expected "
+          "type: string"),
     ("/v1/models/natality:predict", {"instances": [{"is_male": "True"}]}, 400,
      "Missing input(s) ['gestation_weeks', 'mother_age', 'plurality']"),
     ("/v1/models/default:explode", {"instances": [1.0]}, 404,

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -271,7 +273,7 @@ DECODE_ERRORS = [
      "inputs is a plain value/list, but expecting an object"),
     ("no-inputs-in-signature", '{"instances": [1]}', sig(), "has no inputs"),
     ("tf-ragged-size", '{"instances": [[1,2],[3,4],[5,6,7]]}', sig(x=I32),
-     r"element: 2 of 'instances' list. Error: Expecting tensor size: 2 but got: 3"),
+     r"element: 2 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 2 but got: 3"),
     ("tf-ragged-shape", '{"instances": [[1,2],[3,4],[[5,6]]]}', sig(x=I32),
      r"element: 2 .* Expecting shape \[2\] but got: \[1,2\]"),
     ("tf-scalar-then-list", '{"instances": [1, [1]]}', sig(x=I32), "Expecting shape"),
@@ -286,40 +288,54 @@ DECODE_ERRORS = [
     ("value-too-shallow", '{"inputs": [[1], 2]}', sig(x=F32),
      "JSON Value: 2 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
     ("tf-string-for-int", '{"instances": [[1,2],["a", "b"]]}', sig(x=I32),
-     r'JSON Value: "a" Type: String is not of expected type: DT_INT32'),
+     r'JSON Value: "a" Type: String is not of expected type: int32'),
     ("string-for-float-named-row", '{"instances": [{"age": "old"}]}', sig(age=F32),
-     r'element: 0 key: age .*"old" Type: String is not of expected type: DT_FLOAT'),
+     r'element: 0 key: age .*"old" Type: String is not of expected type: float'),
     ("string-for-float-columnar", '{"inputs": {"age": ["1.5"]}}', sig(age=F32),
-     r'input: age .*"1.5" Type: String is not of expected type: DT_FLOAT'),
+     r'input: age .*"1.5" Type: String is not of expected type: float'),
     ("number-for-string", '{"instances": [{"tag": 5}]}', sig(tag=object),
-     "key: tag .*JSON Value: 5 Type: Number is not of expected type: DT_STRING"),
+     "key: tag .*JSON Value: 5 Type: Number is not of expected type: string"),
     ("number-for-string-columnar", '{"inputs": {"tag": [1.5]}}', sig(tag=object),
-     "input: tag .*Type: Number is not of expected type: DT_STRING"),
+     "input: tag .*Type: Number is not of expected type: string"),
     ("bool-for-string", '{"inputs": [true]}', sig(tag=object), "Type: True is not of expected"),
     ("null-for-float", '{"instances": [1.0, null]}', sig(x=F32),
-     "element: 1 of 'instances' list. Error: JSON Value: null Type: Null"),
+     "element: 1 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: null Type: Null"),
     ("bool-for-float", '{"instances": [true, false]}', sig(x=F32),
-     "Type: True is not of expected type: DT_FLOAT"),
+     "Type: True is not of expected type: float"),
     ("number-for-bool", '{"instances": [true, 1]}', sig(x=np.bool_),
-     "JSON Value: 1 Type: Number is not of expected type: DT_BOOL"),
+     "JSON Value: 1 Type: Number is not of expected type: bool"),
     ("decimal-for-int", '{"instances": [1, 1.5]}', sig(x=I32),
-     "JSON Value: 1.5 Type: Number is not of expected type: DT_INT32"),
+     "JSON Value: 1.5 Type: Number is not of expected type: int32"),
     ("whole-decimal-for-int", '{"instances": [1.0]}', sig(x=I64),
-     "JSON Value: 1.0 Type: Number is not of expected type: DT_INT64"),
+     "JSON Value: 1.0 Type: Number is not of expected type: int64"),
     ("object-for-float", '{"inputs": {"x": [{"b64": "AA=="}]}}', sig(x=F32),
-     "Type: Object is not of expected type: DT_FLOAT"),
+     "Type: Object is not of expected type: float"),
     ("b64-object-for-float-columnar", '{"inputs": {"b64": "AA=="}}', sig(x=F32),
-     "Type: Object is not of expected type: DT_FLOAT"),
+     "Type: Object is not of expected type: float"),
+    # beyond rapidjson's IsInt, IsInt64, IsUint, IsUint64 (json_tensor.cc's AddValueToTensor):
+    # TF Serving's type error
     ("int32-overflow", '{"instances": [1, 2147483648]}', sig(x=I32),
-     r"2147483648 .*DT_INT32 \(out of range"),
-    ("int32-underflow", '{"inputs": {"x": [-2147483649]}}', sig(x=I32), "out of range"),
-    ("uint8-overflow", '{"instances": [255, 256]}', sig(x=np.uint8), "256 .*out of range"),
-    ("uint8-negative", '{"instances": [-1]}', sig(x=np.uint8), "-1 .*out of range"),
-    ("int64-overflow", '{"instances": [9223372036854775808]}', sig(x=I64), "out of range"),
+     r"^Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: JSON Value: 2147483648 "
+     r"Type: Number is not of expected type: int32$"),
+    ("int32-underflow", '{"inputs": {"x": [-2147483649]}}', sig(x=I32),
+     r"JSON Value: -2147483649 Type: Number is not of expected type: int32$"),
+    ("int8-beyond-int32", '{"inputs": [1, 2147483648]}', sig(x=np.int8),
+     r"JSON Value: 2147483648 Type: Number is not of expected type: int8$"),
+    ("uint32-negative", '{"inputs": [-1]}', sig(x=np.uint32),
+     r"JSON Value: -1 Type: Number is not of expected type: uint32$"),
+    ("uint32-overflow", '{"inputs": [4294967296]}', sig(x=np.uint32), r"expected type: uint32$"),
+    ("uint64-negative", '{"inputs": [-1]}', sig(x=np.uint64), r"expected type: uint64$"),
+    ("int64-overflow", '{"instances": [9223372036854775808]}', sig(x=I64), r"expected type: int64$"),
     ("int64-overflow-mixed-sign", '{"instances": [-1, 9223372036854775808]}', sig(x=I64),
-     "out of range"),
+     r"JSON Value: 9223372036854775808 Type: Number is not of expected type: int64$"),
     ("huge-int", '{"instances": [100000000000000000000000]}', sig(x=I64),
-     "is not of expected type: DT_INT64"),
+     "is not of expected type: int64$"),
+    # within IsInt but beyond int8, int16, uint8: TF Serving would wrap it around (int_val is
+    # 32 bits; Tensor::FromProto casts), the codec refuses it, saying the range
+    ("uint8-overflow", '{"instances": [255, 256]}', sig(x=np.uint8),
+     r"JSON Value: 256 Type: Number is not of expected type: uint8 \(out of range \[0, 255\]\)$"),
+    ("uint8-negative", '{"instances": [-1]}', sig(x=np.uint8), r"-1 .*uint8 \(out of range"),
+    ("int16-overflow", '{"inputs": [40000]}', sig(x=np.int16), r"int16 \(out of range \[-32768, 32767\]\)$"),
     ("many-ints-int8-overflow", json.dumps({"inputs": list(range(200))}), sig(x=np.int8),
      "JSON Value: 128 .*out of range"),
     ("tf-object-then-list", """{"instances": [
@@ -363,11 +379,60 @@ def test_decode_predict_errors(body: str, signature: SignatureSpec, message: str
         decode(body, signature)
 
 
-@pytest.mark.parametrize("dtype, name", [(np.complex64, "complex64"), (np.float16, "DT_HALF")])
-def test_decode_predict_unsupported_dtype_is_unimplemented(dtype: type, name: str):
-    """TF Serving's AddValueToTensor has no case for half (DT_HALF never came from JSON)."""
-    with pytest.raises(Unimplemented, match=name):
-        decode('{"instances": [1.0]}', sig(x=dtype))
+# --- decode_predict: types TF Serving does not convert JSON to -------------------------------
+
+UNCONVERTIBLE = [  # numpy's dtype, TensorFlow's name (as signatures hold it), DataTypeString
+    (np.float16, "DT_HALF", "half"), (ml_dtypes.bfloat16, "DT_BFLOAT16", "bfloat16"),
+    (np.uint16, "DT_UINT16", "uint16"), (np.complex64, "DT_COMPLEX64", "complex64"),
+    (np.complex128, "DT_COMPLEX128", "complex128"), (np.complex64, "", "complex64"),
+    (object, "DT_VARIANT", "variant"),  # a variant's numpy dtype is object, as a string's
+]
+IDS = [f"{name}-{dt_name or 'unnamed'}" for _, dt_name, name in UNCONVERTIBLE]
+
+
+def typed(dtype: Any, dt_name: str) -> SignatureSpec:
+    spec = TensorSpec("x", np.dtype(dtype), None, dt_name)
+    return SignatureSpec("serving_default", PREDICT, {"x": spec}, {}, ("x",))
+
+
+@pytest.mark.parametrize("dtype, dt_name, name", UNCONVERTIBLE, ids=IDS)
+@pytest.mark.parametrize("body, value", [
+    ('{"inputs": [1.5, 2]}', "1.5"), ('{"inputs": {"x": [[2], [3]]}}', "2"), ('{"inputs": ["a"]}', '"a"'),
+    ('{"inputs": null}', "null"), ('{"inputs": [[true]]}', "true"), ('{"inputs": [NaN]}', "NaN"),
+])
+def test_a_type_tf_serving_does_not_convert_is_unimplemented_in_columns(dtype, dt_name, name, body, value):
+    """json_tensor.cc's AddValueToTensor has no case for it: Unimplemented (501) at the first
+    value, returned as it is by FillTensorMapFromInputsMap."""
+    with pytest.raises(Unimplemented, match=f"^Conversion of JSON Value: {re.escape(value)} to type: {name}$"):
+        decode(body, typed(dtype, dt_name))
+
+
+@pytest.mark.parametrize("dtype, dt_name, name", UNCONVERTIBLE, ids=IDS)
+@pytest.mark.parametrize("body, where, value", [
+    ('{"instances": [1.5, 2]}', "element: 0", "1.5"), ('{"instances": [{"x": "a"}]}', "element: 0 key: x", '"a"'),
+    ('{"instances": [[], [7]]}', "element: 1", "7"),
+])
+def test_a_type_tf_serving_does_not_convert_is_invalid_argument_in_rows(dtype, dt_name, name, body, where, value):
+    """FillTensorMapFromInstancesList wraps every error of a row as INVALID_ARGUMENT (400),
+    quoting it with absl::Status::ToString (its code first)."""
+    with pytest.raises(InvalidArgument, match=f"^Failed to process {where} of 'instances' list. Error: UNIMPLEMENTED: "
+                                              f"Conversion of JSON Value: {re.escape(value)} to type: {name}$"):
+        decode(body, typed(dtype, dt_name))
+
+
+@pytest.mark.parametrize("dtype, dt_name, name", UNCONVERTIBLE, ids=IDS)
+def test_a_type_tf_serving_does_not_convert_is_refused_only_for_a_value(dtype, dt_name, name):
+    """No value, nothing to convert: TF Serving makes the empty tensor. Before the first
+    value, the shape is checked; an object is a type error (FillTensorProto)."""
+    tensors, _ = decode('{"inputs": []}', typed(dtype, dt_name))
+    assert tensors["x"].shape == (0,) and tensors["x"].dtype == np.dtype(dtype)
+    tensors, _ = decode('{"instances": [[], []]}', typed(dtype, dt_name))
+    assert tensors["x"].shape == (2, 0) and tensors["x"].dtype == np.dtype(dtype)
+    with pytest.raises(InvalidArgument, match="Encountered list at unexpected size: 1 at level: 1 expected size: 0"):
+        decode('{"inputs": [[], [1]]}', typed(dtype, dt_name))
+    with pytest.raises(InvalidArgument, match=f'JSON Value: {{"b64":"AA=="}} Type: Object is not of expected type: '
+                                              f'{name}$'):
+        decode('{"inputs": [{"b64": "AA=="}]}', typed(dtype, dt_name))
 
 
 def test_decode_predict_leaves_name_checks_to_the_signature():
@@ -714,11 +779,11 @@ def test_large_row_request_decodes_every_row():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"is_male": 5}, "JSON Value: 5 Type: Number is not of expected type: DT_STRING"),
-    ({"is_male": None}, "JSON Value: null Type: Null is not of expected type: DT_STRING"),
+    ({"is_male": 5}, "JSON Value: 5 Type: Number is not of expected type: string"),
+    ({"is_male": None}, "JSON Value: null Type: Null is not of expected type: string"),
     ({"plurality": ["Single(1)"]}, r"Expecting shape \[\] but got: \[1\]"),
     ({"plurality": "\ud800"}, "JSON Value: .* is not valid Unicode"),
-    ({"mother_age": "25"}, 'JSON Value: "25" Type: String is not of expected type: DT_FLOAT'),
+    ({"mother_age": "25"}, 'JSON Value: "25" Type: String is not of expected type: float'),
     ({"gestation_weeks": [39.0]}, r"Expecting shape \[\] but got: \[1\]"),
 ], ids=["number-for-string", "null-for-string", "list-for-scalar-string", "lone-surrogate",
         "string-for-float", "list-for-scalar-float"])
@@ -727,7 +792,7 @@ def test_bad_value_at_row_400_of_512_is_reported_there(changes: dict[str, Any], 
     rows = natality_rows()
     rows[400] = {**rows[400], **changes}
     with pytest.raises(InvalidArgument, match=f"element: 400 key: {key} of 'instances' list. "
-                                              f"Error: {message}"):
+                                              f"Error: INVALID_ARGUMENT: {message}"):
         decode(rows_body(rows), NATALITY)
 
 

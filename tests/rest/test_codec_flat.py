@@ -20,8 +20,8 @@ from serving.errors import InvalidArgument
 from serving.rest import codec
 from serving.runtime.signature import DT_NAMES, PREDICT, STRING, SignatureSpec, TensorSpec
 
-DTYPES = [dt for dt in DT_NAMES if dt in codec._LEAF_DTYPES]
-"""The dtypes JSON values convert to (not half: TF Serving's AddValueToTensor has no case for it)."""
+DTYPES = [dt for dt, name in DT_NAMES.items() if name in codec._TF_JSON_TYPES]
+"""The dtypes TF Serving's AddValueToTensor converts JSON to (not half, not uint16)."""
 NUMERIC = [dt for dt in DTYPES if dt != STRING and dt.kind != "b"]
 NAN, INF = float("nan"), float("inf")
 LENGTHS = (1, 2, codec._FEW, codec._FEW + 1, codec._SMALL, codec._SMALL + 1, 512)
@@ -63,7 +63,7 @@ def checked(values: list[Any], dtype: np.dtype) -> np.ndarray | str:
     """The checked path alone: the tensor, or its error message."""
     flat: list[Any] = []
     try:
-        shape = codec._walk(values, codec._leaf(spec(dtype)), flat)
+        shape = codec._walk(values, codec._leaf(spec(dtype))[0], flat)
         return codec._assemble(flat, shape, dtype)
     except InvalidArgument as err:
         return err.message
@@ -77,7 +77,7 @@ def before(values: list[Any], dtype: np.dtype) -> np.ndarray | str:
 
 
 def shortcut(values: list[Any], dtype: np.dtype) -> np.ndarray | None:
-    return codec._flat_tensor(values, spec(dtype))
+    return codec._flat_tensor(values, spec(dtype), codec._leaf(spec(dtype))[0])
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -181,19 +181,19 @@ def row_body(dtype: np.dtype, rows: int, at: int, value: Any) -> bytes:
     return json.dumps({"instances": instances}).encode()
 
 
-ERRORS = [
-    (I32, 2**31, r"JSON Value: 2147483648 Type: Number is not of expected type: DT_INT32 "
-                 r"\(out of range \[-2147483648, 2147483647\]\)"),
-    (I32, -2**31 - 1, "JSON Value: -2147483649 .*out of range"),
-    (I64, 2**63, "JSON Value: 9223372036854775808 .*DT_INT64 .*out of range"),
-    (I64, 10**30, r"JSON Value: 1e\+30 Type: Number is not of expected type: DT_INT64"),  # orjson: a float
-    (U8, 256, "JSON Value: 256 .*out of range"),
+ERRORS = [  # TF Serving's messages (its DataTypeString names), but for the range it would wrap within
+    (I32, 2**31, r"JSON Value: 2147483648 Type: Number is not of expected type: int32$"),
+    (I32, -2**31 - 1, "JSON Value: -2147483649 Type: Number is not of expected type: int32$"),
+    (I64, 2**63, "JSON Value: 9223372036854775808 Type: Number is not of expected type: int64$"),
+    (I64, 10**30, r"JSON Value: 1e\+30 Type: Number is not of expected type: int64$"),  # orjson: a float
+    (U8, 256, r"JSON Value: 256 Type: Number is not of expected type: uint8 \(out of range \[0, 255\]\)$"),
     (U8, -1, "JSON Value: -1 .*out of range"),
-    (I32, 5.5, "JSON Value: 5.5 Type: Number is not of expected type: DT_INT32"),
-    (I64, 5.0, "JSON Value: 5.0 Type: Number is not of expected type: DT_INT64"),
-    (F32, None, "JSON Value: null Type: Null is not of expected type: DT_FLOAT"),
-    (F64, "1.5", 'JSON Value: "1.5" Type: String is not of expected type: DT_DOUBLE'),
-    (I32, {"b64": "AA=="}, 'JSON Value: {"b64":"AA=="} Type: Object is not of expected type: DT_INT32'),
+    (U8, 2**31, "JSON Value: 2147483648 Type: Number is not of expected type: uint8$"),
+    (I32, 5.5, "JSON Value: 5.5 Type: Number is not of expected type: int32$"),
+    (I64, 5.0, "JSON Value: 5.0 Type: Number is not of expected type: int64$"),
+    (F32, None, "JSON Value: null Type: Null is not of expected type: float$"),
+    (F64, "1.5", 'JSON Value: "1.5" Type: String is not of expected type: double$'),
+    (I32, {"b64": "AA=="}, 'JSON Value: {"b64":"AA=="} Type: Object is not of expected type: int32$'),
 ]
 
 
@@ -203,7 +203,7 @@ ERRORS = [
 def test_a_bad_value_is_reported_at_its_row(dtype: np.dtype, value: Any, message: str,
                                             rows: int, at: int):
     with pytest.raises(InvalidArgument, match=f"^Failed to process element: {at} key: x of "
-                                              f"'instances' list. Error: {message}"):
+                                              f"'instances' list. Error: INVALID_ARGUMENT: {message}"):
         codec.decode_predict(codec.parse_json(row_body(dtype, rows, at, value)), natality_like(dtype))
 
 
@@ -231,7 +231,7 @@ def test_a_value_at_the_edge_of_its_dtype_is_taken(dtype: np.dtype, value: Any, 
 def test_an_int_column_of_booleans_alone_is_refused(rows: int):
     body = json.dumps({"instances": [{"is_male": "True", "x": True}] * rows}).encode()
     with pytest.raises(InvalidArgument, match="element: 0 key: x .*JSON Value: true Type: True "
-                                              "is not of expected type: DT_INT32"):
+                                              "is not of expected type: int32"):
         codec.decode_predict(codec.parse_json(body), natality_like(I32))
 
 
