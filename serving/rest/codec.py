@@ -667,45 +667,47 @@ def _example(features: Any, what: str, example_pb2: Any) -> Any:
 
 
 def _fill_feature(feature: Any, name: str, values: list[Any]) -> None:
-    """Ints (and booleans) make an int64_list, any float a float_list, strings a bytes_list."""
-    kinds = [_feature_kind(name, value) for value in values]
-    if "bytes" in kinds and any(kind != "bytes" for kind in kinds):
-        raise InvalidArgument(
-            f"Unexpected element type in feature: {name} expecting type: {kinds[0]}")
-    if not kinds:
+    """TF Serving's ``AddValueToFeature`` over the values in order: the first one's kind is
+    the feature's (int64 for an integer or a boolean, float for any other number, bytes for a
+    string or ``{"b64": ...}``) and a value of another kind is refused, naming it."""
+    kind = None
+    items = []
+    for value in values:
+        value_kind = _feature_kind(name, value)
+        if kind is None:
+            kind = value_kind
+        elif value_kind != kind:
+            raise InvalidArgument(f"Unexpected element type in feature: {name} expecting type: {kind}")
+        items.append(_feature_item(name, kind, value))
+    if kind is None:
         feature.SetInParent()
-    elif kinds[0] == "bytes":
-        feature.bytes_list.value.extend(
-            _utf8(value) if type(value) is str else _b64_decode(value) for value in values)
-    elif "float" in kinds:
-        feature.float_list.value.extend(_feature_float(name, value) for value in values)
     else:
-        feature.int64_list.value.extend(_int64(name, value) for value in values)
+        getattr(feature, f"{kind}_list").value.extend(items)
 
 
 def _feature_kind(name: str, value: Any) -> str:
+    """rapidjson's type of a JSON number decides: an integer token in int64 or uint64 range
+    is an int, any other number a double (so float)."""
     kind = type(value)
     if kind is str or _is_b64(value):
         return "bytes"
+    if kind is int:
+        return "int64" if _INT64_MIN <= value <= _UINT64_MAX else "float"
+    if kind is bool:
+        return "int64"
     if kind is float:
         return "float"
-    if kind is int or kind is bool:
-        return "int64"
     raise InvalidArgument(
         f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
 
 
-def _feature_float(name: str, value: float | int) -> float:
-    if type(value) is bool:
-        raise InvalidArgument(f"Unexpected element type in feature: {name} expecting type: float")
-    return float(value)
-
-
-def _int64(name: str, value: int) -> int:
+def _feature_item(name: str, kind: str, value: Any) -> Any:
+    if kind == "bytes":
+        return _utf8(value) if type(value) is str else _b64_decode(value)
+    if kind == "float":
+        return float(value)  # the feature's float32 takes it as a static_cast, infinity included
     if value > _INT64_MAX:
-        raise InvalidArgument(f"Feature: {name} has uint64 element. Only int64 is supported.")
-    if value < _INT64_MIN:
-        raise InvalidArgument(f"Feature: {name} has element {value} below the int64 range.")
+        raise InvalidArgument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
     return int(value)
 
 

@@ -654,12 +654,13 @@ def test_examples_doc_image_caption_b64():
 @pytest.mark.parametrize("value, feature", [
     (2.0, ("float_list", [2.0])),  # half_plus_two's {"x": 2.0}
     (-5, ("int64_list", [-5])),
-    ([10, 10.5], ("float_list", [10.0, 10.5])),  # any decimal makes the list a float_list
     ([1e3, 2.5e-1], ("float_list", [1000.0, 0.25])),
     # float_list takes the double static_cast to float (TF Serving 2.10+: no precision check)
     ([1435774380.0, 1.7976931348623157e308, -1e39], ("float_list", [1435774336.0, INF, -INF])),
-    ([1.5, 16777217], ("float_list", [1.5, 16777216.0])),
     ([9223372036854775807], ("int64_list", [2**63 - 1])),
+    # an integer beyond int64 and uint64 is a double to rapidjson (and orjson): a float
+    ([-(2**63) - 1], ("float_list", [-(2.0**63)])), ([2**64, 1.5], ("float_list", [2.0**64, 1.5])),
+    ([True, False, 7], ("int64_list", [1, 0, 7])),
     ("héllo", ("bytes_list", ["héllo".encode()])),
     ([], (None, [])),
 ])
@@ -679,8 +680,17 @@ def test_example_feature_kinds(value: Any, feature: tuple[str, list[Any]]):
     ({"examples": [{"names": [10, {"test": 10}]}]},
      "names has element with unexpected JSON type: Object"),
     ({"examples": [{"names": [[10], 20]}]}, "names has element with unexpected JSON type: Array"),
-    ({"examples": [{"names": [20, 18446744073709551603]}]}, "Only int64 is supported"),
-    ({"examples": [{"names": [-(2**63) - 1]}]}, "below the int64 range"),
+    # json_tensor_test.cc's JsonErrors for classify and regress, then the same rules: the first
+    # value's kind is the feature's (AddValueToFeature's IsFeatureOfKind)
+    ({"examples": [{"names": [20, 18446744073709551603]}]},
+     r"^Feature: names has uint64_t element. Only int64_t is supported.$"),
+    ({"examples": [{"names": [10, 10.0]}]}, "^Unexpected element type in feature: names expecting type: int64$"),
+    ({"examples": [{"names": [1.5, 16777217]}]}, "^Unexpected element type in feature: names expecting type: float$"),
+    ({"examples": [{"names": [True, 1.5]}]}, "^Unexpected element type in feature: names expecting type: int64$"),
+    ({"examples": [{"names": [1.5, 18446744073709551603]}]}, "expecting type: float$"),
+    ({"examples": [{"names": [1, {"b64": "%%"}]}]}, "expecting type: int64$"),
+    ({"examples": [{"names": ["a", 1, None]}]}, "expecting type: bytes$"),
+    ({"examples": [{"names": ["a", {"b64": "%%"}]}]}, "Unable to base64 decode"),
     ({"examples": [{"names": ["a", 1]}]},
      "Unexpected element type in feature: names expecting type: bytes"),
     ({"examples": [{"names": [1, "a"]}]},
