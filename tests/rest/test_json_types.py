@@ -9,21 +9,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serving.settings import ModelConfig, Settings
-from tests.conftest import Gateway, free_port
+from tests.conftest import Gateway
 from tests.v2.test_grpc import dtypes_model  # noqa: F401 - the fixture, shared
+from tests.v2.test_rest_dtypes import gateway  # noqa: F401 - the fixture: a gateway serving it as "dtypes"
 
 
-@pytest.fixture(scope="module")
-def gateway(dtypes_model):  # noqa: F811 - the imported fixture
-    settings = Settings(port=0, rest_api_port=free_port(),
-                        models=(ModelConfig(name="dtypes", base_path=str(dtypes_model)),))
-    with Gateway(settings) as gateway:
-        yield gateway
-
-
-def predict(gateway: Gateway, body: dict) -> tuple[int, dict]:
-    answer = httpx.post(gateway.url + "/v1/models/dtypes:predict", json=body, timeout=60)
+def predict(server: Gateway, body: dict) -> tuple[int, dict]:
+    answer = httpx.post(server.url + "/v1/models/dtypes:predict", json=body, timeout=60)
     return answer.status_code, answer.json()
 
 
@@ -51,6 +43,6 @@ def predict(gateway: Gateway, body: dict) -> tuple[int, dict]:
      "Number is not of expected type: int8 (out of range [-128, 127])"),
 ], ids=["half-columnar", "half-columnar-named", "bfloat16-string", "uint16-columnar", "half-rows",
         "bfloat16-named-rows", "uint16-rows", "int8-beyond-int32", "int8-would-wrap"])
-def test_a_value_for_a_type_json_does_not_convert_to(gateway, signature, inputs, status, error):
+def test_a_value_for_a_type_json_does_not_convert_to(gateway, signature, inputs, status, error):  # noqa: F811
     assert predict(gateway, {"signature_name": signature, **inputs}) == (status, {"error": error})
 
