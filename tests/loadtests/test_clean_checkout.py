@@ -38,7 +38,7 @@ def output_defaults() -> dict[str, str]:
 
 def test_every_output_flag_defaults_to_an_ignored_folder():
     defaults = output_defaults()
-    assert len(defaults) == 10, defaults  # run (local, remote), soak, the locustfile, six benches
+    assert len(defaults) == 11, defaults  # run (local, remote), soak, the locustfile, seven benches
     assert {where: default for where, default in defaults.items()
             if not default.startswith(IGNORED_DEFAULTS)} == {}
 
